@@ -1,0 +1,15 @@
+#include "evf/hash.h"
+
+uint64_t evf_hash_fnv1a64(const void *data, size_t len) {
+  const unsigned char *p = data;
+  uint64_t h = 0xcbf29ce484222325u;
+  for (size_t i = 0; i < len; i++) {
+    h ^= p[i];
+    h *= 0x100000001b3u;
+  }
+  return h;
+}
+
+unsigned evf_stream_shard(const char *name, size_t len, unsigned shard_count) {
+  return (unsigned)(evf_hash_fnv1a64(name, len) % shard_count);
+}

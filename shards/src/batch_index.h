@@ -1,0 +1,44 @@
+#ifndef SHARDS_BATCH_INDEX_H
+#define SHARDS_BATCH_INDEX_H
+
+/*
+ * What a batch being prepared has already decided, before anything is
+ * written: each stream it touches (with its length after the batch's
+ * appends so far) and each client-given event id it holds. Owned by one
+ * shard's loop; cleared for every batch.
+ */
+
+#include "evf/uuid.h"
+#include "records.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct batch_index;
+
+struct batch_stream {
+  const char *name;          /* borrowed from the append that first touched it */
+  size_t len;
+  struct stream_record record;
+  bool is_new;
+};
+
+struct batch_index *batch_index_create(void);
+void batch_index_destroy(struct batch_index *index);
+void batch_index_clear(struct batch_index *index);
+
+/** The stream's entry, or NULL. */
+struct batch_stream *batch_index_find_stream(struct batch_index *index, const char *name,
+                                             size_t len);
+
+/** Adds a stream (not present). Returns the entry, or NULL when out of memory. */
+struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
+                                            size_t len, const struct stream_record *record,
+                                            bool is_new);
+
+bool batch_index_has_id(const struct batch_index *index, const struct evf_uuid *id);
+
+/** Returns 0 or -ENOMEM. */
+int batch_index_add_id(struct batch_index *index, const struct evf_uuid *id);
+
+#endif

@@ -1,0 +1,175 @@
+/* One shard's LMDB environment: opening, its meta records, error mapping. */
+#include "internal.h"
+
+#include "evf/hash.h"
+#include "evf/log.h"
+#include "evf/status.h"
+#include "records.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FORMAT_VERSION 1
+#define MAX_READERS 1024
+
+int db__error(int mdb_rc, const char *what) {
+  switch (mdb_rc) {
+  case MDB_SUCCESS:
+    return 0;
+  case MDB_MAP_FULL:
+  case ENOSPC:
+  case EDQUOT:
+    return EVF_EFULL;
+  case MDB_TXN_FULL:
+    return EVF_ETOOBIG;
+  case ENOMEM:
+    return -ENOMEM;
+  }
+  evf_error("%s: %s", what, mdb_strerror(mdb_rc));
+  return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
+}
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value,
+                        bool *found) {
+  MDB_val k = {strlen(key), (void *)key}, v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  *found = rc == 0;
+  if (rc == MDB_NOTFOUND)
+    return 0;
+  if (rc != 0)
+    return rc;
+  if (v.mv_size != 8)
+    return MDB_CORRUPTED;
+  *value = record_get_u64(v.mv_data);
+  return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value) {
+  uint8_t buf[8];
+  record_put_u64(buf, value);
+  MDB_val k = {strlen(key), (void *)key}, v = {8, buf};
+  return mdb_put(txn, meta, &k, &v, 0);
+}
+
+/* Records the shard's identity in a new environment, or checks it in an old one. */
+static int check_identity(struct shard_db *db, MDB_txn *txn, unsigned index, unsigned shard_count,
+                          char *err, size_t err_len) {
+  static const char *const keys[] = {"format", "shard", "shards", "hash"};
+  const uint64_t want[] = {FORMAT_VERSION, index, shard_count,
+                           evf_hash_fnv1a64(EVF_STREAM_HASH_NAME, strlen(EVF_STREAM_HASH_NAME))};
+  for (unsigned i = 0; i < 4; i++) {
+    uint64_t have;
+    bool found;
+    int rc = meta_get_u64(txn, db->meta, keys[i], &have, &found);
+    if (rc == 0 && !found)
+      rc = meta_put_u64(txn, db->meta, keys[i], want[i]);
+    else if (rc == 0 && have != want[i]) {
+      snprintf(err, err_len, "shard %u records %s %llu, expected %llu", index, keys[i],
+               (unsigned long long)have, (unsigned long long)want[i]);
+      return EVF_EFORMAT;
+    }
+    if (rc != 0)
+      return db__error(rc, "reading shard meta");
+  }
+  return 0;
+}
+
+static int open_dbis(struct shard_db *db, unsigned index, unsigned shard_count, char *err,
+                     size_t err_len) {
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+  if (rc != 0)
+    return db__error(rc, "mdb_txn_begin");
+  if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &db->events)) != 0 ||
+      (rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
+      (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
+      (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->meta)) != 0) {
+    mdb_txn_abort(txn);
+    return db__error(rc, "mdb_dbi_open");
+  }
+  if ((rc = check_identity(db, txn, index, shard_count, err, err_len)) != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  if ((rc = mdb_txn_commit(txn)) != 0)
+    return db__error(rc, "mdb_txn_commit");
+  return 0;
+}
+
+int db__open(struct shard_db *db, const char *path, const struct store_options *options,
+             unsigned index, unsigned shard_count, char *err, size_t err_len) {
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+    snprintf(err, err_len, "cannot create %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  /* MDB_NOTLS: read transactions are not tied to threads (any thread reads). */
+  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (options->sync_full ? 0 : MDB_NOSYNC);
+  int rc;
+  if ((rc = mdb_env_create(&db->env)) != 0)
+    return db__error(rc, "mdb_env_create");
+  if ((rc = mdb_env_set_mapsize(db->env, options->map_size)) != 0 ||
+      (rc = mdb_env_set_maxdbs(db->env, 8)) != 0 ||
+      (rc = mdb_env_set_maxreaders(db->env, MAX_READERS)) != 0 ||
+      (rc = mdb_env_open(db->env, path, flags, 0644)) != 0) {
+    snprintf(err, err_len, "cannot open LMDB environment %s: %s", path, mdb_strerror(rc));
+    mdb_env_close(db->env);
+    return rc > 0 ? -rc : EVF_EFORMAT;
+  }
+  int stale;
+  mdb_reader_check(db->env, &stale); /* readers left by a killed process */
+  if ((rc = open_dbis(db, index, shard_count, err, err_len)) != 0) {
+    if (err[0] == '\0')
+      snprintf(err, err_len, "cannot open the databases of %s: %s", path, evf_strerror(rc));
+    mdb_env_close(db->env);
+    return rc;
+  }
+  return 0;
+}
+
+void db__close(struct shard_db *db) { mdb_env_close(db->env); }
+
+int db__last_position(struct shard_db *db, uint64_t *position) {
+  MDB_txn *txn;
+  MDB_cursor *cursor;
+  MDB_val k, v;
+  int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+  if (rc != 0)
+    return db__error(rc, "mdb_txn_begin");
+  if ((rc = mdb_cursor_open(txn, db->events, &cursor)) == 0) {
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST);
+    mdb_cursor_close(cursor);
+  }
+  mdb_txn_abort(txn);
+  if (rc == MDB_NOTFOUND) {
+    *position = 0;
+    return 0;
+  }
+  if (rc == 0 && k.mv_size != RECORD_POSITION_LEN)
+    rc = MDB_CORRUPTED;
+  if (rc != 0)
+    return db__error(rc, "reading the last position");
+  *position = record_get_u64(k.mv_data);
+  return 0;
+}
+
+int db__next_stream_id(struct shard_db *db, uint64_t *id) {
+  MDB_txn *txn;
+  bool found;
+  uint64_t value = 1;
+  int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+  if (rc != 0)
+    return db__error(rc, "mdb_txn_begin");
+  rc = meta_get_u64(txn, db->meta, "next_stream_id", &value, &found);
+  mdb_txn_abort(txn);
+  if (rc != 0)
+    return db__error(rc, "reading next_stream_id");
+  *id = found ? value : 1;
+  return 0;
+}
+
+int db__put_next_stream_id(MDB_txn *txn, struct shard_db *db, uint64_t id) {
+  return meta_put_u64(txn, db->meta, "next_stream_id", id);
+}

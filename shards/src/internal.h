@@ -1,0 +1,170 @@
+#ifndef SHARDS_INTERNAL_H
+#define SHARDS_INTERNAL_H
+
+/*
+ * DESIGN
+ * Threads: one thread per shard, each running a libuv loop; a sequencer
+ * thread (sequencer.h); commits run on the libuv thread pool, one at a time
+ * per shard; callers of store_append are shard threads or bound external
+ * threads, each identified by a port.
+ *
+ * Rings: for every (port, shard) pair a request ring carries struct
+ * store_append pointers from the port's thread to the owning shard, and a
+ * reply ring carries them back. Requests are owned by their origin: the
+ * owner only reads the borrowed input and writes the results, and the
+ * origin runs the callback (Seastar's rule: the message returns to its
+ * origin). A port sends at most REQ_RING_SIZE - 1 requests to a shard
+ * before replies come back; beyond that it parks requests locally, in
+ * order, and sends them as replies free credit. Reply rings have the same
+ * size, so they can never fill.
+ *
+ * Wake-ups: enqueue, full fence, uv_async_send on the receiver's loop; the
+ * receiver's async callback drains all its rings.
+ */
+
+#include "evf/store.h"
+#include "sequencer.h"
+
+#include <ck_ring.h>
+#include <lmdb.h>
+#include <stdatomic.h>
+
+#define REQ_RING_SIZE 1024
+
+/* A FIFO of appends linked through store_append.next. */
+struct append_queue {
+  struct store_append *head;
+  struct store_append *tail;
+  size_t length;
+};
+
+void append_queue_push(struct append_queue *q, struct store_append *req);
+struct store_append *append_queue_pop(struct append_queue *q);
+/** Puts all of other in front of q and empties other. */
+void append_queue_prepend(struct append_queue *q, struct append_queue *other);
+
+struct ring {
+  struct ck_ring ring;
+  ck_ring_buffer_t *buffer;
+};
+
+struct port_dest {
+  unsigned in_flight;           /* requests sent to this shard, not yet replied */
+  struct append_queue parked;   /* waiting for credit, in submit order */
+};
+
+struct store_port {
+  struct evf_store *store;
+  unsigned id;                  /* 0..shards-1: the shard ports; then external */
+  uv_async_t *wake;             /* wakes this port's loop */
+  uv_async_t external_wake;     /* the wake handle of an external port */
+  bool bound;
+  struct port_dest *dests;      /* one per shard */
+};
+
+struct shard_db {
+  MDB_env *env;
+  MDB_dbi events;
+  MDB_dbi streams;
+  MDB_dbi stream_index;
+  MDB_dbi event_ids;
+  MDB_dbi meta;
+};
+
+enum shard_state { SHARD_IDLE, SHARD_AWAIT_GRANT, SHARD_COMMITTING };
+
+struct batch {
+  struct append_queue writes;   /* accepted appends to write, in order */
+  uint32_t event_count;
+  uint64_t next_stream_id;      /* to persist with the batch */
+  int status;                   /* commit result, set off-loop */
+  uv_work_t work;
+};
+
+struct shard {
+  struct evf_store *store;
+  unsigned index;
+  struct shard_db db;
+  uv_thread_t thread;
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_check_t batcher;
+  bool stop_hook_called;
+  bool closed;
+
+  /* Loop-owned. */
+  struct append_queue pending;
+  enum shard_state state;
+  struct batch batch;
+  uint64_t next_stream_id;
+  struct batch_index *decided;   /* what the batch being prepared holds */
+  bool *reply_dirty;             /* per port: replies queued since the last flush */
+};
+
+struct evf_store {
+  struct store_options options;
+  unsigned shard_count;
+  unsigned port_count;          /* shards + external */
+  int lock_fd;
+  struct shard *shards;
+  struct store_port *ports;
+  struct ring *requests;        /* [port * shard_count + shard] */
+  struct ring *replies;         /* [shard * port_count + port] */
+  struct sequencer sequencer;
+
+  atomic_bool closing;
+  atomic_size_t outstanding;    /* appends submitted and not yet completed */
+};
+
+static inline struct ring *store__request_ring(struct evf_store *s, unsigned port, unsigned shard) {
+  return &s->requests[port * s->shard_count + shard];
+}
+
+static inline struct ring *store__reply_ring(struct evf_store *s, unsigned shard, unsigned port) {
+  return &s->replies[shard * s->port_count + port];
+}
+
+/* port.c */
+int port__init(struct store_port *port, struct evf_store *store, unsigned id);
+void port__deinit(struct store_port *port);
+/** Drains the reply rings of a port and runs completions. Port's thread. */
+void port__drain_replies(struct store_port *port);
+/** Sends a finished append back to its origin (or completes it in place). Owner's thread. */
+void port__reply(struct shard *owner, struct store_append *req);
+/** Wakes the origins that received replies during this batch. Owner's thread. */
+void port__flush_replies(struct shard *owner);
+
+/* shard.c */
+/** Initializes the loop and handles; main thread, before any thread starts. */
+int shard__init_loop(struct shard *shard);
+/** Closes the handles and loop of a shard whose thread never ran. */
+void shard__discard_loop(struct shard *shard);
+int shard__start(struct shard *shard);
+/** Waits for the thread to end (after the store began closing) and closes the loop. */
+void shard__join(struct shard *shard);
+/** Queues an append on its owner, from the owner's own thread. */
+void shard__enqueue_local(struct shard *shard, struct store_append *req);
+/** Wakes every shard (closing, or the last append completed). Any thread. */
+void store__wake_all(struct evf_store *store);
+
+/* validate.c */
+/** Checks the input of an append and fills req->ids. Origin's thread. */
+int validate__append(const struct store_options *options, struct store_append *req);
+
+/* commit.c */
+/** Writes the batch in one transaction and commits it. Thread pool. */
+int commit__batch(struct shard *shard);
+
+/* db.c */
+int db__open(struct shard_db *db, const char *path, const struct store_options *options,
+             unsigned index, unsigned shard_count, char *err, size_t err_len);
+void db__close(struct shard_db *db);
+/** The highest position stored, 0 for none. */
+int db__last_position(struct shard_db *db, uint64_t *position);
+int db__next_stream_id(struct shard_db *db, uint64_t *id);
+/** Records the next stream id in a write transaction. Returns an LMDB code. */
+int db__put_next_stream_id(MDB_txn *txn, struct shard_db *db, uint64_t id);
+/** Maps an LMDB or system error to an EVF code, logging the unexpected ones. */
+int db__error(int mdb_rc, const char *what);
+
+#endif

@@ -1,0 +1,198 @@
+/* Ports: submitting appends, the request and reply rings, completions. */
+#include "internal.h"
+
+#include "evf/hash.h"
+#include "evf/status.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void append_queue_push(struct append_queue *q, struct store_append *req) {
+  req->next = NULL;
+  if (q->tail)
+    q->tail->next = req;
+  else
+    q->head = req;
+  q->tail = req;
+  q->length++;
+}
+
+struct store_append *append_queue_pop(struct append_queue *q) {
+  struct store_append *req = q->head;
+  if (req == NULL)
+    return NULL;
+  q->head = req->next;
+  if (q->head == NULL)
+    q->tail = NULL;
+  q->length--;
+  req->next = NULL;
+  return req;
+}
+
+void append_queue_prepend(struct append_queue *q, struct append_queue *other) {
+  if (other->head == NULL)
+    return;
+  other->tail->next = q->head;
+  if (q->tail == NULL)
+    q->tail = other->tail;
+  q->head = other->head;
+  q->length += other->length;
+  *other = (struct append_queue){0};
+}
+
+int port__init(struct store_port *port, struct evf_store *store, unsigned id) {
+  port->store = store;
+  port->id = id;
+  port->dests = calloc(store->shard_count, sizeof(*port->dests));
+  if (port->dests == NULL)
+    return -ENOMEM;
+  if (id < store->shard_count)
+    port->wake = &store->shards[id].wake;
+  return 0;
+}
+
+void port__deinit(struct store_port *port) { free(port->dests); }
+
+static void send_to_ring(struct store_port *port, unsigned owner, struct store_append *req) {
+  struct ring *r = store__request_ring(port->store, port->id, owner);
+  /* Credit: in_flight < ring capacity, so this cannot fail. */
+  ck_ring_enqueue_spsc(&r->ring, r->buffer, req);
+  port->dests[owner].in_flight++;
+}
+
+static void wake_shard(struct evf_store *store, unsigned shard) {
+  ck_pr_fence_memory();
+  uv_async_send(&store->shards[shard].wake);
+}
+
+/* Sends parked requests while credit lasts. */
+static void send_parked(struct store_port *port, unsigned owner) {
+  struct port_dest *d = &port->dests[owner];
+  bool sent = false;
+  while (d->parked.head != NULL && d->in_flight < REQ_RING_SIZE - 1) {
+    send_to_ring(port, owner, append_queue_pop(&d->parked));
+    sent = true;
+  }
+  if (sent)
+    wake_shard(port->store, owner);
+}
+
+static void send_remote(struct store_port *port, struct store_append *req) {
+  struct port_dest *d = &port->dests[req->owner];
+  if (d->parked.head != NULL || d->in_flight >= REQ_RING_SIZE - 1) {
+    append_queue_push(&d->parked, req); /* backpressure: keep order, send on replies */
+    return;
+  }
+  send_to_ring(port, req->owner, req);
+  wake_shard(port->store, req->owner);
+}
+
+static void release_outstanding(struct evf_store *store) {
+  if (atomic_fetch_sub(&store->outstanding, 1) == 1 && atomic_load(&store->closing))
+    store__wake_all(store);
+}
+
+int store_append(struct store_port *port, struct store_append *req) {
+  struct evf_store *store = port->store;
+  req->ids = NULL;
+  req->next = NULL;
+  req->origin = port;
+  req->status = 0;
+  req->needs_write = false;
+  req->new_stream = false;
+  /* Counted before the closing check, so that close never misses it. */
+  atomic_fetch_add(&store->outstanding, 1);
+  int rc = atomic_load(&store->closing) ? EVF_ESHUTDOWN : validate__append(&store->options, req);
+  if (rc != 0) {
+    release_outstanding(store);
+    return rc;
+  }
+  const char *stream = req->request->stream;
+  req->owner = evf_stream_shard(stream, strlen(stream), store->shard_count);
+  if (port->id == req->owner)
+    shard__enqueue_local(&store->shards[req->owner], req);
+  else
+    send_remote(port, req);
+  return 0;
+}
+
+void store_append_deinit(struct store_append *req) {
+  free(req->ids);
+  req->ids = NULL;
+}
+
+static void complete(struct store_append *req) {
+  struct evf_store *store = req->origin->store;
+  req->cb(req, req->status); /* req may be gone after this */
+  release_outstanding(store);
+}
+
+void port__drain_replies(struct store_port *port) {
+  struct evf_store *store = port->store;
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    struct ring *r = store__reply_ring(store, s, port->id);
+    struct store_append *req;
+    bool any = false;
+    while (ck_ring_dequeue_spsc(&r->ring, r->buffer, &req)) {
+      port->dests[s].in_flight--;
+      complete(req);
+      any = true;
+    }
+    if (any)
+      send_parked(port, s);
+  }
+}
+
+void port__reply(struct shard *owner, struct store_append *req) {
+  unsigned origin = req->origin->id;
+  if (origin == owner->index) {
+    complete(req);
+    return;
+  }
+  struct ring *r = store__reply_ring(owner->store, owner->index, origin);
+  /* A reply ring holds at most what its request ring held: never full. */
+  ck_ring_enqueue_spsc(&r->ring, r->buffer, req);
+  owner->reply_dirty[origin] = true;
+}
+
+void port__flush_replies(struct shard *owner) {
+  struct evf_store *store = owner->store;
+  bool fenced = false;
+  for (unsigned p = 0; p < store->port_count; p++) {
+    if (!owner->reply_dirty[p])
+      continue;
+    if (!fenced) {
+      ck_pr_fence_memory();
+      fenced = true;
+    }
+    owner->reply_dirty[p] = false;
+    uv_async_send(store->ports[p].wake);
+  }
+}
+
+static void external_wake_cb(uv_async_t *handle) { port__drain_replies(handle->data); }
+
+struct store_port *store_shard_port(struct evf_store *store, unsigned shard) {
+  return &store->ports[shard];
+}
+
+struct store_port *store_external_port(struct evf_store *store, unsigned k) {
+  return &store->ports[store->shard_count + k];
+}
+
+int store_port_bind(struct store_port *port, uv_loop_t *loop) {
+  int rc = uv_async_init(loop, &port->external_wake, external_wake_cb);
+  if (rc != 0)
+    return rc;
+  port->external_wake.data = port;
+  port->wake = &port->external_wake;
+  port->bound = true;
+  return 0;
+}
+
+void store_port_unbind(struct store_port *port) {
+  if (port->bound)
+    uv_close((uv_handle_t *)&port->external_wake, NULL);
+  port->bound = false;
+}

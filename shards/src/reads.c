@@ -1,0 +1,267 @@
+/*
+ * Reads: synchronous, on the calling thread, in LMDB read transactions
+ * (MDB_NOTLS lets any thread open them). Stored events are handed to the
+ * caller as the encoded bytes in the map, valid during the callback.
+ */
+#include "internal.h"
+
+#include "evf/hash.h"
+#include "evf/status.h"
+#include "records.h"
+
+#include <string.h>
+
+static unsigned page_limit(const struct evf_store *store, uint32_t limit) {
+  return limit == 0 || limit > store->options.page_size ? store->options.page_size : limit;
+}
+
+static int begin_read(struct shard *shard, MDB_txn **txn) {
+  int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, txn);
+  return rc == 0 ? 0 : db__error(rc, "beginning a read transaction");
+}
+
+/* The event an index entry points at. Returns an LMDB code. */
+static int get_event(struct shard *shard, MDB_txn *txn, const MDB_val *position_key, MDB_val *event) {
+  if (position_key->mv_size != RECORD_POSITION_LEN)
+    return MDB_CORRUPTED;
+  int rc = mdb_get(txn, shard->db.events, (MDB_val *)position_key, event);
+  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* an index entry without its event */
+}
+
+static int find_stream_id(struct shard *shard, MDB_txn *txn, const char *stream, size_t len,
+                          uint64_t *stream_id) {
+  struct stream_record record;
+  MDB_val k = {len, (void *)stream}, v;
+  int rc = mdb_get(txn, shard->db.streams, &k, &v);
+  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, &record))
+    rc = MDB_CORRUPTED;
+  if (rc == 0)
+    *stream_id = record.stream_id;
+  return rc;
+}
+
+/* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
+static int visit_stream(struct shard *shard, MDB_txn *txn, uint64_t stream_id,
+                        uint32_t from_version, unsigned limit, store_event_cb cb, void *arg) {
+  MDB_cursor *cursor;
+  int rc = mdb_cursor_open(txn, shard->db.stream_index, &cursor);
+  if (rc != 0)
+    return rc;
+  uint8_t key[RECORD_INDEX_KEY_LEN];
+  record_index_key(key, stream_id, from_version);
+  MDB_val ik = {sizeof(key), key}, iv, event;
+  unsigned visited = 0;
+  rc = mdb_cursor_get(cursor, &ik, &iv, MDB_SET_RANGE);
+  while (rc == 0 && visited < limit && ik.mv_size == RECORD_INDEX_KEY_LEN &&
+         record_get_u64(ik.mv_data) == stream_id) {
+    if ((rc = get_event(shard, txn, &iv, &event)) != 0)
+      break;
+    if (cb(event.mv_data, event.mv_size, record_get_u64(iv.mv_data), arg) != 0)
+      break;
+    visited++;
+    rc = mdb_cursor_get(cursor, &ik, &iv, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  return rc;
+}
+
+int store_read_stream(struct evf_store *store, const char *stream, size_t len,
+                      uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg) {
+  if (!store_stream_name_valid(stream, len))
+    return EVF_EINVAL;
+  struct shard *shard = &store->shards[evf_stream_shard(stream, len, store->shard_count)];
+  MDB_txn *txn;
+  int rc = begin_read(shard, &txn);
+  if (rc != 0)
+    return rc;
+  uint64_t stream_id;
+  rc = find_stream_id(shard, txn, stream, len, &stream_id);
+  if (rc == 0)
+    rc = visit_stream(shard, txn, stream_id, from_version, page_limit(store, limit), cb, arg);
+  mdb_txn_abort(txn);
+  return rc == MDB_NOTFOUND ? 0 : db__error(rc, "reading a stream");
+}
+
+/* One shard's cursor in a k-way merge. */
+struct merge_head {
+  MDB_txn *txn;
+  MDB_cursor *cursor;
+  MDB_val key;
+  MDB_val value;
+  bool live;
+};
+
+static int open_heads(struct evf_store *store, struct merge_head *heads, MDB_dbi (*dbi)(struct shard *)) {
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    struct shard *shard = &store->shards[s];
+    int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &heads[s].txn);
+    if (rc == 0 && (rc = mdb_cursor_open(heads[s].txn, dbi(shard), &heads[s].cursor)) != 0)
+      mdb_txn_abort(heads[s].txn);
+    if (rc != 0) {
+      heads[s].txn = NULL;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static void close_heads(struct evf_store *store, struct merge_head *heads) {
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    if (heads[s].txn == NULL)
+      continue;
+    mdb_cursor_close(heads[s].cursor);
+    mdb_txn_abort(heads[s].txn);
+  }
+}
+
+static MDB_dbi events_dbi(struct shard *shard) { return shard->db.events; }
+static MDB_dbi streams_dbi(struct shard *shard) { return shard->db.streams; }
+
+/* Moves a head; it stays live while it is on an event at or below the watermark. */
+static int move_event_head(struct merge_head *h, MDB_cursor_op op, uint64_t watermark) {
+  int rc = mdb_cursor_get(h->cursor, &h->key, &h->value, op);
+  h->live = rc == 0 && h->key.mv_size == RECORD_POSITION_LEN &&
+            record_get_u64(h->key.mv_data) <= watermark;
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static struct merge_head *lowest_position(struct merge_head *heads, unsigned count) {
+  struct merge_head *best = NULL;
+  for (unsigned s = 0; s < count; s++) {
+    if (heads[s].live &&
+        (best == NULL || record_get_u64(heads[s].key.mv_data) < record_get_u64(best->key.mv_data)))
+      best = &heads[s];
+  }
+  return best;
+}
+
+int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
+                      store_event_cb cb, void *arg, uint64_t *checkpoint) {
+  /* Loaded before the transactions begin: every event at or below it is visible to them. */
+  uint64_t watermark = store_watermark(store);
+  unsigned n = store->shard_count, max = page_limit(store, limit), visited = 0;
+  *checkpoint = offset;
+  if (offset >= watermark)
+    return 0;
+  struct merge_head heads[n];
+  memset(heads, 0, sizeof(heads));
+  uint8_t start[RECORD_POSITION_LEN];
+  record_position_key(start, offset + 1);
+  int rc = open_heads(store, heads, events_dbi);
+  for (unsigned s = 0; rc == 0 && s < n; s++) {
+    heads[s].key = (MDB_val){sizeof(start), start};
+    rc = move_event_head(&heads[s], MDB_SET_RANGE, watermark);
+  }
+  struct merge_head *h;
+  while (rc == 0 && visited < max && (h = lowest_position(heads, n)) != NULL) {
+    uint64_t position = record_get_u64(h->key.mv_data);
+    if (cb(h->value.mv_data, h->value.mv_size, position, arg) != 0)
+      break;
+    *checkpoint = position;
+    visited++;
+    rc = move_event_head(h, MDB_NEXT, watermark);
+  }
+  close_heads(store, heads);
+  return db__error(rc, "reading the global stream");
+}
+
+int store_get_event(struct evf_store *store, const char *id, size_t len, store_event_cb cb,
+                    void *arg) {
+  struct evf_uuid uuid;
+  if (evf_uuid_parse(id, len, &uuid) != 0)
+    return EVF_EINVAL;
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    struct shard *shard = &store->shards[s];
+    struct event_id_record record;
+    MDB_txn *txn;
+    int rc = begin_read(shard, &txn);
+    if (rc != 0)
+      return rc;
+    MDB_val k = {sizeof(uuid.bytes), uuid.bytes}, v, event;
+    uint8_t key[RECORD_POSITION_LEN];
+    rc = mdb_get(txn, shard->db.event_ids, &k, &v);
+    if (rc == 0 && !record_event_id_decode(v.mv_data, v.mv_size, &record))
+      rc = MDB_CORRUPTED;
+    if (rc == 0) {
+      record_position_key(key, record.position);
+      MDB_val pk = {sizeof(key), key};
+      if ((rc = get_event(shard, txn, &pk, &event)) == 0)
+        cb(event.mv_data, event.mv_size, record.position, arg);
+    }
+    mdb_txn_abort(txn);
+    if (rc != MDB_NOTFOUND)
+      return db__error(rc, "reading an event by id");
+  }
+  return EVF_ENOTFOUND;
+}
+
+static int count_entries(struct evf_store *store, MDB_dbi (*dbi)(struct shard *), int64_t *count) {
+  int64_t total = 0;
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    struct shard *shard = &store->shards[s];
+    MDB_txn *txn;
+    MDB_stat stat;
+    int rc = begin_read(shard, &txn);
+    if (rc != 0)
+      return rc;
+    rc = mdb_stat(txn, dbi(shard), &stat);
+    mdb_txn_abort(txn);
+    if (rc != 0)
+      return db__error(rc, "mdb_stat");
+    total += (int64_t)stat.ms_entries;
+  }
+  *count = total;
+  return 0;
+}
+
+int store_event_count(struct evf_store *store, int64_t *count) {
+  return count_entries(store, events_dbi, count);
+}
+
+int store_stream_count(struct evf_store *store, int64_t *count) {
+  return count_entries(store, streams_dbi, count);
+}
+
+static int compare_names(const MDB_val *a, const MDB_val *b) {
+  size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+  int c = memcmp(a->mv_data, b->mv_data, n);
+  return c != 0 ? c : (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
+}
+
+static struct merge_head *lowest_name(struct merge_head *heads, unsigned count) {
+  struct merge_head *best = NULL;
+  for (unsigned s = 0; s < count; s++) {
+    if (heads[s].live && (best == NULL || compare_names(&heads[s].key, &best->key) < 0))
+      best = &heads[s];
+  }
+  return best;
+}
+
+static int move_name_head(struct merge_head *h, MDB_cursor_op op) {
+  int rc = mdb_cursor_get(h->cursor, &h->key, &h->value, op);
+  h->live = rc == 0;
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int store_list_streams(struct evf_store *store, uint32_t skip, uint32_t limit,
+                       store_name_cb cb, void *arg) {
+  unsigned n = store->shard_count, max = page_limit(store, limit), visited = 0;
+  uint64_t skipped = 0;
+  struct merge_head heads[n];
+  memset(heads, 0, sizeof(heads));
+  int rc = open_heads(store, heads, streams_dbi);
+  for (unsigned s = 0; rc == 0 && s < n; s++)
+    rc = move_name_head(&heads[s], MDB_FIRST);
+  struct merge_head *h;
+  while (rc == 0 && visited < max && (h = lowest_name(heads, n)) != NULL) {
+    if (skipped < skip)
+      skipped++;
+    else if (cb(h->key.mv_data, h->key.mv_size, arg) != 0)
+      break;
+    else
+      visited++;
+    rc = move_name_head(h, MDB_NEXT);
+  }
+  close_heads(store, heads);
+  return db__error(rc, "listing streams");
+}

@@ -1,0 +1,50 @@
+#ifndef SHARDS_RECORDS_H
+#define SHARDS_RECORDS_H
+
+/*
+ * Keys and values of the LMDB databases (shards/README.md). All integers are
+ * big-endian so that keys sort numerically byte by byte.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECORD_POSITION_LEN 8
+#define RECORD_INDEX_KEY_LEN 12
+#define RECORD_STREAM_LEN 20
+#define RECORD_EVENT_ID_LEN 20
+
+/* streams: name -> this */
+struct stream_record {
+  uint64_t stream_id;
+  uint32_t next_version; /* the stream's length */
+  int64_t created_at;    /* Unix ms */
+};
+
+/* event_ids: 16-byte id -> this */
+struct event_id_record {
+  uint64_t position;
+  uint64_t stream_id;
+  uint32_t version;
+};
+
+void record_put_u32(uint8_t *out, uint32_t v);
+void record_put_u64(uint8_t *out, uint64_t v);
+uint32_t record_get_u32(const uint8_t *in);
+uint64_t record_get_u64(const uint8_t *in);
+
+/* events: position key */
+void record_position_key(uint8_t out[RECORD_POSITION_LEN], uint64_t position);
+
+/* stream_index: (stream id, version) -> position key */
+void record_index_key(uint8_t out[RECORD_INDEX_KEY_LEN], uint64_t stream_id, uint32_t version);
+
+void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_record *r);
+/** Returns false when the value has the wrong size (damaged data). */
+bool record_stream_decode(const void *in, size_t len, struct stream_record *r);
+
+void record_event_id_encode(uint8_t out[RECORD_EVENT_ID_LEN], const struct event_id_record *r);
+bool record_event_id_decode(const void *in, size_t len, struct event_id_record *r);
+
+#endif

@@ -1,0 +1,145 @@
+#include "sequencer.h"
+
+#include "evf/log.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#define SEQ_RING_SIZE 8
+
+void seq_state_init(struct seq_state *s, unsigned shard_count, uint64_t last_position,
+                    struct seq_grant *grants) {
+  s->next = last_position + 1;
+  s->shard_count = shard_count;
+  s->grants = grants;
+  for (unsigned i = 0; i < shard_count; i++)
+    grants[i] = (struct seq_grant){0};
+}
+
+uint64_t seq_state_grant(struct seq_state *s, unsigned shard, uint32_t count) {
+  assert(!s->grants[shard].pending);
+  uint64_t first = s->next;
+  s->grants[shard] = (struct seq_grant){.first = first, .count = count, .pending = true};
+  s->next += count;
+  return first;
+}
+
+void seq_state_settle(struct seq_state *s, unsigned shard) {
+  assert(s->grants[shard].pending);
+  s->grants[shard].pending = false;
+}
+
+uint64_t seq_state_watermark(const struct seq_state *s) {
+  uint64_t lowest_unsettled = s->next;
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    if (s->grants[i].pending && s->grants[i].first < lowest_unsettled)
+      lowest_unsettled = s->grants[i].first;
+  }
+  return lowest_unsettled - 1;
+}
+
+int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_position) {
+  struct seq_grant *grants = calloc(shard_count, sizeof(*grants));
+  seq->channels = calloc(shard_count, sizeof(*seq->channels));
+  if (grants == NULL || seq->channels == NULL) {
+    free(grants);
+    free(seq->channels);
+    return -ENOMEM;
+  }
+  for (unsigned i = 0; i < shard_count; i++) {
+    ck_ring_init(&seq->channels[i].to_seq, SEQ_RING_SIZE);
+    ck_ring_init(&seq->channels[i].from_seq, SEQ_RING_SIZE);
+  }
+  seq_state_init(&seq->state, shard_count, last_position, grants);
+  atomic_init(&seq->watermark, last_position);
+  atomic_init(&seq->stopping, false);
+  return 0;
+}
+
+void sequencer_deinit(struct sequencer *seq) {
+  free(seq->state.grants);
+  free(seq->channels);
+}
+
+static void reply(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
+  struct seq_channel *ch = &seq->channels[shard];
+  /* A shard has at most one request outstanding: the ring cannot be full. */
+  bool queued = ck_ring_enqueue_spsc_seq_msg(&ch->from_seq, ch->from_seq_buf, &msg);
+  assert(queued);
+  (void)queued;
+  ck_pr_fence_memory();
+  uv_async_send(ch->shard_wake);
+}
+
+static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *msg) {
+  switch (msg->kind) {
+  case SEQ_REQUEST: {
+    uint64_t first = seq_state_grant(&seq->state, shard, msg->count);
+    reply(seq, shard, (struct seq_msg){.kind = SEQ_GRANT, .count = msg->count, .first = first});
+    break;
+  }
+  case SEQ_SETTLE:
+    seq_state_settle(&seq->state, shard);
+    break;
+  default:
+    evf_error("sequencer: unexpected message kind %u from shard %u", msg->kind, shard);
+  }
+}
+
+static void wake_cb(uv_async_t *handle_) {
+  struct sequencer *seq = handle_->data;
+  struct seq_msg msg;
+  for (unsigned i = 0; i < seq->state.shard_count; i++) {
+    struct seq_channel *ch = &seq->channels[i];
+    while (ck_ring_dequeue_spsc_seq_msg(&ch->to_seq, ch->to_seq_buf, &msg))
+      handle(seq, i, &msg);
+  }
+  atomic_store_explicit(&seq->watermark, seq_state_watermark(&seq->state), memory_order_release);
+  if (atomic_load(&seq->stopping))
+    uv_close((uv_handle_t *)&seq->wake, NULL);
+}
+
+static void run(void *arg) {
+  struct sequencer *seq = arg;
+  uv_run(&seq->loop, UV_RUN_DEFAULT);
+}
+
+int sequencer_start(struct sequencer *seq) {
+  int rc = uv_loop_init(&seq->loop);
+  if (rc != 0)
+    return rc;
+  if ((rc = uv_async_init(&seq->loop, &seq->wake, wake_cb)) != 0) {
+    uv_loop_close(&seq->loop);
+    return rc;
+  }
+  seq->wake.data = seq;
+  if ((rc = uv_thread_create(&seq->thread, run, seq)) != 0) {
+    uv_close((uv_handle_t *)&seq->wake, NULL);
+    uv_run(&seq->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&seq->loop);
+  }
+  return rc;
+}
+
+void sequencer_stop(struct sequencer *seq) {
+  atomic_store(&seq->stopping, true);
+  uv_async_send(&seq->wake);
+  uv_thread_join(&seq->thread);
+  uv_loop_close(&seq->loop);
+}
+
+void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
+  struct seq_channel *ch = &seq->channels[shard];
+  /* At most a settle and a request are in flight per shard: never full. */
+  bool queued = ck_ring_enqueue_spsc_seq_msg(&ch->to_seq, ch->to_seq_buf, &msg);
+  assert(queued);
+  (void)queued;
+  ck_pr_fence_memory();
+  uv_async_send(&seq->wake);
+}
+
+bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg) {
+  struct seq_channel *ch = &seq->channels[shard];
+  return ck_ring_dequeue_spsc_seq_msg(&ch->from_seq, ch->from_seq_buf, msg);
+}

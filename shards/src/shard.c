@@ -1,0 +1,385 @@
+/*
+ * A shard's thread and loop: receiving appends, group commit, replies.
+ *
+ * One batch at a time goes through: prepare (on the loop: check every
+ * pending append against stored state and the batch so far, with a read
+ * transaction) -> ask the sequencer for positions -> write and commit on the
+ * thread pool -> settle with the sequencer and reply. Appends arriving
+ * meanwhile wait in `pending` and form the next batch: one sync for many.
+ */
+#include "internal.h"
+
+#include "batch_index.h"
+#include "evf/clock.h"
+#include "evf/log.h"
+#include "evf/status.h"
+
+#include <string.h>
+
+/* Bounds of one batch, well inside LMDB's dirty-page limit. */
+#define MAX_BATCH_APPENDS 4096
+#define MAX_BATCH_BYTES (64u << 20)
+
+enum verdict { VERDICT_WRITE, VERDICT_DONE, VERDICT_DEFER };
+
+struct prepare_ctx {
+  struct shard *shard;
+  MDB_txn *own;
+  MDB_txn **others;   /* read transactions on the other shards, opened on demand */
+  int64_t now;
+};
+
+static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
+  if (ctx->others[shard] == NULL) {
+    int rc = mdb_txn_begin(ctx->shard->store->shards[shard].db.env, NULL, MDB_RDONLY,
+                           &ctx->others[shard]);
+    if (rc != 0)
+      return db__error(rc, "beginning a read transaction");
+  }
+  *out = ctx->others[shard];
+  return 0;
+}
+
+/* The stream as the batch so far leaves it: from the batch, else from storage. */
+static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_stream **out) {
+  size_t len = strlen(name);
+  struct batch_stream *s = batch_index_find_stream(ctx->shard->decided, name, len);
+  if (s == NULL) {
+    struct stream_record record = {0};
+    MDB_val k = {len, (void *)name}, v;
+    int rc = mdb_get(ctx->own, ctx->shard->db.streams, &k, &v);
+    if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, &record))
+      rc = MDB_CORRUPTED;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+      return db__error(rc, "reading a stream record");
+    s = batch_index_add_stream(ctx->shard->decided, name, len, &record, rc == MDB_NOTFOUND);
+    if (s == NULL)
+      return -ENOMEM;
+  }
+  *out = s;
+  return 0;
+}
+
+/* Where an id is stored: 1 in this shard (*found set), 2 elsewhere, 0 nowhere. */
+static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id,
+                     struct event_id_record *found) {
+  struct evf_store *store = ctx->shard->store;
+  MDB_val k = {sizeof(id->bytes), (void *)id->bytes}, v;
+  int rc = mdb_get(ctx->own, ctx->shard->db.event_ids, &k, &v);
+  if (rc == 0)
+    return record_event_id_decode(v.mv_data, v.mv_size, found) ? 1 : EVF_EINTERNAL;
+  if (rc != MDB_NOTFOUND)
+    return db__error(rc, "reading an event id");
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    MDB_txn *txn;
+    if (s == ctx->shard->index)
+      continue;
+    if ((rc = other_txn(ctx, s, &txn)) != 0)
+      return rc;
+    rc = mdb_get(txn, store->shards[s].db.event_ids, &k, &v);
+    if (rc == 0)
+      return 2;
+    if (rc != MDB_NOTFOUND)
+      return db__error(rc, "reading an event id");
+  }
+  return 0;
+}
+
+/*
+ * Client-given ids: a retry of an append stored whole, in order, in this
+ * stream succeeds without writing; any other reuse is EVF_EEXIST. An id held
+ * by the batch being prepared defers the append to the next batch, where
+ * it is decided against committed data.
+ */
+static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
+                              const struct batch_stream *stream) {
+  const Api__AppendToStreamRequest *r = req->request;
+  size_t given = 0, stored_here = 0;
+  struct event_id_record first = {0}, rec;
+  bool in_order = true;
+  for (size_t i = 0; i < r->n_events; i++) {
+    if (r->events[i]->id[0] == '\0')
+      continue;
+    given++;
+    if (batch_index_has_id(ctx->shard->decided, &req->ids[i]))
+      return VERDICT_DEFER;
+    int where = locate_id(ctx, &req->ids[i], &rec);
+    if (where < 0) {
+      req->status = where;
+      return VERDICT_DONE;
+    }
+    if (where == 0)
+      continue;
+    if (where == 1 && stored_here == 0)
+      first = rec;
+    in_order = in_order && where == 1 && i == stored_here && !stream->is_new &&
+               rec.stream_id == stream->record.stream_id && rec.version == first.version + i &&
+               rec.position == first.position + i;
+    stored_here++;
+  }
+  if (given == 0 || stored_here == 0)
+    return VERDICT_WRITE;
+  if (in_order && stored_here == r->n_events) {
+    req->first_version = first.version;
+    req->first_position = first.position;
+    req->status = 0;
+  } else {
+    req->status = EVF_EEXIST;
+  }
+  return VERDICT_DONE;
+}
+
+static int remember_ids(struct batch_index *decided, const struct store_append *req) {
+  for (size_t i = 0; i < req->request->n_events; i++) {
+    if (req->request->events[i]->id[0] == '\0')
+      continue;
+    int rc = batch_index_add_id(decided, &req->ids[i]);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
+  struct batch_stream *stream;
+  int rc = find_stream(ctx, req->request->stream, &stream);
+  if (rc != 0) {
+    req->status = rc;
+    return VERDICT_DONE;
+  }
+  enum verdict v = check_ids(ctx, req, stream);
+  if (v != VERDICT_WRITE)
+    return v;
+  uint32_t length = stream->record.next_version;
+  int32_t expected = req->request->version;
+  if (expected >= 0 && (uint32_t)expected != length) {
+    req->actual_version = length;
+    req->status = EVF_EVERSION;
+    return VERDICT_DONE;
+  }
+  if (req->request->n_events > UINT32_MAX - length) {
+    req->status = EVF_ETOOBIG;
+    return VERDICT_DONE;
+  }
+  if ((rc = remember_ids(ctx->shard->decided, req)) != 0) {
+    req->status = rc;
+    return VERDICT_DONE;
+  }
+  if (stream->is_new && stream->record.stream_id == 0) {
+    stream->record.stream_id = ctx->shard->next_stream_id++;
+    stream->record.created_at = ctx->now;
+  }
+  req->stream_id = stream->record.stream_id;
+  req->created_at = stream->record.created_at;
+  req->added_at = ctx->now;
+  req->first_version = length;
+  req->needs_write = true;
+  stream->record.next_version = length + (uint32_t)req->request->n_events;
+  return VERDICT_WRITE;
+}
+
+static size_t payload_bytes(const struct store_append *req) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < req->request->n_events; i++)
+    bytes += req->request->events[i]->data.len + req->request->events[i]->metadata.len;
+  return bytes;
+}
+
+static void end_read_txns(struct prepare_ctx *ctx) {
+  struct evf_store *store = ctx->shard->store;
+  if (ctx->own)
+    mdb_txn_abort(ctx->own);
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    if (ctx->others[s])
+      mdb_txn_abort(ctx->others[s]);
+  }
+}
+
+/* Decides the pending appends into a batch; answers those that need no write. */
+static void prepare_batch(struct shard *shard) {
+  struct batch *batch = &shard->batch;
+  struct evf_store *store = shard->store;
+  MDB_txn *others[store->shard_count];
+  memset(others, 0, sizeof(others));
+  struct prepare_ctx ctx = {.shard = shard, .others = others, .now = evf_now_ms()};
+  struct append_queue deferred = {0};
+  size_t budget = shard->pending.length < MAX_BATCH_APPENDS ? shard->pending.length
+                                                             : MAX_BATCH_APPENDS;
+  size_t bytes = 0;
+  int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &ctx.own);
+  if (rc != 0) {
+    ctx.own = NULL;
+    rc = db__error(rc, "beginning a read transaction");
+  }
+  batch_index_clear(shard->decided);
+  batch->writes = (struct append_queue){0};
+  batch->event_count = 0;
+
+  while (budget-- > 0 && bytes < MAX_BATCH_BYTES) {
+    struct store_append *req = append_queue_pop(&shard->pending);
+    enum verdict v = VERDICT_DONE;
+    if (rc != 0)
+      req->status = rc;
+    else
+      v = decide(&ctx, req);
+    if (v == VERDICT_WRITE) {
+      append_queue_push(&batch->writes, req);
+      batch->event_count += (uint32_t)req->request->n_events;
+      bytes += payload_bytes(req);
+    } else if (v == VERDICT_DEFER) {
+      append_queue_push(&deferred, req);
+    } else {
+      port__reply(shard, req);
+    }
+  }
+  end_read_txns(&ctx);
+  append_queue_prepend(&shard->pending, &deferred);
+  port__flush_replies(shard);
+  if (batch->event_count == 0)
+    return;
+  batch->next_stream_id = shard->next_stream_id;
+  shard->state = SHARD_AWAIT_GRANT;
+  sequencer_send(&store->sequencer, shard->index,
+                 (struct seq_msg){.kind = SEQ_REQUEST, .count = batch->event_count});
+}
+
+static void reply_batch(struct shard *shard, int status) {
+  struct store_append *req;
+  while ((req = append_queue_pop(&shard->batch.writes)) != NULL) {
+    req->status = status;
+    port__reply(shard, req);
+  }
+  port__flush_replies(shard);
+}
+
+static void maybe_stop(struct shard *shard);
+
+static void commit_work_cb(uv_work_t *work) {
+  struct shard *shard = work->data;
+  shard->batch.status = commit__batch(shard);
+}
+
+static void commit_done_cb(uv_work_t *work, int cancelled) {
+  struct shard *shard = work->data;
+  int status = cancelled ? EVF_ESHUTDOWN : shard->batch.status;
+  /* Settled either way: a failed commit leaves a harmless hole. */
+  sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
+  shard->state = SHARD_IDLE;
+  reply_batch(shard, status);
+  maybe_stop(shard);
+}
+
+static void start_commit(struct shard *shard, uint64_t first_position) {
+  uint64_t position = first_position;
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
+    req->first_position = position;
+    position += req->request->n_events;
+  }
+  shard->state = SHARD_COMMITTING;
+  shard->batch.work.data = shard;
+  int rc = uv_queue_work(&shard->loop, &shard->batch.work, commit_work_cb, commit_done_cb);
+  if (rc != 0) {
+    evf_error("shard %u: cannot queue a commit: %s", shard->index, uv_strerror(rc));
+    sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
+    shard->state = SHARD_IDLE;
+    reply_batch(shard, EVF_EINTERNAL);
+  }
+}
+
+static void receive_requests(struct shard *shard) {
+  struct evf_store *store = shard->store;
+  for (unsigned p = 0; p < store->port_count; p++) {
+    struct ring *r = store__request_ring(store, p, shard->index);
+    struct store_append *req;
+    while (ck_ring_dequeue_spsc(&r->ring, r->buffer, &req))
+      append_queue_push(&shard->pending, req);
+  }
+}
+
+static void receive_grants(struct shard *shard) {
+  struct seq_msg msg;
+  while (sequencer_receive(&shard->store->sequencer, shard->index, &msg)) {
+    if (msg.kind == SEQ_GRANT && shard->state == SHARD_AWAIT_GRANT)
+      start_commit(shard, msg.first);
+    else
+      evf_error("shard %u: unexpected sequencer message %u", shard->index, msg.kind);
+  }
+}
+
+static void maybe_stop(struct shard *shard) {
+  struct evf_store *store = shard->store;
+  if (!atomic_load(&store->closing) || shard->closed)
+    return;
+  if (!shard->stop_hook_called) {
+    shard->stop_hook_called = true;
+    if (store->options.on_shard_stop)
+      store->options.on_shard_stop(store, shard->index, &shard->loop, store->options.hook_arg);
+  }
+  if (atomic_load(&store->outstanding) == 0 && shard->state == SHARD_IDLE &&
+      shard->pending.head == NULL) {
+    shard->closed = true;
+    uv_close((uv_handle_t *)&shard->wake, NULL);
+    uv_close((uv_handle_t *)&shard->batcher, NULL);
+  }
+}
+
+static void wake_cb(uv_async_t *handle) {
+  struct shard *shard = handle->data;
+  receive_requests(shard);
+  port__drain_replies(&shard->store->ports[shard->index]);
+  receive_grants(shard);
+  maybe_stop(shard);
+}
+
+/* Runs once per loop turn after I/O: everything that arrived this turn forms a batch. */
+static void batcher_cb(uv_check_t *handle) {
+  struct shard *shard = handle->data;
+  if (shard->state == SHARD_IDLE && shard->pending.head != NULL)
+    prepare_batch(shard);
+}
+
+void shard__enqueue_local(struct shard *shard, struct store_append *req) {
+  append_queue_push(&shard->pending, req);
+  /* Make sure a loop turn (and so the batcher) follows even if nothing else wakes it. */
+  uv_async_send(&shard->wake);
+}
+
+void store__wake_all(struct evf_store *store) {
+  for (unsigned s = 0; s < store->shard_count; s++)
+    uv_async_send(&store->shards[s].wake);
+}
+
+static void run(void *arg) {
+  struct shard *shard = arg;
+  struct evf_store *store = shard->store;
+  if (store->options.on_shard_start)
+    store->options.on_shard_start(store, shard->index, &shard->loop, store->options.hook_arg);
+  uv_run(&shard->loop, UV_RUN_DEFAULT);
+}
+
+int shard__init_loop(struct shard *shard) {
+  int rc = uv_loop_init(&shard->loop);
+  if (rc != 0)
+    return rc;
+  uv_async_init(&shard->loop, &shard->wake, wake_cb);
+  uv_check_init(&shard->loop, &shard->batcher);
+  uv_check_start(&shard->batcher, batcher_cb);
+  shard->wake.data = shard;
+  shard->batcher.data = shard;
+  shard->state = SHARD_IDLE;
+  return 0;
+}
+
+void shard__discard_loop(struct shard *shard) {
+  uv_close((uv_handle_t *)&shard->wake, NULL);
+  uv_close((uv_handle_t *)&shard->batcher, NULL);
+  uv_run(&shard->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&shard->loop);
+}
+
+int shard__start(struct shard *shard) { return uv_thread_create(&shard->thread, run, shard); }
+
+void shard__join(struct shard *shard) {
+  uv_thread_join(&shard->thread);
+  uv_loop_close(&shard->loop);
+}

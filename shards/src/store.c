@@ -1,0 +1,317 @@
+/* Opening and closing a store: the data folder, its format file, threads. */
+#include "internal.h"
+
+#include "batch_index.h"
+#include "evf/hash.h"
+#include "evf/log.h"
+#include "evf/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FORMAT_FILE "FORMAT"
+#define FORMAT_VERSION 1
+
+struct folder_format {
+  unsigned version;
+  unsigned shards;
+  char hash[32];
+};
+
+static int lock_folder(const char *dir, int *fd_out, char *err, size_t err_len) {
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/LOCK", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    snprintf(err, err_len, "cannot open %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    snprintf(err, err_len, "data folder %s is in use by another process", dir);
+    return e == EWOULDBLOCK ? -EWOULDBLOCK : -e;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+/* Reads DATA/FORMAT. Returns 0, -ENOENT when absent, or EVF_EFORMAT. */
+static int read_format(const char *dir, struct folder_format *f, char *err, size_t err_len) {
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/" FORMAT_FILE, dir);
+  FILE *file = fopen(path, "r");
+  if (file == NULL)
+    return errno == ENOENT ? -ENOENT : -errno;
+  int fields = fscanf(file, "eventflowdb data folder\nformat %u\nshards %u\nhash %31s", &f->version,
+                      &f->shards, f->hash);
+  fclose(file);
+  if (fields != 3 || f->shards == 0) {
+    snprintf(err, err_len, "%s is damaged", path);
+    return EVF_EFORMAT;
+  }
+  if (f->version != FORMAT_VERSION || strcmp(f->hash, EVF_STREAM_HASH_NAME) != 0) {
+    snprintf(err, err_len, "%s has format %u with hash %s; this server reads format %d with hash %s",
+             path, f->version, f->hash, FORMAT_VERSION, EVF_STREAM_HASH_NAME);
+    return EVF_EFORMAT;
+  }
+  return 0;
+}
+
+static int fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  int rc = fsync(fd) == 0 ? 0 : -errno;
+  close(fd);
+  return rc;
+}
+
+/* Writes DATA/FORMAT atomically: a temporary file, synced, renamed, folder synced. */
+static int write_format(const char *dir, unsigned shards, char *err, size_t err_len) {
+  char path[4200], tmp[4200];
+  snprintf(path, sizeof(path), "%s/" FORMAT_FILE, dir);
+  snprintf(tmp, sizeof(tmp), "%s/" FORMAT_FILE ".tmp", dir);
+  FILE *file = fopen(tmp, "w");
+  int rc = 0;
+  if (file == NULL)
+    rc = -errno;
+  else {
+    fprintf(file, "eventflowdb data folder\nformat %d\nshards %u\nhash %s\n", FORMAT_VERSION,
+            shards, EVF_STREAM_HASH_NAME);
+    if (fflush(file) != 0 || fsync(fileno(file)) != 0)
+      rc = -errno;
+    if (fclose(file) != 0 && rc == 0)
+      rc = -errno;
+  }
+  if (rc == 0 && rename(tmp, path) != 0)
+    rc = -errno;
+  if (rc == 0)
+    rc = fsync_path(dir);
+  if (rc != 0)
+    snprintf(err, err_len, "cannot write %s: %s", path, strerror(-rc));
+  return rc;
+}
+
+static unsigned online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (unsigned)n : 1;
+}
+
+/* The shard count: recorded in the folder, or chosen and recorded now. */
+static int settle_shard_count(const struct store_options *o, unsigned *count, char *err,
+                              size_t err_len) {
+  struct folder_format f;
+  int rc = read_format(o->data_dir, &f, err, err_len);
+  if (rc == -ENOENT) {
+    *count = o->shards ? o->shards : online_cpus();
+    return write_format(o->data_dir, *count, err, err_len);
+  }
+  if (rc != 0) {
+    if (err[0] == '\0')
+      snprintf(err, err_len, "cannot read %s/" FORMAT_FILE ": %s", o->data_dir, strerror(-rc));
+    return rc;
+  }
+  if (o->shards != 0 && o->shards != f.shards) {
+    snprintf(err, err_len,
+             "data folder %s has %u shards but SHARDS=%u; start with SHARDS=%u or unset, "
+             "or re-shard offline",
+             o->data_dir, f.shards, o->shards, f.shards);
+    return EVF_EFORMAT;
+  }
+  *count = f.shards;
+  return 0;
+}
+
+static int alloc_rings(struct ring *rings, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    rings[i].buffer = calloc(REQ_RING_SIZE, sizeof(*rings[i].buffer));
+    if (rings[i].buffer == NULL)
+      return -ENOMEM;
+    ck_ring_init(&rings[i].ring, REQ_RING_SIZE);
+  }
+  return 0;
+}
+
+static void free_rings(struct ring *rings, size_t count) {
+  for (size_t i = 0; rings && i < count; i++)
+    free(rings[i].buffer);
+  free(rings);
+}
+
+static int alloc_store(struct evf_store *s) {
+  size_t ring_count = (size_t)s->shard_count * s->port_count;
+  s->shards = calloc(s->shard_count, sizeof(*s->shards));
+  s->ports = calloc(s->port_count, sizeof(*s->ports));
+  s->requests = calloc(ring_count, sizeof(*s->requests));
+  s->replies = calloc(ring_count, sizeof(*s->replies));
+  if (!s->shards || !s->ports || !s->requests || !s->replies)
+    return -ENOMEM;
+  int rc;
+  if ((rc = alloc_rings(s->requests, ring_count)) != 0 ||
+      (rc = alloc_rings(s->replies, ring_count)) != 0)
+    return rc;
+  for (unsigned p = 0; p < s->port_count; p++) {
+    if ((rc = port__init(&s->ports[p], s, p)) != 0)
+      return rc;
+  }
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    struct shard *shard = &s->shards[i];
+    shard->store = s;
+    shard->index = i;
+    shard->decided = batch_index_create();
+    shard->reply_dirty = calloc(s->port_count, sizeof(bool));
+    if (shard->decided == NULL || shard->reply_dirty == NULL)
+      return -ENOMEM;
+  }
+  return 0;
+}
+
+static void free_store(struct evf_store *s) {
+  size_t ring_count = (size_t)s->shard_count * s->port_count;
+  for (unsigned i = 0; s->shards && i < s->shard_count; i++) {
+    batch_index_destroy(s->shards[i].decided);
+    free(s->shards[i].reply_dirty);
+  }
+  for (unsigned p = 0; s->ports && p < s->port_count; p++)
+    port__deinit(&s->ports[p]);
+  free_rings(s->requests, ring_count);
+  free_rings(s->replies, ring_count);
+  free(s->shards);
+  free(s->ports);
+  if (s->lock_fd >= 0)
+    close(s->lock_fd);
+  free(s);
+}
+
+/* Opens every shard's environment; returns the highest stored position. */
+static int open_shards(struct evf_store *s, uint64_t *last_position, char *err, size_t err_len) {
+  *last_position = 0;
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    struct shard *shard = &s->shards[i];
+    char path[4200];
+    uint64_t last;
+    snprintf(path, sizeof(path), "%s/shard-%03u", s->options.data_dir, i);
+    int rc = db__open(&shard->db, path, &s->options, i, s->shard_count, err, err_len);
+    if (rc != 0) {
+      while (i-- > 0)
+        db__close(&s->shards[i].db);
+      return rc;
+    }
+    if ((rc = db__last_position(&shard->db, &last)) != 0 ||
+        (rc = db__next_stream_id(&shard->db, &shard->next_stream_id)) != 0) {
+      snprintf(err, err_len, "cannot read %s: %s", path, evf_strerror(rc));
+      for (unsigned k = 0; k <= i; k++)
+        db__close(&s->shards[k].db);
+      return rc;
+    }
+    if (last > *last_position)
+      *last_position = last;
+  }
+  return 0;
+}
+
+static void close_shards(struct evf_store *s) {
+  for (unsigned i = 0; i < s->shard_count; i++)
+    db__close(&s->shards[i].db);
+}
+
+/* Stops the started shards and the sequencer; discards loops never run. */
+static void stop_threads(struct evf_store *s, unsigned started, bool sequencer_started) {
+  atomic_store(&s->closing, true);
+  store__wake_all(s);
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    if (i < started)
+      shard__join(&s->shards[i]);
+    else
+      shard__discard_loop(&s->shards[i]);
+  }
+  if (sequencer_started)
+    sequencer_stop(&s->sequencer);
+}
+
+static int start_threads(struct evf_store *s) {
+  int rc = 0;
+  unsigned started = 0;
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    if ((rc = shard__init_loop(&s->shards[i])) != 0) {
+      while (i-- > 0)
+        shard__discard_loop(&s->shards[i]);
+      return rc;
+    }
+    s->sequencer.channels[i].shard_wake = &s->shards[i].wake;
+  }
+  if ((rc = sequencer_start(&s->sequencer)) != 0) {
+    stop_threads(s, 0, false);
+    return rc;
+  }
+  while (started < s->shard_count && (rc = shard__start(&s->shards[started])) == 0)
+    started++;
+  if (rc != 0)
+    stop_threads(s, started, true);
+  return rc;
+}
+
+int store_open(const struct store_options *options, struct evf_store **out, char *err,
+               size_t err_len) {
+  err[0] = '\0';
+  if (mkdir(options->data_dir, 0755) != 0 && errno != EEXIST) {
+    snprintf(err, err_len, "cannot create data folder %s: %s", options->data_dir, strerror(errno));
+    return -errno;
+  }
+  struct evf_store *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->options = *options;
+  s->lock_fd = -1;
+  uint64_t last_position;
+  int rc = lock_folder(options->data_dir, &s->lock_fd, err, err_len);
+  if (rc == 0)
+    rc = settle_shard_count(options, &s->shard_count, err, err_len);
+  if (rc != 0) {
+    free_store(s);
+    return rc;
+  }
+  s->port_count = s->shard_count + options->external_ports;
+  if ((rc = alloc_store(s)) != 0) {
+    free_store(s);
+    return rc;
+  }
+  if ((rc = open_shards(s, &last_position, err, err_len)) != 0) {
+    free_store(s);
+    return rc;
+  }
+  if ((rc = sequencer_init(&s->sequencer, s->shard_count, last_position)) != 0) {
+    close_shards(s);
+    free_store(s);
+    return rc;
+  }
+  atomic_init(&s->closing, false);
+  atomic_init(&s->outstanding, 0);
+  if ((rc = start_threads(s)) != 0) {
+    snprintf(err, err_len, "cannot start threads: %s", uv_strerror(rc));
+    sequencer_deinit(&s->sequencer);
+    close_shards(s);
+    free_store(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+void store_close(struct evf_store *s) {
+  stop_threads(s, s->shard_count, true);
+  sequencer_deinit(&s->sequencer);
+  close_shards(s);
+  free_store(s);
+}
+
+unsigned store_shard_count(const struct evf_store *s) { return s->shard_count; }
+
+uint64_t store_watermark(const struct evf_store *s) { return sequencer_watermark(&s->sequencer); }

@@ -1,0 +1,99 @@
+/* Input checks of an append, on the origin's thread, before it travels. */
+#include "internal.h"
+
+#include "evf/status.h"
+#include "evf/utf8.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool store_stream_name_valid(const char *name, size_t len) {
+  if (len == 0 || len > STORE_MAX_STREAM_NAME || !evf_utf8_valid(name, len))
+    return false;
+  if (name[0] == '$')
+    return false;
+  if ((len == 3 && memcmp(name, "all", 3) == 0) || (len == 5 && memcmp(name, "count", 5) == 0))
+    return false;
+  return true;
+}
+
+static bool type_valid(const char *type) {
+  size_t len = strlen(type);
+  return len > 0 && len <= STORE_MAX_EVENT_TYPE && evf_utf8_valid(type, len);
+}
+
+/* An optional UUID field: empty, or a valid UUID. */
+static bool optional_uuid_valid(const char *text) {
+  struct evf_uuid ignored;
+  return text[0] == '\0' || evf_uuid_parse(text, strlen(text), &ignored) == 0;
+}
+
+static int uuid_compare(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/* Two events of one append with the same client id: EVF_EINVAL. */
+static int check_client_ids_distinct(const struct store_append *req) {
+  size_t n = req->request->n_events;
+  size_t given = 0;
+  struct evf_uuid *sorted = malloc(n * sizeof(*sorted));
+  if (sorted == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (req->request->events[i]->id[0] != '\0')
+      sorted[given++] = req->ids[i];
+  }
+  qsort(sorted, given, sizeof(*sorted), uuid_compare);
+  bool distinct = true;
+  for (size_t i = 1; i < given && distinct; i++)
+    distinct = memcmp(&sorted[i - 1], &sorted[i], sizeof(*sorted)) != 0;
+  free(sorted);
+  return distinct ? 0 : EVF_EINVAL;
+}
+
+/* The size of the event as stored, with the largest position and version. */
+static size_t stored_size(const Api__AppendToStreamRequest *request, const Api__EventData *e) {
+  char id_text[EVF_UUID_TEXT_LEN + 1] = "00000000-0000-0000-0000-000000000000";
+  Api__Event event = API__EVENT__INIT;
+  event.id = id_text;
+  event.stream = request->stream;
+  event.version = UINT32_MAX;
+  event.type = e->type;
+  event.data = e->data;
+  event.metadata = e->metadata;
+  event.causation_id = id_text;
+  event.correlation_id = id_text;
+  event.added_at = INT64_MAX;
+  event.position = UINT64_MAX;
+  return protobuf_c_message_get_packed_size(&event.base);
+}
+
+static int validate_event(const struct store_options *options,
+                          const Api__AppendToStreamRequest *request, const Api__EventData *e,
+                          struct evf_uuid *id) {
+  if (!type_valid(e->type) || !optional_uuid_valid(e->causation_id) ||
+      !optional_uuid_valid(e->correlation_id))
+    return EVF_EINVAL;
+  if (e->id[0] == '\0')
+    evf_uuid_v7(id);
+  else if (evf_uuid_parse(e->id, strlen(e->id), id) != 0)
+    return EVF_EINVAL;
+  if (options->max_event_size != 0 && stored_size(request, e) > options->max_event_size)
+    return EVF_ETOOBIG;
+  return 0;
+}
+
+int validate__append(const struct store_options *options, struct store_append *req) {
+  const Api__AppendToStreamRequest *r = req->request;
+  if (r == NULL || r->n_events == 0 || r->version < -1 ||
+      !store_stream_name_valid(r->stream, strlen(r->stream)))
+    return EVF_EINVAL;
+  req->ids = malloc(r->n_events * sizeof(*req->ids));
+  if (req->ids == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < r->n_events; i++) {
+    int rc = validate_event(options, r, r->events[i], &req->ids[i]);
+    if (rc != 0)
+      return rc;
+  }
+  return check_client_ids_distinct(req);
+}
