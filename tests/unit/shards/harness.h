@@ -1,0 +1,85 @@
+#ifndef TESTS_HARNESS_H
+#define TESTS_HARNESS_H
+
+/*
+ * Helpers for engine tests: a store in a fresh temporary folder, and
+ * blocking appends for test threads (each bound to its own external port
+ * and loop, with a bounded wait).
+ */
+
+#include "evf/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define HARNESS_WAIT_MS 30000 /* bound on any single wait for the engine */
+
+struct harness_options {
+  unsigned shards;
+  unsigned external_ports;
+  bool sync_full;
+  uint64_t map_size;
+  unsigned page_size;
+  uint64_t max_event_size;
+};
+
+/** Makes a temporary folder (freed by harness_remove_dir). Returns a malloc'd path. */
+char *harness_make_dir(void);
+void harness_remove_dir(char *dir);
+
+/** Opens a store in dir; fails the test on error. Defaults: 2 shards, 4 ports, SYNC=none. */
+struct evf_store *harness_open(const char *dir, const struct harness_options *o);
+/** Like harness_open, but returns the error code instead of failing. */
+int harness_try_open(const char *dir, const struct harness_options *o, struct evf_store **out);
+
+/* A test thread's client: an external port bound to a loop of its own. */
+struct harness_client {
+  struct evf_store *store;
+  struct store_port *port;
+  uv_loop_t loop;
+};
+
+void harness_client_init(struct harness_client *c, struct evf_store *store, unsigned port);
+void harness_client_deinit(struct harness_client *c);
+
+/* The outcome of an append. */
+struct harness_result {
+  int status;
+  uint32_t first_version;
+  uint64_t first_position;
+  uint32_t actual_version;
+  size_t n_ids;
+  struct evf_uuid ids[128];
+};
+
+/**
+ * Appends and waits for the result. Returns the synchronous error of
+ * store_append, or the status of the callback. result may be NULL.
+ */
+int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *request,
+                   struct harness_result *result);
+
+/* Builds requests: n events of one type with the given payload; ids NULL or n ids. */
+struct harness_request {
+  Api__AppendToStreamRequest request;
+  Api__EventData *event_ptrs[128];
+  Api__EventData events[128];
+};
+void harness_request(struct harness_request *r, const char *stream, int32_t version, size_t n,
+                     const char *type, const char *payload, const char *const *ids);
+
+/* Decoded reads (freed with harness_events_free). */
+struct harness_events {
+  size_t count;
+  Api__Event *events[4096];
+};
+int harness_read_stream(struct evf_store *s, const char *stream, uint32_t from, uint32_t limit,
+                        struct harness_events *out);
+int harness_read_global(struct evf_store *s, uint64_t offset, uint32_t limit,
+                        struct harness_events *out, uint64_t *checkpoint);
+void harness_events_free(struct harness_events *e);
+
+/** Waits (bounded) until the watermark reaches at least position. Returns true if it did. */
+bool harness_wait_watermark(struct evf_store *s, uint64_t position);
+
+#endif

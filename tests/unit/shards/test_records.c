@@ -1,0 +1,80 @@
+/* Keys and records of the LMDB databases: layout, byte order, round trips. */
+#include "records.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void integers_are_big_endian(void **state) {
+  (void)state;
+  uint8_t b[8];
+  record_put_u64(b, 0x0102030405060708u);
+  const uint8_t want[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  assert_memory_equal(b, want, 8);
+  assert_int_equal(record_get_u64(b), 0x0102030405060708u);
+  record_put_u32(b, 0xA1B2C3D4u);
+  assert_int_equal(b[0], 0xA1);
+  assert_int_equal(b[3], 0xD4);
+  assert_int_equal(record_get_u32(b), 0xA1B2C3D4u);
+}
+
+static void position_keys_sort_numerically(void **state) {
+  (void)state;
+  uint8_t a[RECORD_POSITION_LEN], b[RECORD_POSITION_LEN];
+  record_position_key(a, 255);
+  record_position_key(b, 256);
+  assert_true(memcmp(a, b, sizeof(a)) < 0);
+  record_position_key(a, 1);
+  record_position_key(b, UINT64_MAX);
+  assert_true(memcmp(a, b, sizeof(a)) < 0);
+}
+
+static void index_keys_group_by_stream_then_version(void **state) {
+  (void)state;
+  uint8_t a[RECORD_INDEX_KEY_LEN], b[RECORD_INDEX_KEY_LEN], c[RECORD_INDEX_KEY_LEN];
+  record_index_key(a, 1, UINT32_MAX);
+  record_index_key(b, 2, 0);
+  record_index_key(c, 2, 1);
+  assert_true(memcmp(a, b, sizeof(a)) < 0);
+  assert_true(memcmp(b, c, sizeof(b)) < 0);
+  assert_int_equal(record_get_u64(c), 2);
+  assert_int_equal(record_get_u32(c + 8), 1);
+}
+
+static void stream_record_round_trips(void **state) {
+  (void)state;
+  struct stream_record in = {.stream_id = 42, .next_version = 7, .created_at = -5}, out;
+  uint8_t buf[RECORD_STREAM_LEN];
+  record_stream_encode(buf, &in);
+  assert_true(record_stream_decode(buf, sizeof(buf), &out));
+  assert_int_equal(out.stream_id, 42);
+  assert_int_equal(out.next_version, 7);
+  assert_int_equal(out.created_at, -5);
+  assert_false(record_stream_decode(buf, sizeof(buf) - 1, &out));
+}
+
+static void event_id_record_round_trips(void **state) {
+  (void)state;
+  struct event_id_record in = {.position = (uint64_t)1 << 40, .stream_id = 3, .version = 9}, out;
+  uint8_t buf[RECORD_EVENT_ID_LEN];
+  record_event_id_encode(buf, &in);
+  assert_true(record_event_id_decode(buf, sizeof(buf), &out));
+  assert_int_equal(out.position, (uint64_t)1 << 40);
+  assert_int_equal(out.stream_id, 3);
+  assert_int_equal(out.version, 9);
+  assert_false(record_event_id_decode(buf, sizeof(buf) + 1, &out));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(integers_are_big_endian),
+      cmocka_unit_test(position_keys_sort_numerically),
+      cmocka_unit_test(index_keys_group_by_stream_then_version),
+      cmocka_unit_test(stream_record_round_trips),
+      cmocka_unit_test(event_id_record_round_trips),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,554 @@
+/*
+ * The engine's semantics through its public header: appends, expected
+ * versions, ids and idempotent retries, validation, reads, counts, restarts.
+ */
+#include "harness.h"
+
+#include "evf/status.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+struct fixture {
+  char *dir;
+  struct evf_store *store;
+  struct harness_client client;
+};
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof(*f));
+  f->dir = harness_make_dir();
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  harness_remove_dir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void reopen(struct fixture *f) {
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+}
+
+static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+                  struct harness_result *r) {
+  struct harness_request req;
+  harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", NULL);
+  return harness_append(&f->client, &req.request, r);
+}
+
+static int append_ids(struct fixture *f, const char *stream, int32_t version, size_t n,
+                      const char *const *ids, struct harness_result *r) {
+  struct harness_request req;
+  harness_request(&req, stream, version, n, "Deposited", "{}", ids);
+  return harness_append(&f->client, &req.request, r);
+}
+
+static void uuid_text(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1]) {
+  evf_uuid_format(id, out);
+}
+
+/* ---- appends and reads ---- */
+
+static void append_then_read_the_stream(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "account-1", 0, 3, &r), 0);
+  assert_int_equal(r.first_version, 0);
+  assert_int_equal(r.first_position, 1);
+
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
+  assert_int_equal(e.count, 3);
+  for (size_t i = 0; i < 3; i++) {
+    char id[EVF_UUID_TEXT_LEN + 1];
+    uuid_text(&r.ids[i], id);
+    assert_string_equal(e.events[i]->id, id);
+    assert_string_equal(e.events[i]->stream, "account-1");
+    assert_string_equal(e.events[i]->type, "Deposited");
+    assert_int_equal(e.events[i]->version, i);
+    assert_int_equal(e.events[i]->position, 1 + i);
+    assert_memory_equal(e.events[i]->data.data, "{\"amount\":1}", 12);
+    /* causation and correlation default to the event's own id */
+    assert_string_equal(e.events[i]->causation_id, id);
+    assert_string_equal(e.events[i]->correlation_id, id);
+    assert_true(e.events[i]->added_at > 1700000000000);
+  }
+  harness_events_free(&e);
+}
+
+static void generated_ids_are_uuidv7(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", -1, 2, &r), 0);
+  assert_int_equal(r.ids[0].bytes[6] >> 4, 7);
+  assert_true(memcmp(&r.ids[0], &r.ids[1], 16) < 0);
+}
+
+static void version_minus_one_appends_whatever_the_length(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", -1, 2, &r), 0);
+  assert_int_equal(r.first_version, 0);
+  assert_int_equal(append(f, "s", -1, 1, &r), 0);
+  assert_int_equal(r.first_version, 2);
+  assert_int_equal(r.first_position, 3);
+}
+
+static void wrong_expected_version_names_the_actual_one(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", 1, 1, &r), EVF_EVERSION); /* new stream has length 0 */
+  assert_int_equal(r.actual_version, 0);
+  assert_int_equal(append(f, "s", 0, 2, &r), 0);
+  assert_int_equal(append(f, "s", 0, 1, &r), EVF_EVERSION);
+  assert_int_equal(r.actual_version, 2);
+  assert_int_equal(append(f, "s", 3, 1, &r), EVF_EVERSION);
+  assert_int_equal(append(f, "s", 2, 1, &r), 0);
+  assert_int_equal(r.first_version, 2);
+  /* rejected appends take no position: positions stay dense */
+  assert_int_equal(r.first_position, 3);
+}
+
+static void a_rejected_append_writes_nothing(void **state) {
+  struct fixture *f = *state;
+  int64_t events, streams;
+  assert_int_equal(append(f, "fresh", 5, 1, NULL), EVF_EVERSION);
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(store_stream_count(f->store, &streams), 0);
+  assert_int_equal(events, 0);
+  assert_int_equal(streams, 0);
+}
+
+/* ---- ids ---- */
+
+static const char *const ids_a[] = {"0190a7e2-0000-7000-8000-00000000000a",
+                                    "0190A7E2-0000-7000-8000-00000000000B",
+                                    "0190a7e2-0000-7000-8000-00000000000c"};
+
+static void client_ids_are_stored_lowercase(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "s", 0, 0, &e), 0);
+  assert_int_equal(e.count, 2);
+  assert_string_equal(e.events[1]->id, "0190a7e2-0000-7000-8000-00000000000b");
+  harness_events_free(&e);
+}
+
+static int count_cb(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)event;
+  (void)len;
+  (void)position;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static void get_event_finds_by_id_in_any_case(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  int found = 0;
+  assert_int_equal(store_get_event(f->store, "0190a7e2-0000-7000-8000-00000000000B", 36, count_cb,
+                                   &found), 0);
+  assert_int_equal(found, 1);
+  assert_int_equal(store_get_event(f->store, "0190a7e2-0000-7000-8000-0000000000ff", 36, count_cb,
+                                   &found), EVF_ENOTFOUND);
+  assert_int_equal(store_get_event(f->store, "nope", 4, count_cb, &found), EVF_EINVAL);
+  assert_int_equal(found, 1);
+}
+
+static void an_exact_retry_succeeds_without_writing(void **state) {
+  struct fixture *f = *state;
+  struct harness_result first, retry;
+  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
+  assert_int_equal(append_ids(f, "s", 1, 3, ids_a, &first), 0);
+  assert_int_equal(append(f, "s", -1, 1, NULL), 0);
+  /* the retry carries a stale expected version: ids win over it */
+  assert_int_equal(append_ids(f, "s", 1, 3, ids_a, &retry), 0);
+  assert_int_equal(retry.first_version, 1);
+  assert_int_equal(retry.first_position, first.first_position);
+  assert_memory_equal(retry.ids, first.ids, 3 * sizeof(first.ids[0]));
+  int64_t events;
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(events, 5);
+  /* a retry of a part, in order, from its start, is also the same append */
+  assert_int_equal(append_ids(f, "s", -1, 2, ids_a, &retry), 0);
+  assert_int_equal(retry.first_version, 1);
+}
+
+static void ids_reused_otherwise_are_rejected_whole(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  /* another stream */
+  assert_int_equal(append_ids(f, "other", -1, 1, ids_a, NULL), EVF_EEXIST);
+  /* another order */
+  const char *const swapped[] = {ids_a[1], ids_a[0]};
+  assert_int_equal(append_ids(f, "s", -1, 2, swapped, NULL), EVF_EEXIST);
+  /* partly new */
+  const char *const partly[] = {ids_a[0], ids_a[1], ids_a[2]};
+  assert_int_equal(append_ids(f, "s", -1, 3, partly, NULL), EVF_EEXIST);
+  /* not from the start of the stored run */
+  const char *const tail[] = {ids_a[1]};
+  int64_t events;
+  assert_int_equal(append_ids(f, "s", -1, 1, tail, NULL), 0);
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(events, 2);
+  /* nothing of the rejected appends was written: ids_a[2] is still free */
+  const char *const third[] = {ids_a[2]};
+  assert_int_equal(append_ids(f, "other", 0, 1, third, NULL), 0);
+}
+
+struct pending_append {
+  struct store_append req;
+  int status;
+  bool done;
+};
+
+static void pending_cb(struct store_append *req, int status) {
+  struct pending_append *p = req->data;
+  p->status = status;
+  p->done = true;
+}
+
+/* Submitted back to back, both usually land in one batch: the retry waits for its original. */
+static void a_retry_racing_its_original_succeeds(void **state) {
+  struct fixture *f = *state;
+  struct harness_request a, b;
+  harness_request(&a, "race", 0, 2, "T", "x", ids_a);
+  harness_request(&b, "race", 0, 2, "T", "x", ids_a);
+  struct pending_append pa = {.req = {.request = &a.request, .cb = pending_cb, .data = &pa}};
+  struct pending_append pb = {.req = {.request = &b.request, .cb = pending_cb, .data = &pb}};
+  assert_int_equal(store_append(f->client.port, &pa.req), 0);
+  assert_int_equal(store_append(f->client.port, &pb.req), 0);
+  for (int turns = 0; !(pa.done && pb.done); turns++) {
+    assert_true(turns < 100000);
+    uv_run(&f->client.loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(pa.status, 0);
+  assert_int_equal(pb.status, 0);
+  assert_int_equal(pa.req.first_position, pb.req.first_position);
+  assert_int_equal(pb.req.first_version, 0);
+  store_append_deinit(&pa.req);
+  store_append_deinit(&pb.req);
+  int64_t events;
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(events, 2);
+}
+
+/* ---- validation ---- */
+
+static void invalid_stream_names(void **state) {
+  struct fixture *f = *state;
+  char long_name[202];
+  memset(long_name, 'x', 201);
+  long_name[201] = '\0';
+  const char *bad[] = {"", "all", "count", "$system", "\xff\xfe", "caf\xc3", long_name};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_int_equal(append(f, bad[i], -1, 1, NULL), EVF_EINVAL);
+  long_name[200] = '\0';
+  assert_int_equal(append(f, long_name, -1, 1, NULL), 0);
+  assert_int_equal(append(f, "all-accounts", -1, 1, NULL), 0);
+  assert_int_equal(append(f, "caf\xc3\xa9", -1, 1, NULL), 0);
+}
+
+static void invalid_types(void **state) {
+  struct fixture *f = *state;
+  struct harness_request r;
+  char long_type[202];
+  memset(long_type, 't', 201);
+  long_type[201] = '\0';
+  const char *bad[] = {"", long_type, "\xc0\x80"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    harness_request(&r, "s", -1, 1, bad[i], "{}", NULL);
+    assert_int_equal(harness_append(&f->client, &r.request, NULL), EVF_EINVAL);
+  }
+}
+
+static void invalid_ids(void **state) {
+  struct fixture *f = *state;
+  const char *bad[] = {"{0190a7e2-0000-7000-8000-00000000000a}", "0190a7e200007000800000000000000a",
+                       "00000000-0000-0000-0000-000000000000", "0190a7e2-0000-7000-8000-00000000000g",
+                       "urn:uuid:0190a7e2-0000-7000-8000-00000000000a"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *ids[] = {bad[i]};
+    assert_int_equal(append_ids(f, "s", -1, 1, ids, NULL), EVF_EINVAL);
+  }
+  struct harness_request r;
+  harness_request(&r, "s", -1, 1, "T", "{}", NULL);
+  r.events[0].causation_id = "not-a-uuid";
+  assert_int_equal(harness_append(&f->client, &r.request, NULL), EVF_EINVAL);
+  r.events[0].causation_id = "";
+  r.events[0].correlation_id = "00000000-0000-0000-0000-000000000000";
+  assert_int_equal(harness_append(&f->client, &r.request, NULL), EVF_EINVAL);
+}
+
+static void duplicate_ids_in_one_append(void **state) {
+  struct fixture *f = *state;
+  const char *ids[] = {ids_a[0], "0190A7E2-0000-7000-8000-00000000000A"};
+  assert_int_equal(append_ids(f, "s", -1, 2, ids, NULL), EVF_EINVAL);
+}
+
+static void invalid_versions_and_empty_appends(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append(f, "s", -2, 1, NULL), EVF_EINVAL);
+  assert_int_equal(append(f, "s", INT32_MIN, 1, NULL), EVF_EINVAL);
+  assert_int_equal(append(f, "s", -1, 0, NULL), EVF_EINVAL);
+  int64_t events;
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(events, 0);
+}
+
+static void causation_and_correlation_are_kept_lowercase(void **state) {
+  struct fixture *f = *state;
+  struct harness_request r;
+  harness_request(&r, "s", -1, 1, "T", "{}", NULL);
+  r.events[0].causation_id = "0190A7E2-0000-7000-8000-0000000000CA";
+  r.events[0].correlation_id = "0190a7e2-0000-7000-8000-0000000000cb";
+  assert_int_equal(harness_append(&f->client, &r.request, NULL), 0);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "s", 0, 0, &e), 0);
+  assert_string_equal(e.events[0]->causation_id, "0190a7e2-0000-7000-8000-0000000000ca");
+  assert_string_equal(e.events[0]->correlation_id, "0190a7e2-0000-7000-8000-0000000000cb");
+  harness_events_free(&e);
+}
+
+static void events_larger_than_the_limit_are_refused(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = {.shards = 1, .external_ports = 1, .max_event_size = 1000};
+  struct evf_store *s = harness_open(dir, &o);
+  struct harness_client c;
+  harness_client_init(&c, s, 0);
+  char big[1100];
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  struct harness_request r;
+  harness_request(&r, "s", -1, 1, "T", big, NULL);
+  assert_int_equal(harness_append(&c, &r.request, NULL), EVF_ETOOBIG);
+  big[800] = '\0';
+  harness_request(&r, "s", -1, 1, "T", big, NULL);
+  assert_int_equal(harness_append(&c, &r.request, NULL), 0);
+  harness_client_deinit(&c);
+  store_close(s);
+  harness_remove_dir(dir);
+}
+
+/* ---- reads ---- */
+
+static void stream_reads_page_from_a_version(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append(f, "s", -1, 10, NULL), 0);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "s", 4, 3, &e), 0);
+  assert_int_equal(e.count, 3);
+  assert_int_equal(e.events[0]->version, 4);
+  assert_int_equal(e.events[2]->version, 6);
+  harness_events_free(&e);
+  assert_int_equal(harness_read_stream(f->store, "s", 8, 0, &e), 0);
+  assert_int_equal(e.count, 2);
+  harness_events_free(&e);
+  assert_int_equal(harness_read_stream(f->store, "s", 10, 0, &e), 0);
+  assert_int_equal(e.count, 0);
+  assert_int_equal(harness_read_stream(f->store, "unknown", 0, 0, &e), 0);
+  assert_int_equal(e.count, 0);
+  assert_int_equal(harness_read_stream(f->store, "all", 0, 0, &e), EVF_EINVAL);
+}
+
+static void reads_are_capped_at_the_page_size(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = {.shards = 2, .external_ports = 1, .page_size = 5};
+  struct evf_store *s = harness_open(dir, &o);
+  struct harness_client c;
+  harness_client_init(&c, s, 0);
+  struct harness_request r;
+  harness_request(&r, "s", -1, 12, "T", "x", NULL);
+  assert_int_equal(harness_append(&c, &r.request, NULL), 0);
+  struct harness_events e;
+  uint64_t checkpoint;
+  assert_int_equal(harness_read_stream(s, "s", 0, 0, &e), 0);
+  assert_int_equal(e.count, 5);
+  harness_events_free(&e);
+  assert_int_equal(harness_read_stream(s, "s", 0, 100, &e), 0);
+  assert_int_equal(e.count, 5);
+  harness_events_free(&e);
+  assert_true(harness_wait_watermark(s, 12));
+  assert_int_equal(harness_read_global(s, 0, 0, &e, &checkpoint), 0);
+  assert_int_equal(e.count, 5);
+  assert_int_equal(checkpoint, 5);
+  harness_events_free(&e);
+  harness_client_deinit(&c);
+  store_close(s);
+  harness_remove_dir(dir);
+}
+
+static void the_global_stream_merges_shards_in_position_order(void **state) {
+  struct fixture *f = *state;
+  char name[32];
+  for (int i = 0; i < 20; i++) {
+    snprintf(name, sizeof(name), "stream-%d", i);
+    assert_int_equal(append(f, name, -1, 1 + i % 3, NULL), 0);
+  }
+  int64_t total;
+  assert_int_equal(store_event_count(f->store, &total), 0);
+  assert_true(harness_wait_watermark(f->store, (uint64_t)total));
+  uint64_t offset = 0, expected = 1;
+  struct harness_events e;
+  do {
+    uint64_t checkpoint;
+    assert_int_equal(harness_read_global(f->store, offset, 7, &e, &checkpoint), 0);
+    for (size_t i = 0; i < e.count; i++)
+      assert_int_equal(e.events[i]->position, expected++);
+    if (e.count > 0)
+      assert_int_equal(checkpoint, e.events[e.count - 1]->position);
+    else
+      assert_int_equal(checkpoint, offset);
+    offset = checkpoint;
+    harness_events_free(&e);
+  } while (offset < (uint64_t)total);
+  assert_int_equal(expected - 1, (uint64_t)total);
+  uint64_t checkpoint;
+  assert_int_equal(harness_read_global(f->store, offset, 7, &e, &checkpoint), 0);
+  assert_int_equal(e.count, 0);
+  assert_int_equal(checkpoint, offset);
+}
+
+static int stop_after_two(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)event;
+  (void)len;
+  (void)position;
+  return ++*(int *)arg > 2;
+}
+
+static void a_visitor_can_cut_the_page(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append(f, "s", -1, 5, NULL), 0);
+  assert_true(harness_wait_watermark(f->store, 5));
+  int seen = 0;
+  uint64_t checkpoint;
+  assert_int_equal(store_read_global(f->store, 0, 0, stop_after_two, &seen, &checkpoint), 0);
+  assert_int_equal(checkpoint, 2); /* the refused third event is not read */
+}
+
+struct names {
+  int count;
+  char names[16][32];
+};
+
+static int name_cb(const char *name, size_t len, void *arg) {
+  struct names *n = arg;
+  snprintf(n->names[n->count++], 32, "%.*s", (int)len, name);
+  return 0;
+}
+
+static void streams_are_listed_in_byte_order(void **state) {
+  struct fixture *f = *state;
+  const char *names[] = {"b", "a", "c-1", "c", "B", "aa"};
+  for (size_t i = 0; i < 6; i++)
+    assert_int_equal(append(f, names[i], -1, 1, NULL), 0);
+  struct names n = {0};
+  assert_int_equal(store_list_streams(f->store, 0, 0, name_cb, &n), 0);
+  assert_int_equal(n.count, 6);
+  const char *want[] = {"B", "a", "aa", "b", "c", "c-1"};
+  for (int i = 0; i < 6; i++)
+    assert_string_equal(n.names[i], want[i]);
+  n.count = 0;
+  assert_int_equal(store_list_streams(f->store, 2, 3, name_cb, &n), 0);
+  assert_int_equal(n.count, 3);
+  assert_string_equal(n.names[0], "aa");
+  assert_string_equal(n.names[2], "c");
+  int64_t streams;
+  assert_int_equal(store_stream_count(f->store, &streams), 0);
+  assert_int_equal(streams, 6);
+}
+
+/* ---- restarts ---- */
+
+static void data_and_positions_survive_a_restart(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", 0, 3, NULL), 0);
+  assert_int_equal(append(f, "t", 0, 2, NULL), 0);
+  reopen(f);
+  int64_t events, streams;
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(store_stream_count(f->store, &streams), 0);
+  assert_int_equal(events, 5);
+  assert_int_equal(streams, 2);
+  assert_int_equal(store_watermark(f->store), 5);
+  assert_int_equal(append(f, "s", 3, 1, &r), 0);
+  assert_int_equal(r.first_version, 3);
+  assert_int_equal(r.first_position, 6);
+  assert_int_equal(append(f, "new", 0, 1, &r), 0);
+  assert_int_equal(r.first_position, 7);
+}
+
+static void another_shard_count_is_refused(void **state) {
+  struct fixture *f = *state;
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  struct harness_options o = {.shards = 3, .external_ports = 1};
+  struct evf_store *s = NULL;
+  assert_int_equal(harness_try_open(f->dir, &o, &s), EVF_EFORMAT);
+  o.shards = 0; /* unset: the recorded count */
+  s = harness_open(f->dir, &o);
+  assert_int_equal(store_shard_count(s), 2);
+  store_close(s);
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+}
+
+static void a_second_process_cannot_open_the_folder(void **state) {
+  struct fixture *f = *state;
+  struct evf_store *s = NULL;
+  assert_int_equal(harness_try_open(f->dir, NULL, &s), -EWOULDBLOCK);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(append_then_read_the_stream),
+      T(generated_ids_are_uuidv7),
+      T(version_minus_one_appends_whatever_the_length),
+      T(wrong_expected_version_names_the_actual_one),
+      T(a_rejected_append_writes_nothing),
+      T(client_ids_are_stored_lowercase),
+      T(get_event_finds_by_id_in_any_case),
+      T(an_exact_retry_succeeds_without_writing),
+      T(ids_reused_otherwise_are_rejected_whole),
+      T(a_retry_racing_its_original_succeeds),
+      T(invalid_stream_names),
+      T(invalid_types),
+      T(invalid_ids),
+      T(duplicate_ids_in_one_append),
+      T(invalid_versions_and_empty_appends),
+      T(causation_and_correlation_are_kept_lowercase),
+      cmocka_unit_test(events_larger_than_the_limit_are_refused),
+      T(stream_reads_page_from_a_version),
+      cmocka_unit_test(reads_are_capped_at_the_page_size),
+      T(the_global_stream_merges_shards_in_position_order),
+      T(a_visitor_can_cut_the_page),
+      T(streams_are_listed_in_byte_order),
+      T(data_and_positions_survive_a_restart),
+      T(another_shard_count_is_refused),
+      T(a_second_process_cannot_open_the_folder),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
