@@ -23,6 +23,7 @@
  */
 
 #include "evf/store.h"
+#include "ring.h"
 #include "sequencer.h"
 
 #include <ck_ring.h>
@@ -42,11 +43,6 @@ void append_queue_push(struct append_queue *q, struct store_append *req);
 struct store_append *append_queue_pop(struct append_queue *q);
 /** Puts all of other in front of q and empties other. */
 void append_queue_prepend(struct append_queue *q, struct append_queue *other);
-
-struct ring {
-  struct ck_ring ring;
-  ck_ring_buffer_t *buffer;
-};
 
 struct port_dest {
   unsigned in_flight;           /* requests sent to this shard, not yet replied */

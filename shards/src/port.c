@@ -57,7 +57,7 @@ void port__deinit(struct store_port *port) { free(port->dests); }
 static void send_to_ring(struct store_port *port, unsigned owner, struct store_append *req) {
   struct ring *r = store__request_ring(port->store, port->id, owner);
   /* Credit: in_flight < ring capacity, so this cannot fail. */
-  ck_ring_enqueue_spsc(&r->ring, r->buffer, req);
+  ring_push(r, req);
   port->dests[owner].in_flight++;
 }
 
@@ -134,7 +134,7 @@ void port__drain_replies(struct store_port *port) {
     struct ring *r = store__reply_ring(store, s, port->id);
     struct store_append *req;
     bool any = false;
-    while (ck_ring_dequeue_spsc(&r->ring, r->buffer, &req)) {
+    while (ring_pop(r, &req)) {
       port->dests[s].in_flight--;
       complete(req);
       any = true;
@@ -152,7 +152,7 @@ void port__reply(struct shard *owner, struct store_append *req) {
   }
   struct ring *r = store__reply_ring(owner->store, owner->index, origin);
   /* A reply ring holds at most what its request ring held: never full. */
-  ck_ring_enqueue_spsc(&r->ring, r->buffer, req);
+  ring_push(r, req);
   owner->reply_dirty[origin] = true;
 }
 

@@ -1,12 +1,34 @@
 #include "sequencer.h"
 
 #include "evf/log.h"
+#include "ring.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
 #define SEQ_RING_SIZE 8
+
+/* The seq_msg rings, with the annotations of ring.h. */
+static bool seq_ring_push(struct ck_ring *ring, struct seq_msg *buffer, struct seq_msg msg) {
+  RING_BEFORE_WRITE(ring);
+  struct seq_msg *slot = ck_ring_enqueue_reserve_spsc_seq_msg(ring, buffer);
+  if (slot == NULL)
+    return false;
+  *slot = msg;
+  RING_AFTER_WRITE(ring);
+  ck_ring_enqueue_commit_spsc(ring);
+  return true;
+}
+
+static bool seq_ring_pop(struct ck_ring *ring, struct seq_msg *buffer, struct seq_msg *msg) {
+  if (ck_ring_size(ring) == 0)
+    return false;
+  RING_BEFORE_READ(ring);
+  bool popped = ck_ring_dequeue_spsc_seq_msg(ring, buffer, msg);
+  RING_AFTER_READ(ring);
+  return popped;
+}
 
 void seq_state_init(struct seq_state *s, unsigned shard_count, uint64_t last_position,
                     struct seq_grant *grants) {
@@ -65,7 +87,7 @@ void sequencer_deinit(struct sequencer *seq) {
 static void reply(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
   struct seq_channel *ch = &seq->channels[shard];
   /* A shard has at most one request outstanding: the ring cannot be full. */
-  bool queued = ck_ring_enqueue_spsc_seq_msg(&ch->from_seq, ch->from_seq_buf, &msg);
+  bool queued = seq_ring_push(&ch->from_seq, ch->from_seq_buf, msg);
   assert(queued);
   (void)queued;
   ck_pr_fence_memory();
@@ -92,7 +114,7 @@ static void wake_cb(uv_async_t *handle_) {
   struct seq_msg msg;
   for (unsigned i = 0; i < seq->state.shard_count; i++) {
     struct seq_channel *ch = &seq->channels[i];
-    while (ck_ring_dequeue_spsc_seq_msg(&ch->to_seq, ch->to_seq_buf, &msg))
+    while (seq_ring_pop(&ch->to_seq, ch->to_seq_buf, &msg))
       handle(seq, i, &msg);
   }
   atomic_store_explicit(&seq->watermark, seq_state_watermark(&seq->state), memory_order_release);
@@ -132,7 +154,7 @@ void sequencer_stop(struct sequencer *seq) {
 void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
   struct seq_channel *ch = &seq->channels[shard];
   /* At most a settle and a request are in flight per shard: never full. */
-  bool queued = ck_ring_enqueue_spsc_seq_msg(&ch->to_seq, ch->to_seq_buf, &msg);
+  bool queued = seq_ring_push(&ch->to_seq, ch->to_seq_buf, msg);
   assert(queued);
   (void)queued;
   ck_pr_fence_memory();
@@ -141,5 +163,5 @@ void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
 
 bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg) {
   struct seq_channel *ch = &seq->channels[shard];
-  return ck_ring_dequeue_spsc_seq_msg(&ch->from_seq, ch->from_seq_buf, msg);
+  return seq_ring_pop(&ch->from_seq, ch->from_seq_buf, msg);
 }

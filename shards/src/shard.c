@@ -291,7 +291,7 @@ static void receive_requests(struct shard *shard) {
   for (unsigned p = 0; p < store->port_count; p++) {
     struct ring *r = store__request_ring(store, p, shard->index);
     struct store_append *req;
-    while (ck_ring_dequeue_spsc(&r->ring, r->buffer, &req))
+    while (ring_pop(r, &req))
       append_queue_push(&shard->pending, req);
   }
 }
