@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <uv.h>
 
 static void on_signal(uv_signal_t *handle, int signum) {
@@ -35,6 +36,19 @@ static int wait_for_signal(void) {
   return uv_loop_close(&loop);
 }
 
+/* Each shard commits on the libuv pool: give every shard a pool thread. */
+static void size_threadpool(unsigned shards) {
+  unsigned want = shards;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus > (long)want)
+    want = (unsigned)cpus;
+  if (want <= 4 || getenv("UV_THREADPOOL_SIZE") != NULL)
+    return;
+  char value[16];
+  snprintf(value, sizeof(value), "%u", want);
+  setenv("UV_THREADPOOL_SIZE", value, 0);
+}
+
 int main(void) {
   struct evf_config cfg;
   char err[512];
@@ -43,6 +57,7 @@ int main(void) {
     return 2;
   }
   evf_log_set_level(cfg.log_level);
+  size_threadpool(cfg.shards);
 
   struct store_options options = {
       .data_dir = cfg.data_dir,
@@ -50,7 +65,9 @@ int main(void) {
       .sync_full = cfg.sync_full,
       .map_size = cfg.map_size,
       .page_size = cfg.page_size,
-      .max_event_size = cfg.max_message_size,
+      /* An event must fit alone in the largest read response: a GetGlobalStream
+       * with one event costs a tag, a length and the checkpoint field besides. */
+      .max_event_size = cfg.max_message_size - 17,
   };
   struct evf_store *store;
   int rc = store_open(&options, &store, err, sizeof(err));
