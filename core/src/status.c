@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* strerrorname_np */
 #include "evf/status.h"
 
 #include <errno.h>
@@ -23,14 +24,9 @@ const char *evf_err_name(int code) {
 #undef XX
   case 0:
     return "OK";
-  case -ENOMEM:
-    return "ENOMEM";
-  case -ENOSPC:
-    return "ENOSPC";
-  case -EIO:
-    return "EIO";
   }
-  return "ESYSTEM";
+  const char *name = code < 0 && code > -4096 ? strerrorname_np(-code) : NULL;
+  return name ? name : "ESYSTEM";
 }
 
 enum evf_grpc_status evf_err_grpc_status(int code) {
