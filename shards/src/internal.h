@@ -107,6 +107,7 @@ struct evf_store {
   struct ring *requests;        /* [port * shard_count + shard] */
   struct ring *replies;         /* [shard * port_count + port] */
   struct sequencer sequencer;
+  bool started;                 /* threads running (store_start succeeded) */
 
   atomic_bool closing;
   atomic_size_t outstanding;    /* appends submitted and not yet completed */

@@ -294,19 +294,28 @@ int store_open(const struct store_options *options, struct evf_store **out, char
   }
   atomic_init(&s->closing, false);
   atomic_init(&s->outstanding, 0);
-  if ((rc = start_threads(s)) != 0) {
-    snprintf(err, err_len, "cannot start threads: %s", uv_strerror(rc));
-    sequencer_deinit(&s->sequencer);
-    close_shards(s);
-    free_store(s);
-    return rc;
-  }
   *out = s;
   return 0;
 }
 
+void store_set_hooks(struct evf_store *s,
+                     void (*on_start)(struct evf_store *, unsigned, uv_loop_t *, void *),
+                     void (*on_stop)(struct evf_store *, unsigned, uv_loop_t *, void *),
+                     void *arg) {
+  s->options.on_shard_start = on_start;
+  s->options.on_shard_stop = on_stop;
+  s->options.hook_arg = arg;
+}
+
+int store_start(struct evf_store *s) {
+  int rc = start_threads(s);
+  s->started = rc == 0;
+  return rc;
+}
+
 void store_close(struct evf_store *s) {
-  stop_threads(s, s->shard_count, true);
+  if (s->started)
+    stop_threads(s, s->shard_count, true);
   sequencer_deinit(&s->sequencer);
   close_shards(s);
   free_store(s);

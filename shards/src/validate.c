@@ -29,10 +29,15 @@ static bool optional_uuid_valid(const char *text) {
   return text[0] == '\0' || evf_uuid_parse(text, strlen(text), &ignored) == 0;
 }
 
+static int invalid(struct store_append *req, const char *detail) {
+  req->detail = detail;
+  return EVF_EINVAL;
+}
+
 static int uuid_compare(const void *a, const void *b) { return memcmp(a, b, 16); }
 
 /* Two events of one append with the same client id: EVF_EINVAL. */
-static int check_client_ids_distinct(const struct store_append *req) {
+static int check_client_ids_distinct(struct store_append *req) {
   size_t n = req->request->n_events;
   size_t given = 0;
   struct evf_uuid *sorted = malloc(n * sizeof(*sorted));
@@ -47,7 +52,7 @@ static int check_client_ids_distinct(const struct store_append *req) {
   for (size_t i = 1; i < given && distinct; i++)
     distinct = memcmp(&sorted[i - 1], &sorted[i], sizeof(*sorted)) != 0;
   free(sorted);
-  return distinct ? 0 : EVF_EINVAL;
+  return distinct ? 0 : invalid(req, "two events of one append have the same id");
 }
 
 /* The size of the event as stored, with the largest position and version. */
@@ -67,31 +72,39 @@ static size_t stored_size(const Api__AppendToStreamRequest *request, const Api__
   return protobuf_c_message_get_packed_size(&event.base);
 }
 
-static int validate_event(const struct store_options *options,
-                          const Api__AppendToStreamRequest *request, const Api__EventData *e,
-                          struct evf_uuid *id) {
-  if (!type_valid(e->type) || !optional_uuid_valid(e->causation_id) ||
-      !optional_uuid_valid(e->correlation_id))
-    return EVF_EINVAL;
+static int validate_event(const struct store_options *options, struct store_append *req,
+                          const Api__EventData *e, struct evf_uuid *id) {
+  if (!type_valid(e->type))
+    return invalid(req, "an event type must be 1 to 200 bytes of UTF-8");
+  if (!optional_uuid_valid(e->causation_id))
+    return invalid(req, "causation_id must be a UUID (8-4-4-4-12 hex, not nil)");
+  if (!optional_uuid_valid(e->correlation_id))
+    return invalid(req, "correlation_id must be a UUID (8-4-4-4-12 hex, not nil)");
   if (e->id[0] == '\0')
     evf_uuid_v7(id);
   else if (evf_uuid_parse(e->id, strlen(e->id), id) != 0)
-    return EVF_EINVAL;
-  if (options->max_event_size != 0 && stored_size(request, e) > options->max_event_size)
+    return invalid(req, "an event id must be a UUID (8-4-4-4-12 hex, not nil)");
+  if (options->max_event_size != 0 && stored_size(req->request, e) > options->max_event_size) {
+    req->detail = "an event is larger than the largest that can be read back (MAX_MESSAGE_SIZE)";
     return EVF_ETOOBIG;
+  }
   return 0;
 }
 
 int validate__append(const struct store_options *options, struct store_append *req) {
   const Api__AppendToStreamRequest *r = req->request;
-  if (r == NULL || r->n_events == 0 || r->version < -1 ||
-      !store_stream_name_valid(r->stream, strlen(r->stream)))
-    return EVF_EINVAL;
+  if (r == NULL || r->n_events == 0)
+    return invalid(req, "an append needs at least one event");
+  if (r->version < -1)
+    return invalid(req, "version must be -1 (any) or the expected stream length (>= 0)");
+  if (!store_stream_name_valid(r->stream, strlen(r->stream)))
+    return invalid(req, "a stream name must be 1 to 200 bytes of UTF-8, not all or count, "
+                        "and not start with $");
   req->ids = malloc(r->n_events * sizeof(*req->ids));
   if (req->ids == NULL)
     return -ENOMEM;
   for (size_t i = 0; i < r->n_events; i++) {
-    int rc = validate_event(options, r, r->events[i], &req->ids[i]);
+    int rc = validate_event(options, req, r->events[i], &req->ids[i]);
     if (rc != 0)
       return rc;
   }

@@ -1,16 +1,19 @@
 /*
- * eventflowdb: the server. Reads the configuration from the environment,
- * opens the store and runs until SIGINT or SIGTERM, then closes it cleanly.
- * The network layer (gRPC, HTTP, metrics) is not built yet: for now the
- * server runs the storage engine only, and says so.
+ * eventflowdb: the server. Reads the configuration, opens the store, binds
+ * the gRPC port on every shard, and runs until SIGINT or SIGTERM; then
+ * stops accepting, sends GOAWAY, lets in-flight calls finish (appends are
+ * synced) and closes the store.
  */
 #include "evf/config.h"
 #include "evf/log.h"
 #include "evf/status.h"
 #include "evf/store.h"
+#include "server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -49,6 +52,60 @@ static void size_threadpool(unsigned shards) {
   setenv("UV_THREADPOOL_SIZE", value, 0);
 }
 
+/* Every connection is a file descriptor: allow as many as the hard limit. */
+static void raise_fd_limit(void) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+/* The hooks are set once the servers exist (store_set_hooks). */
+static struct store_options store_options(const struct evf_config *cfg) {
+  return (struct store_options){
+      .data_dir = cfg->data_dir,
+      .shards = cfg->shards,
+      .sync_full = cfg->sync_full,
+      .map_size = cfg->map_size,
+      .page_size = cfg->page_size,
+      /* An event must fit alone in the largest read response: a GetGlobalStream
+       * with one event costs a tag, a length and the checkpoint field besides. */
+      .max_event_size = cfg->max_message_size - 17,
+  };
+}
+
+/* Opens the store and binds the ports: the failures an operator must fix. Exit code 2. */
+static int open_server(const struct evf_config *cfg, struct tp_server **servers_out,
+                       struct evf_store **store_out) {
+  char err[512] = "";
+  struct evf_store *store;
+  struct tp_server *servers = NULL;
+  struct store_options options = store_options(cfg);
+  int rc = store_open(&options, &store, err, sizeof(err));
+  if (rc != 0) {
+    evf_error("cannot open the data folder: %s", err[0] ? err : evf_strerror(rc));
+    return rc;
+  }
+  unsigned shards = store_shard_count(store);
+  servers = calloc(shards, sizeof(*servers));
+  if (servers == NULL) {
+    store_close(store);
+    return -ENOMEM;
+  }
+  for (unsigned i = 0; i < shards; i++)
+    servers[i].config = cfg;
+  if ((rc = tp_servers_bind(servers, shards, cfg, err, sizeof(err))) != 0) {
+    evf_error("%s", err);
+    store_close(store);
+    free(servers);
+    return rc;
+  }
+  *servers_out = servers;
+  *store_out = store;
+  return 0;
+}
+
 int main(void) {
   struct evf_config cfg;
   char err[512];
@@ -58,31 +115,29 @@ int main(void) {
   }
   evf_log_set_level(cfg.log_level);
   size_threadpool(cfg.shards);
+  raise_fd_limit();
 
-  struct store_options options = {
-      .data_dir = cfg.data_dir,
-      .shards = cfg.shards,
-      .sync_full = cfg.sync_full,
-      .map_size = cfg.map_size,
-      .page_size = cfg.page_size,
-      /* An event must fit alone in the largest read response: a GetGlobalStream
-       * with one event costs a tag, a length and the checkpoint field besides. */
-      .max_event_size = cfg.max_message_size - 17,
-  };
+  struct tp_server *servers;
   struct evf_store *store;
-  int rc = store_open(&options, &store, err, sizeof(err));
+  if (open_server(&cfg, &servers, &store) != 0)
+    return 2;
+  /* The hooks need the servers, which need the shard count the store decided. */
+  store_set_hooks(store, tp_server_start, tp_server_stop, servers);
+  int rc = store_start(store);
   if (rc != 0) {
-    evf_error("cannot open the store: %s (%s)", err[0] ? err : evf_strerror(rc), evf_err_name(rc));
+    evf_error("cannot start the shard threads: %s", uv_strerror(rc));
+    store_close(store);
+    free(servers);
     return 1;
   }
   if (!cfg.sync_full)
     evf_warn("SYNC=none: acknowledged appends are NOT synced to disk; a power loss loses them. "
              "Use this for benchmarks only.");
-  evf_info("eventflowdb %s: storage engine running with %u shards in %s "
-           "(the gRPC and HTTP APIs are not implemented yet)",
-           EVF_VERSION, store_shard_count(store), cfg.data_dir);
+  evf_info("eventflowdb %s listening: gRPC on port %u, %u shards, data in %s", EVF_VERSION,
+           cfg.grpc_port, store_shard_count(store), cfg.data_dir);
   rc = wait_for_signal();
   store_close(store);
+  free(servers);
   evf_info("stopped");
   return rc == 0 ? 0 : 1;
 }

@@ -52,9 +52,9 @@ struct store_options {
 };
 
 /**
- * Opens (or creates) the data folder and starts the shard and sequencer
- * threads. Main thread only. On failure returns a negative code and writes
- * a message for an operator into err:
+ * Opens (or creates) the data folder and its environments; no thread runs
+ * yet (store_start). Main thread only. On failure returns a negative code
+ * and writes a message for an operator into err:
  *   EVF_EFORMAT  the folder has another format or shard count (both named),
  *                or is damaged; nothing in it was changed
  *   -EWOULDBLOCK another process has the folder open
@@ -62,6 +62,22 @@ struct store_options {
  */
 int store_open(const struct store_options *options, struct evf_store **out, char *err,
                size_t err_len);
+
+/**
+ * Sets the shard hooks (as in store_options) after open, for a caller that
+ * needs the shard count to build them. Main thread, before store_start.
+ */
+void store_set_hooks(struct evf_store *store,
+                     void (*on_start)(struct evf_store *, unsigned, uv_loop_t *, void *),
+                     void (*on_stop)(struct evf_store *, unsigned, uv_loop_t *, void *),
+                     void *arg);
+
+/**
+ * Starts the sequencer and the shard threads (each runs on_shard_start,
+ * then its loop). Main thread, once. Returns 0 or a uv error code; on
+ * failure the store is left as opened, to be closed.
+ */
+int store_start(struct evf_store *store);
 
 /**
  * Closes the store: new appends fail with EVF_ESHUTDOWN, appends already
@@ -72,7 +88,7 @@ int store_open(const struct store_options *options, struct evf_store **out, char
  */
 void store_close(struct evf_store *store);
 
-/** The number of shards (fixed for the data folder). Any thread. */
+/** The number of shards (fixed for the data folder). Any thread, after open. */
 unsigned store_shard_count(const struct evf_store *store);
 
 /** The highest global position below which every position is settled. Any thread. */
@@ -111,6 +127,7 @@ struct store_append {
   uint32_t first_version;   /* status 0 */
   uint64_t first_position;  /* status 0 */
   uint32_t actual_version;  /* status EVF_EVERSION: the stream's current length */
+  const char *detail;       /* EVF_EINVAL or EVF_ETOOBIG from store_append: what is wrong (static) */
 
   /* Private to the store. */
   struct store_append *next;

@@ -1,0 +1,372 @@
+/* gRPC calls on HTTP/2 streams: headers, framing, deadlines, responses. */
+#include "grpc.h"
+
+#include "evf/log.h"
+#include "server.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tp_grpc_call {
+  struct tp_h2_stream h2;        /* first: the connection's handle on the call */
+  struct tp_server *server;
+  const struct tp_grpc_method *method;
+  char path[128];
+  bool post;
+  bool grpc_content_type;
+  bool bad_timeout;
+  char encoding[32];             /* grpc-encoding, empty for identity */
+  int64_t timeout_ms;            /* -1: none */
+  struct tp_buf body;
+  struct tp_buf response;
+  size_t response_sent;
+  bool answered;
+  bool held;
+  bool timer_started;
+  uv_timer_t deadline;
+  void *state;
+  void (*free_state)(void *);
+};
+
+/* ---- lifetime ---- */
+
+static void free_call(struct tp_grpc_call *call) {
+  if (call->free_state)
+    call->free_state(call->state);
+  free(call->state);
+  tp_buf_free(&call->body);
+  tp_buf_free(&call->response);
+  free(call);
+}
+
+static void timer_closed_cb(uv_handle_t *handle) { free_call(handle->data); }
+
+/* Frees once the stream is closed and no asynchronous work holds the call. */
+static void maybe_free(struct tp_grpc_call *call) {
+  if (call->h2.conn != NULL || call->held)
+    return;
+  if (call->timer_started)
+    uv_close((uv_handle_t *)&call->deadline, timer_closed_cb);
+  else
+    free_call(call);
+}
+
+void tp_grpc_hold(struct tp_grpc_call *call) { call->held = true; }
+
+void tp_grpc_release(struct tp_grpc_call *call) {
+  call->held = false;
+  maybe_free(call);
+}
+
+bool tp_grpc_open(const struct tp_grpc_call *call) { return call->h2.conn != NULL && !call->answered; }
+
+struct tp_server *tp_grpc_server(struct tp_grpc_call *call) { return call->server; }
+
+void *tp_grpc_state(struct tp_grpc_call *call, size_t size, void (*free_state)(void *)) {
+  if (call->state == NULL) {
+    call->state = calloc(1, size);
+    call->free_state = free_state;
+  }
+  return call->state;
+}
+
+/* ---- answering ---- */
+
+static void stop_deadline(struct tp_grpc_call *call) {
+  if (call->timer_started)
+    uv_timer_stop(&call->deadline);
+}
+
+static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                                size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                                void *user) {
+  struct tp_grpc_call *call = source->ptr;
+  (void)user;
+  size_t left = call->response.len - call->response_sent;
+  size_t n = left < length ? left : length;
+  memcpy(buf, call->response.data + call->response_sent, n);
+  call->response_sent += n;
+  if (call->response_sent == call->response.len) {
+    static const nghttp2_nv ok[] = {{(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1, 0}};
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    if (nghttp2_submit_trailer(session, stream_id, ok, 1) != 0)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  return (ssize_t)n;
+}
+
+#define NV(name, value)                                                                     \
+  { (uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1, strlen(value), NGHTTP2_NV_FLAG_NONE }
+
+struct tp_buf *tp_grpc_response(struct tp_grpc_call *call) {
+  call->response.len = 0;
+  tp_buf_reserve(&call->response, TP_GRPC_PREFIX);
+  if (call->response.cap >= TP_GRPC_PREFIX)
+    call->response.len = TP_GRPC_PREFIX;
+  return &call->response;
+}
+
+void tp_grpc_reply(struct tp_grpc_call *call) {
+  if (!tp_grpc_open(call))
+    return;
+  if (call->response.len < TP_GRPC_PREFIX) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+    return;
+  }
+  size_t len = call->response.len - TP_GRPC_PREFIX;
+  uint8_t *prefix = call->response.data;
+  prefix[0] = 0; /* not compressed */
+  prefix[1] = (uint8_t)(len >> 24);
+  prefix[2] = (uint8_t)(len >> 16);
+  prefix[3] = (uint8_t)(len >> 8);
+  prefix[4] = (uint8_t)len;
+  call->answered = true;
+  stop_deadline(call);
+  struct tp_conn *conn = call->h2.conn;
+  nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                          NV("grpc-accept-encoding", "identity")};
+  nghttp2_data_provider body = {.source.ptr = call, .read_callback = response_read_cb};
+  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 3, &body);
+  tp_conn_flush(conn);
+}
+
+/* grpc-message is percent-encoded: everything outside printable ASCII, and '%'. */
+static void percent_encode(const char *in, char *out, size_t out_len) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < out_len; p++) {
+    if (*p >= 0x20 && *p <= 0x7E && *p != '%') {
+      out[o++] = (char)*p;
+    } else {
+      out[o++] = '%';
+      out[o++] = hex[*p >> 4];
+      out[o++] = hex[*p & 15];
+    }
+  }
+  out[o] = '\0';
+}
+
+/* A Trailers-Only response: the status in the one HEADERS frame, which ends the stream. */
+static void send_status(struct tp_grpc_call *call, enum evf_grpc_status status,
+                        const char *message) {
+  char code[8], encoded[1024];
+  snprintf(code, sizeof(code), "%d", (int)status);
+  percent_encode(message, encoded, sizeof(encoded));
+  call->answered = true;
+  stop_deadline(call);
+  struct tp_conn *conn = call->h2.conn;
+  nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                          NV("grpc-accept-encoding", "identity"), NV("grpc-status", code),
+                          NV("grpc-message", encoded)};
+  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 5, NULL);
+  tp_conn_flush(conn);
+}
+
+void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const char *fmt, ...) {
+  if (!tp_grpc_open(call))
+    return;
+  char message[512];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  if (status == EVF_GRPC_INTERNAL)
+    evf_error("%s: internal error: %s", call->path, message);
+  send_status(call, status, message);
+}
+
+/* Not a gRPC request at all: a plain HTTP status. */
+static void send_http_status(struct tp_grpc_call *call, const char *status) {
+  call->answered = true;
+  struct tp_conn *conn = call->h2.conn;
+  nghttp2_nv headers[] = {NV(":status", status)};
+  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 1, NULL);
+  tp_conn_flush(conn);
+}
+
+/* ---- the request ---- */
+
+static struct tp_h2_stream *call_open(struct tp_conn *conn) {
+  struct tp_grpc_call *call = calloc(1, sizeof(*call));
+  if (call == NULL)
+    return NULL;
+  call->server = tp_conn_server(conn);
+  call->timeout_ms = -1;
+  return &call->h2;
+}
+
+static bool header_is(const uint8_t *name, size_t len, const char *want) {
+  return len == strlen(want) && memcmp(name, want, len) == 0;
+}
+
+/* grpc-timeout: 1 to 8 digits and a unit (H, M, S, m, u, n); rounded up to ms. */
+static int parse_timeout(const uint8_t *v, size_t len, int64_t *ms) {
+  if (len < 2 || len > 9)
+    return -1;
+  int64_t n = 0;
+  for (size_t i = 0; i + 1 < len; i++) {
+    if (v[i] < '0' || v[i] > '9')
+      return -1;
+    n = n * 10 + (v[i] - '0');
+  }
+  switch (v[len - 1]) {
+  case 'H': *ms = n * 3600000; break;
+  case 'M': *ms = n * 60000; break;
+  case 'S': *ms = n * 1000; break;
+  case 'm': *ms = n; break;
+  case 'u': *ms = (n + 999) / 1000; break;
+  case 'n': *ms = (n + 999999) / 1000000; break;
+  default: return -1;
+  }
+  return 0;
+}
+
+static bool grpc_content_type(const uint8_t *v, size_t len) {
+  static const char prefix[] = "application/grpc";
+  size_t n = sizeof(prefix) - 1;
+  return len >= n && memcmp(v, prefix, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
+}
+
+static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (header_is(name, namelen, ":method")) {
+    call->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+  } else if (header_is(name, namelen, ":path")) {
+    call->method = tp_rpc_find((const char *)value, valuelen);
+    snprintf(call->path, sizeof(call->path), "%.*s", (int)valuelen, (const char *)value);
+  } else if (header_is(name, namelen, "content-type")) {
+    call->grpc_content_type = grpc_content_type(value, valuelen);
+  } else if (header_is(name, namelen, "grpc-encoding")) {
+    if (!(valuelen == 8 && memcmp(value, "identity", 8) == 0))
+      snprintf(call->encoding, sizeof(call->encoding), "%.*s", (int)valuelen, (const char *)value);
+  } else if (header_is(name, namelen, "grpc-timeout")) {
+    call->bad_timeout = parse_timeout(value, valuelen, &call->timeout_ms) != 0;
+  }
+}
+
+static void deadline_cb(uv_timer_t *timer) {
+  struct tp_grpc_call *call = timer->data;
+  tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
+               (long long)call->timeout_ms);
+}
+
+static void start_deadline(struct tp_grpc_call *call) {
+  uv_timer_init(call->server->loop, &call->deadline);
+  call->deadline.data = call;
+  call->timer_started = true;
+  uv_timer_start(&call->deadline, deadline_cb, (uint64_t)call->timeout_ms, 0);
+}
+
+static void call_headers_end(struct tp_h2_stream *stream) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (!call->post) {
+    send_http_status(call, "405");
+  } else if (!call->grpc_content_type) {
+    send_http_status(call, "415");
+  } else if (call->method == NULL) {
+    tp_grpc_fail(call, EVF_GRPC_UNIMPLEMENTED, "unknown method %s", call->path);
+  } else if (call->encoding[0] != '\0') {
+    tp_grpc_fail(call, EVF_GRPC_UNIMPLEMENTED,
+                 "grpc-encoding %s is not supported; send uncompressed messages (identity)",
+                 call->encoding);
+  } else if (call->bad_timeout) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
+  } else if (call->timeout_ms == 0) {
+    tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
+  } else if (call->timeout_ms > 0) {
+    start_deadline(call);
+  }
+}
+
+static uint32_t declared_length(const struct tp_buf *body) {
+  const uint8_t *p = body->data;
+  return (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+}
+
+/* Checks the message prefix as soon as it is in; returns false after failing the call. */
+static bool check_prefix(struct tp_grpc_call *call) {
+  uint64_t max = call->server->config->max_message_size;
+  if (call->body.data[0] == 1) {
+    tp_grpc_fail(call, EVF_GRPC_UNIMPLEMENTED,
+                 "compressed messages are not supported; send them uncompressed");
+    return false;
+  }
+  if (call->body.data[0] != 0) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "bad message prefix flag %u",
+                 call->body.data[0]);
+    return false;
+  }
+  if (declared_length(&call->body) > max) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED,
+                 "request message of %u bytes exceeds MAX_MESSAGE_SIZE (%llu bytes)",
+                 declared_length(&call->body), (unsigned long long)max);
+    return false;
+  }
+  return true;
+}
+
+/*
+ * After an early answer (an error before the request ended) the rest of the
+ * body is read and dropped: a RST_STREAM would make some clients report it
+ * instead of the status, and flow control still bounds what arrives.
+ */
+static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t len) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (call->answered)
+    return;
+  bool had_prefix = call->body.len >= TP_GRPC_PREFIX;
+  uint64_t limit = call->server->config->max_message_size + TP_GRPC_PREFIX;
+  if (call->body.len + len > limit) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED,
+                 "request exceeds MAX_MESSAGE_SIZE (%llu bytes)",
+                 (unsigned long long)call->server->config->max_message_size);
+    return;
+  }
+  if (tp_buf_append(&call->body, data, len) != 0) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if (!had_prefix && call->body.len >= TP_GRPC_PREFIX)
+    check_prefix(call);
+}
+
+/* A unary call carries exactly one message. */
+static void call_request_end(struct tp_h2_stream *stream) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (call->answered)
+    return;
+  if (call->body.len < TP_GRPC_PREFIX) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT,
+                 call->body.len == 0 ? "the request has no message"
+                                     : "the request ends inside a message prefix");
+    return;
+  }
+  size_t declared = declared_length(&call->body), got = call->body.len - TP_GRPC_PREFIX;
+  if (got < declared) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT,
+                 "the request ends inside its message: %zu of %zu bytes", got, declared);
+    return;
+  }
+  if (got > declared) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT,
+                 "a unary request carries exactly one message");
+    return;
+  }
+  call->method->handler(call, call->body.data + TP_GRPC_PREFIX, declared);
+}
+
+static void call_close(struct tp_h2_stream *stream) {
+  maybe_free((struct tp_grpc_call *)stream);
+}
+
+const struct tp_h2_protocol tp_grpc_protocol = {
+    .open = call_open,
+    .header = call_header,
+    .headers_end = call_headers_end,
+    .data = call_data,
+    .request_end = call_request_end,
+    .close = call_close,
+};

@@ -1,0 +1,331 @@
+/* HTTP/2 connections: socket I/O, the nghttp2 session, output backpressure. */
+#include "h2.h"
+
+#include "buf.h"
+#include "evf/log.h"
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct tp_conn {
+  uv_tcp_t tcp;
+  struct tp_server *server;
+  const struct tp_h2_protocol *protocol;
+  nghttp2_session *session;
+  struct tp_buf pending;        /* produced by nghttp2, not yet handed to uv_write */
+  struct tp_buf writing;        /* handed to the one uv_write in flight */
+  uv_write_t write_req;
+  bool write_in_flight;
+  bool receiving;               /* inside nghttp2_session_mem_recv: flush afterwards */
+  bool reading;
+  bool closing;
+  struct tp_h2_stream *streams; /* open request streams */
+  struct tp_conn *prev, *next;  /* in the server's list */
+};
+
+static void start_reading(struct tp_conn *conn);
+
+static void adopt(struct tp_server *server, struct tp_conn *conn) {
+  conn->next = server->conns;
+  if (server->conns)
+    server->conns->prev = conn;
+  server->conns = conn;
+  server->conn_count++;
+}
+
+static void forget(struct tp_server *server, struct tp_conn *conn) {
+  if (conn->prev)
+    conn->prev->next = conn->next;
+  else
+    server->conns = conn->next;
+  if (conn->next)
+    conn->next->prev = conn->prev;
+  server->conn_count--;
+  tp_server__conn_gone(server);
+}
+
+nghttp2_session *tp_conn_session(struct tp_conn *conn) { return conn->session; }
+struct tp_server *tp_conn_server(struct tp_conn *conn) { return conn->server; }
+
+static void conn_closed_cb(uv_handle_t *handle) {
+  struct tp_conn *conn = handle->data;
+  tp_buf_free(&conn->pending);
+  tp_buf_free(&conn->writing);
+  forget(conn->server, conn);
+  free(conn);
+}
+
+static void link_stream(struct tp_conn *conn, struct tp_h2_stream *s, int32_t id) {
+  s->conn = conn;
+  s->id = id;
+  s->prev = NULL;
+  s->next = conn->streams;
+  if (conn->streams)
+    conn->streams->prev = s;
+  conn->streams = s;
+}
+
+/* Detaches a stream from its connection and hands it to the protocol to free. */
+static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    conn->streams = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  s->conn = NULL;
+  s->prev = s->next = NULL;
+  conn->protocol->close(s);
+}
+
+void tp_conn_close(struct tp_conn *conn) {
+  if (conn->closing)
+    return;
+  conn->closing = true;
+  /* Streams still open learn that the connection is gone; pending work detaches. */
+  while (conn->streams)
+    close_stream(conn, conn->streams);
+  nghttp2_session_del(conn->session);
+  conn->session = NULL;
+  uv_close((uv_handle_t *)&conn->tcp, conn_closed_cb);
+}
+
+static bool finished(struct tp_conn *conn) {
+  return !nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
+         conn->pending.len == 0 && !conn->write_in_flight;
+}
+
+static void write_cb(uv_write_t *req, int status);
+
+static void start_write(struct tp_conn *conn) {
+  struct tp_buf tmp = conn->writing;
+  conn->writing = conn->pending;
+  conn->pending = tmp;
+  conn->pending.len = 0;
+  uv_buf_t buf = uv_buf_init((char *)conn->writing.data, (unsigned)conn->writing.len);
+  conn->write_req.data = conn;
+  int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &buf, 1, write_cb);
+  if (rc != 0) {
+    tp_conn_close(conn);
+    return;
+  }
+  conn->write_in_flight = true;
+}
+
+void tp_conn_flush(struct tp_conn *conn) {
+  /* nghttp2 must not send from inside its own callbacks; read_cb flushes after. */
+  if (conn->closing || conn->receiving)
+    return;
+  while (conn->pending.len < TP_CONN_OUTPUT_HIGH) {
+    const uint8_t *data;
+    ssize_t n = nghttp2_session_mem_send(conn->session, &data);
+    if (n < 0) {
+      evf_warn("http2 send failed: %s", nghttp2_strerror((int)n));
+      tp_conn_close(conn);
+      return;
+    }
+    if (n == 0)
+      break;
+    if (tp_buf_append(&conn->pending, data, (size_t)n) != 0) {
+      tp_conn_close(conn);
+      return;
+    }
+  }
+  if (conn->pending.len > 0 && !conn->write_in_flight)
+    start_write(conn);
+  else if (finished(conn))
+    tp_conn_close(conn);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  struct tp_conn *conn = req->data;
+  conn->write_in_flight = false;
+  conn->writing.len = 0;
+  if (status != 0) {
+    tp_conn_close(conn);
+    return;
+  }
+  tp_conn_flush(conn);
+  if (!conn->closing && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
+    start_reading(conn);
+}
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  struct tp_conn *conn = handle->data;
+  (void)suggested;
+  *buf = tp_server__read_buffer(conn->server);
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  struct tp_conn *conn = stream->data;
+  if (nread < 0) {
+    tp_conn_close(conn); /* EOF or error: the peer is gone */
+    return;
+  }
+  if (nread == 0)
+    return;
+  conn->receiving = true;
+  ssize_t used = nghttp2_session_mem_recv(conn->session, (const uint8_t *)buf->base, (size_t)nread);
+  conn->receiving = false;
+  if (used < 0) {
+    evf_debug("http2 receive failed: %s", nghttp2_strerror((int)used));
+    /* nghttp2 queued a GOAWAY for protocol errors: send it, then close. */
+    tp_conn_flush(conn);
+    tp_conn_close(conn);
+    return;
+  }
+  tp_conn_flush(conn);
+  if (!conn->closing && conn->write_in_flight && conn->pending.len >= TP_CONN_OUTPUT_HIGH) {
+    uv_read_stop(stream); /* the peer reads slower than it asks: wait for it */
+    conn->reading = false;
+  }
+}
+
+static void start_reading(struct tp_conn *conn) {
+  if (uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb) == 0)
+    conn->reading = true;
+}
+
+/* ---- nghttp2 callbacks: request events go to the protocol ---- */
+
+static struct tp_h2_stream *request_stream(nghttp2_session *session, const nghttp2_frame *frame) {
+  return nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+}
+
+static int begin_headers_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  struct tp_conn *conn = user;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  struct tp_h2_stream *stream = conn->protocol->open(conn);
+  if (stream == NULL)
+    return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                     NGHTTP2_REFUSED_STREAM);
+  link_stream(conn, stream, frame->hd.stream_id);
+  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, stream);
+  return 0;
+}
+
+static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user) {
+  struct tp_conn *conn = user;
+  (void)flags;
+  struct tp_h2_stream *stream = request_stream(session, frame);
+  if (stream != NULL && frame->hd.type == NGHTTP2_HEADERS &&
+      frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    conn->protocol->header(stream, name, namelen, value, valuelen);
+  return 0;
+}
+
+static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  struct tp_conn *conn = user;
+  struct tp_h2_stream *stream = request_stream(session, frame);
+  if (stream == NULL)
+    return 0;
+  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    conn->protocol->headers_end(stream);
+  /* headers_end may have answered and reset the stream */
+  if (stream->conn != NULL &&
+      (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    conn->protocol->request_end(stream);
+  return 0;
+}
+
+static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user) {
+  struct tp_conn *conn = user;
+  (void)flags;
+  struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (stream != NULL)
+    conn->protocol->data(stream, data, len);
+  return 0;
+}
+
+static int stream_close_cb(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user) {
+  struct tp_conn *conn = user;
+  (void)error_code;
+  struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (stream != NULL) {
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    close_stream(conn, stream);
+  }
+  return 0;
+}
+
+/* ---- setting up ---- */
+
+static nghttp2_session_callbacks *make_callbacks(void) {
+  nghttp2_session_callbacks *cbs;
+  if (nghttp2_session_callbacks_new(&cbs) != 0)
+    return NULL;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, begin_headers_cb);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, header_cb);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, frame_recv_cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, data_chunk_cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, stream_close_cb);
+  return cbs;
+}
+
+/*
+ * Windows large enough for 4 MiB messages in flight on several streams;
+ * what a client may push is bounded by them and by the stream limit.
+ */
+#define STREAM_WINDOW (4 << 20)
+#define CONNECTION_WINDOW (16 << 20)
+#define MAX_CONCURRENT_STREAMS 256
+
+static int start_session(struct tp_conn *conn) {
+  nghttp2_session_callbacks *cbs = make_callbacks();
+  if (cbs == NULL)
+    return -1;
+  int rc = nghttp2_session_server_new(&conn->session, cbs, conn);
+  nghttp2_session_callbacks_del(cbs);
+  if (rc != 0)
+    return rc;
+  nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+  };
+  rc = nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, settings,
+                               sizeof(settings) / sizeof(settings[0]));
+  if (rc == 0)
+    rc = nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0,
+                                               CONNECTION_WINDOW);
+  return rc;
+}
+
+void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
+                    const struct tp_h2_protocol *protocol) {
+  struct tp_conn *conn = calloc(1, sizeof(*conn));
+  if (conn == NULL)
+    return;
+  conn->server = server;
+  conn->protocol = protocol;
+  uv_tcp_init(listener->loop, &conn->tcp);
+  conn->tcp.data = conn;
+  adopt(server, conn);
+  if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 || start_session(conn) != 0) {
+    conn->closing = true;
+    if (conn->session)
+      nghttp2_session_del(conn->session);
+    uv_close((uv_handle_t *)&conn->tcp, conn_closed_cb);
+    return;
+  }
+  uv_tcp_nodelay(&conn->tcp, 1);
+  start_reading(conn);
+  tp_conn_flush(conn);
+}
+
+void tp_conn_drain(struct tp_conn *conn) {
+  if (conn->closing)
+    return;
+  nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(conn->session), NGHTTP2_NO_ERROR,
+                        NULL, 0);
+  tp_conn_flush(conn);
+}
+
+struct tp_conn *tp_conn_next(struct tp_conn *conn) { return conn->next; }

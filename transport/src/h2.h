@@ -1,0 +1,76 @@
+#ifndef TRANSPORT_H2_H
+#define TRANSPORT_H2_H
+
+/*
+ * An HTTP/2 server connection: a libuv TCP stream feeding an nghttp2 server
+ * session. It owns the socket, the session and the output; a protocol
+ * (gRPC, later the JSON API) receives each request stream's events through
+ * struct tp_h2_protocol and answers through the tp_conn_* functions.
+ *
+ * Backpressure: output produced by nghttp2 is written one uv_write at a
+ * time; while more than TP_CONN_OUTPUT_HIGH bytes wait to be written, the
+ * connection stops reading (so stops taking new requests) and stops
+ * pulling frames from nghttp2, whose flow control bounds the rest.
+ */
+
+#include <nghttp2/nghttp2.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define TP_CONN_OUTPUT_HIGH (1u << 20)
+
+struct tp_conn;
+struct tp_server;
+
+/*
+ * The part of a protocol's stream object that the connection manages:
+ * embed it first. conn is NULL once the stream is closed (the peer reset
+ * it, it completed, or the connection went away): nothing may be sent on it.
+ */
+struct tp_h2_stream {
+  struct tp_conn *conn;
+  int32_t id;
+  struct tp_h2_stream *prev, *next;
+};
+
+/* What a protocol does with request streams. */
+struct tp_h2_protocol {
+  /** A new request stream: returns its object, or NULL to refuse it. */
+  struct tp_h2_stream *(*open)(struct tp_conn *conn);
+  /** One request header (pseudo-headers included). */
+  void (*header)(struct tp_h2_stream *stream, const uint8_t *name, size_t namelen,
+                 const uint8_t *value, size_t valuelen);
+  /** All headers are in. */
+  void (*headers_end)(struct tp_h2_stream *stream);
+  /** A chunk of the request body. */
+  void (*data)(struct tp_h2_stream *stream, const uint8_t *data, size_t len);
+  /** The client finished its request (END_STREAM). */
+  void (*request_end)(struct tp_h2_stream *stream);
+  /**
+   * Called once per stream, after stream->conn is cleared: the protocol
+   * frees the stream now or when its pending work completes.
+   */
+  void (*close)(struct tp_h2_stream *stream);
+};
+
+/** Accepts a connection from the server's listener. Loop's thread. */
+void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
+                    const struct tp_h2_protocol *protocol);
+
+nghttp2_session *tp_conn_session(struct tp_conn *conn);
+struct tp_server *tp_conn_server(struct tp_conn *conn);
+
+/** Writes what nghttp2 has to send (call after submitting frames). */
+void tp_conn_flush(struct tp_conn *conn);
+
+/** Sends GOAWAY and closes once the last stream ends. */
+void tp_conn_drain(struct tp_conn *conn);
+
+/** Closes at once (shutdown grace period over). */
+void tp_conn_close(struct tp_conn *conn);
+
+/** The next connection in the server's list (struct tp_server.conns). */
+struct tp_conn *tp_conn_next(struct tp_conn *conn);
+
+#endif

@@ -1,0 +1,300 @@
+/*
+ * The methods: api.EventStore mapped onto the store, and grpc.health.v1.
+ * Reads run here, on the connection's thread; appends go to the owning
+ * shard through this shard's port and answer when durable.
+ *
+ * Read responses are written straight from the stored bytes: an event is
+ * stored as an encoded api.Event, so a repeated Event field is the tag, the
+ * length and those bytes. A page stops before the event that would take the
+ * response past MAX_MESSAGE_SIZE.
+ */
+#include "api.pb-c.h"
+#include "evf/store.h"
+#include "grpc.h"
+#include "health.pb-c.h"
+#include "server.h"
+
+#include <string.h>
+
+/* Protobuf wire tags: field number << 3 | wire type (0 varint, 2 length-delimited). */
+#define TAG(field, type) ((uint8_t)((field) << 3 | (type)))
+#define VARINT 0
+#define BYTES 2
+
+/* Appends a varint field unless it is 0 (proto3 omits defaults). */
+static int put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
+  if (value == 0)
+    return 0;
+  int rc = tp_buf_append(b, &tag, 1);
+  return rc ? rc : tp_buf_append_varint(b, value);
+}
+
+static int put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
+  int rc = tp_buf_append(b, &tag, 1);
+  if (rc == 0)
+    rc = tp_buf_append_varint(b, len);
+  return rc ? rc : tp_buf_append(b, data, len);
+}
+
+static size_t field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
+
+static uint64_t max_message(struct tp_grpc_call *call) {
+  return tp_grpc_server(call)->config->max_message_size;
+}
+
+static struct evf_store *store_of(struct tp_grpc_call *call) { return tp_grpc_server(call)->store; }
+
+/* Fails a call with the status of an engine error. */
+static void fail_with(struct tp_grpc_call *call, int err, const char *detail) {
+  tp_grpc_fail(call, evf_err_grpc_status(err), "%s", detail ? detail : evf_strerror(err));
+}
+
+#define UNPACK_OR_FAIL(type, call, msg, len)                                                  \
+  type##__unpack(NULL, len, msg);                                                            \
+  if (request == NULL) {                                                                      \
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");      \
+    return;                                                                                   \
+  }
+
+/* ---- reads ---- */
+
+/* Collects events as repeated field 1 of a response, within a size budget. */
+struct page {
+  struct tp_buf *out;
+  size_t budget;       /* bytes the events may take */
+  int error;
+};
+
+static int add_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  struct page *p = arg;
+  (void)position;
+  size_t size = field_size(len);
+  if (size > p->budget)
+    return 1;
+  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), event, len)) != 0)
+    return 1;
+  p->budget -= size;
+  return 0;
+}
+
+static void get_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__GetStreamRequest *request = UNPACK_OR_FAIL(api__get_stream_request, call, msg, len);
+  struct page page = {.out = tp_grpc_response(call), .budget = max_message(call)};
+  int rc = store_read_stream(store_of(call), request->stream, strlen(request->stream),
+                             request->version, request->limit, add_event, &page);
+  if (rc == EVF_EINVAL)
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT,
+                 "a stream name must be 1 to 200 bytes of UTF-8, not all or count, and not "
+                 "start with $");
+  else if (rc != 0 || page.error != 0)
+    fail_with(call, rc ? rc : page.error, NULL);
+  else
+    tp_grpc_reply(call);
+  api__get_stream_request__free_unpacked(request, NULL);
+}
+
+/* The checkpoint field may take up to a tag and a 10-byte varint. */
+#define CHECKPOINT_RESERVE 11
+
+static void get_global_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__GetGlobalStreamRequest *request =
+      UNPACK_OR_FAIL(api__get_global_stream_request, call, msg, len);
+  struct page page = {.out = tp_grpc_response(call),
+                      .budget = max_message(call) - CHECKPOINT_RESERVE};
+  uint64_t checkpoint;
+  int rc = store_read_global(store_of(call), request->offset, request->limit, add_event, &page,
+                             &checkpoint);
+  if (rc == 0 && page.error == 0)
+    rc = put_varint_field(page.out, TAG(2, VARINT), checkpoint);
+  if (rc != 0 || page.error != 0)
+    fail_with(call, rc ? rc : page.error, NULL);
+  else
+    tp_grpc_reply(call);
+  api__get_global_stream_request__free_unpacked(request, NULL);
+}
+
+/* GetEvent answers with the stored api.Event itself. */
+static int copy_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)position;
+  return tp_buf_append(arg, event, len);
+}
+
+static void get_event(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__GetEventRequest *request = UNPACK_OR_FAIL(api__get_event_request, call, msg, len);
+  struct tp_buf *out = tp_grpc_response(call);
+  int rc = store_get_event(store_of(call), request->id, strlen(request->id), copy_event, out);
+  if (rc == EVF_EINVAL)
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "an event id must be a UUID (8-4-4-4-12 hex)");
+  else if (rc == EVF_ENOTFOUND)
+    tp_grpc_fail(call, EVF_GRPC_NOT_FOUND, "no event with id %s", request->id);
+  else if (rc != 0)
+    fail_with(call, rc, NULL);
+  else
+    tp_grpc_reply(call);
+  api__get_event_request__free_unpacked(request, NULL);
+}
+
+static void reply_count(struct tp_grpc_call *call, int rc, int64_t count) {
+  if (rc == 0)
+    rc = put_varint_field(tp_grpc_response(call), TAG(1, VARINT), (uint64_t)count);
+  if (rc != 0)
+    fail_with(call, rc, NULL);
+  else
+    tp_grpc_reply(call);
+}
+
+static void event_count(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__EventCountRequest *request = UNPACK_OR_FAIL(api__event_count_request, call, msg, len);
+  api__event_count_request__free_unpacked(request, NULL);
+  int64_t count = 0;
+  int rc = store_event_count(store_of(call), &count);
+  reply_count(call, rc, count);
+}
+
+static void stream_count(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__StreamCountRequest *request = UNPACK_OR_FAIL(api__stream_count_request, call, msg, len);
+  api__stream_count_request__free_unpacked(request, NULL);
+  int64_t count = 0;
+  int rc = store_stream_count(store_of(call), &count);
+  reply_count(call, rc, count);
+}
+
+static int add_name(const char *name, size_t len, void *arg) {
+  struct page *p = arg;
+  size_t size = field_size(len);
+  if (size > p->budget)
+    return 1;
+  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), name, len)) != 0)
+    return 1;
+  p->budget -= size;
+  return 0;
+}
+
+static void list_streams(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__ListStreamsRequest *request = UNPACK_OR_FAIL(api__list_streams_request, call, msg, len);
+  struct page page = {.out = tp_grpc_response(call), .budget = max_message(call)};
+  int rc = store_list_streams(store_of(call), request->skip, request->limit, add_name, &page);
+  if (rc != 0 || page.error != 0)
+    fail_with(call, rc ? rc : page.error, NULL);
+  else
+    tp_grpc_reply(call);
+  api__list_streams_request__free_unpacked(request, NULL);
+}
+
+static void version(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Api__VersionRequest *request = UNPACK_OR_FAIL(api__version_request, call, msg, len);
+  api__version_request__free_unpacked(request, NULL);
+  if (put_bytes_field(tp_grpc_response(call), TAG(1, BYTES), EVF_VERSION,
+                      strlen(EVF_VERSION)) != 0)
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  else
+    tp_grpc_reply(call);
+}
+
+/* ---- appends ---- */
+
+struct append_state {
+  struct store_append append;
+  Api__AppendToStreamRequest *request;
+  struct tp_grpc_call *call;
+};
+
+static void free_append_state(void *state) {
+  struct append_state *s = state;
+  store_append_deinit(&s->append);
+  if (s->request)
+    api__append_to_stream_request__free_unpacked(s->request, NULL);
+}
+
+static int encode_append_response(struct tp_buf *out, const struct store_append *a) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < a->request->n_events; i++) {
+    char id[EVF_UUID_TEXT_LEN + 1];
+    evf_uuid_format(&a->ids[i], id);
+    rc = put_bytes_field(out, TAG(1, BYTES), id, EVF_UUID_TEXT_LEN);
+  }
+  if (rc == 0)
+    rc = put_varint_field(out, TAG(2, VARINT), a->first_version);
+  return rc ? rc : put_varint_field(out, TAG(3, VARINT), a->first_position);
+}
+
+static void append_done(struct store_append *append, int status) {
+  struct append_state *s = append->data;
+  struct tp_grpc_call *call = s->call;
+  if (status == EVF_EVERSION)
+    tp_grpc_fail(call, EVF_GRPC_ABORTED,
+                 "wrong expected version for stream %s: expected %d, actual %u",
+                 s->request->stream, s->request->version, append->actual_version);
+  else if (status == EVF_EEXIST)
+    tp_grpc_fail(call, EVF_GRPC_ALREADY_EXISTS,
+                 "an event id of this append is already used by another event");
+  else if (status != 0)
+    fail_with(call, status, NULL);
+  else if (encode_append_response(tp_grpc_response(call), append) != 0)
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  else
+    tp_grpc_reply(call);
+  tp_grpc_release(call);
+}
+
+static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  struct append_state *s = tp_grpc_state(call, sizeof(*s), free_append_state);
+  if (s == NULL) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  s->request = api__append_to_stream_request__unpack(NULL, len, msg);
+  if (s->request == NULL) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
+    return;
+  }
+  s->call = call;
+  s->append = (struct store_append){.request = s->request, .cb = append_done, .data = s};
+  struct tp_server *server = tp_grpc_server(call);
+  int rc = store_append(store_shard_port(server->store, server->shard), &s->append);
+  if (rc != 0) {
+    fail_with(call, rc, s->append.detail);
+    return;
+  }
+  tp_grpc_hold(call);
+}
+
+/* ---- health ---- */
+
+static void health_check(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  Grpc__Health__V1__HealthCheckRequest *request =
+      UNPACK_OR_FAIL(grpc__health__v1__health_check_request, call, msg, len);
+  bool known = request->service[0] == '\0' || strcmp(request->service, "api.EventStore") == 0;
+  if (!known) {
+    tp_grpc_fail(call, EVF_GRPC_NOT_FOUND, "unknown service %s", request->service);
+  } else {
+    uint64_t status = tp_grpc_server(call)->stopping
+                          ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    if (put_varint_field(tp_grpc_response(call), TAG(1, VARINT), status) != 0)
+      tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    else
+      tp_grpc_reply(call);
+  }
+  grpc__health__v1__health_check_request__free_unpacked(request, NULL);
+}
+
+static const struct tp_grpc_method methods[] = {
+    {"/api.EventStore/AppendToStream", append_to_stream},
+    {"/api.EventStore/GetStream", get_stream},
+    {"/api.EventStore/GetGlobalStream", get_global_stream},
+    {"/api.EventStore/GetEvent", get_event},
+    {"/api.EventStore/EventCount", event_count},
+    {"/api.EventStore/StreamCount", stream_count},
+    {"/api.EventStore/ListStreams", list_streams},
+    {"/api.EventStore/Version", version},
+    {"/grpc.health.v1.Health/Check", health_check},
+};
+
+const struct tp_grpc_method *tp_rpc_find(const char *path, size_t len) {
+  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+    if (strlen(methods[i].path) == len && memcmp(methods[i].path, path, len) == 0)
+      return &methods[i];
+  }
+  return NULL;
+}

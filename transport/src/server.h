@@ -1,0 +1,53 @@
+#ifndef TRANSPORT_SERVER_H
+#define TRANSPORT_SERVER_H
+
+/*
+ * DESIGN
+ * One tp_server per shard, created by main() and run on that shard's
+ * thread through the store's hooks: tp_server_start (listen) and
+ * tp_server_stop (shutdown: close the listener, GOAWAY every connection,
+ * let in-flight RPCs finish, force-close what is left after the grace
+ * period). Everything in it belongs to the shard's loop thread; main()
+ * only initializes it before and frees it after the threads run.
+ */
+
+#include "evf/config.h"
+#include "evf/store.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+struct tp_conn;
+
+#define TP_READ_BUFFER_SIZE (64 * 1024)
+#define TP_SHUTDOWN_GRACE_MS 5000
+
+struct tp_server {
+  const struct evf_config *config;
+  struct evf_store *store;
+  unsigned shard;
+  uv_loop_t *loop;
+  int grpc_fd;                  /* bound by main, listened on by the shard */
+  uv_tcp_t grpc_listener;
+  bool listening;
+  bool stopping;
+  uv_timer_t grace;
+  bool grace_running;
+  struct tp_conn *conns;
+  size_t conn_count;
+  char read_buffer[TP_READ_BUFFER_SIZE]; /* nghttp2 consumes reads at once: one per thread */
+};
+
+/** Binds the listening sockets of every shard. Main thread. Returns 0 or -errno; err names the port. */
+int tp_servers_bind(struct tp_server *servers, unsigned count, const struct evf_config *config,
+                    char *err, size_t err_len);
+
+/** Store hooks (options.on_shard_start/on_shard_stop with hook_arg = the servers array). */
+void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers);
+void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers);
+
+/* For the connections (h2.c). */
+uv_buf_t tp_server__read_buffer(struct tp_server *server);
+void tp_server__conn_gone(struct tp_server *server);
+
+#endif
