@@ -71,7 +71,7 @@ static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id,
   if (rc != MDB_NOTFOUND)
     return db__error(rc, "reading an event id");
   for (unsigned s = 0; s < store->shard_count; s++) {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     if (s == ctx->shard->index)
       continue;
     if ((rc = other_txn(ctx, s, &txn)) != 0)
@@ -141,7 +141,7 @@ static int remember_ids(struct batch_index *decided, const struct store_append *
 }
 
 static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
-  struct batch_stream *stream;
+  struct batch_stream *stream = NULL;
   int rc = find_stream(ctx, req->request->stream, &stream);
   if (rc != 0) {
     req->status = rc;

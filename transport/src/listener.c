@@ -27,7 +27,7 @@ static int bind_socket(unsigned port, bool reuse_port, int *fd_out) {
 }
 
 int tp_listener_check_free(unsigned port) {
-  int fd;
+  int fd = -1;
   int rc = bind_socket(port, false, &fd);
   if (rc == 0)
     close(fd);
