@@ -49,7 +49,10 @@ int harness_try_open(const char *dir, const struct harness_options *o, struct ev
       .external_ports = d.external_ports,
   };
   char err[512];
-  return store_open(&options, out, err, sizeof(err));
+  int rc = store_open(&options, out, err, sizeof(err));
+  if (rc == 0 && (rc = store_start(*out)) != 0)
+    store_close(*out);
+  return rc;
 }
 
 struct evf_store *harness_open(const char *dir, const struct harness_options *o) {
