@@ -101,6 +101,7 @@ int store_append(struct store_port *port, struct store_append *req) {
   req->status = 0;
   req->needs_write = false;
   req->new_stream = false;
+  req->alone = false;
   req->detail = NULL;
   /* Counted before the closing check, so that close never misses it. */
   atomic_fetch_add(&store->outstanding, 1);

@@ -195,6 +195,13 @@ static void end_read_txns(struct prepare_ctx *ctx) {
   }
 }
 
+/* Whether the batch takes no more: bytes enough, or next comes an append to retry alone. */
+static bool batch_full(const struct shard *shard, size_t bytes) {
+  const struct store_append *next = shard->pending.head;
+  return bytes >= MAX_BATCH_BYTES || next == NULL ||
+         (next->alone && shard->batch.writes.head != NULL);
+}
+
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -205,6 +212,8 @@ static void prepare_batch(struct shard *shard) {
   struct append_queue deferred = {0};
   size_t budget = shard->pending.length < MAX_BATCH_APPENDS ? shard->pending.length
                                                              : MAX_BATCH_APPENDS;
+  if (shard->pending.head->alone)
+    budget = 1;
   size_t bytes = 0;
   int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &ctx.own);
   if (rc != 0) {
@@ -215,7 +224,7 @@ static void prepare_batch(struct shard *shard) {
   batch->writes = (struct append_queue){0};
   batch->event_count = 0;
 
-  while (budget-- > 0 && bytes < MAX_BATCH_BYTES) {
+  while (budget-- > 0 && !batch_full(shard, bytes)) {
     struct store_append *req = append_queue_pop(&shard->pending);
     enum verdict v = VERDICT_DONE;
     if (rc != 0)
@@ -259,13 +268,28 @@ static void commit_work_cb(uv_work_t *work) {
   shard->batch.status = commit__batch(shard);
 }
 
+/*
+ * A batch too big for the map may hold appends that fit on their own: give
+ * each another try in a batch of its own, in order, before failing it.
+ */
+static bool retry_alone(struct shard *shard, int status) {
+  struct append_queue *writes = &shard->batch.writes;
+  if ((status != EVF_EFULL && status != EVF_ETOOBIG) || writes->length < 2)
+    return false;
+  for (struct store_append *req = writes->head; req; req = req->next)
+    req->alone = true;
+  append_queue_prepend(&shard->pending, writes);
+  return true;
+}
+
 static void commit_done_cb(uv_work_t *work, int cancelled) {
   struct shard *shard = work->data;
   int status = cancelled ? EVF_ESHUTDOWN : shard->batch.status;
   /* Settled either way: a failed commit leaves a harmless hole. */
   sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
   shard->state = SHARD_IDLE;
-  reply_batch(shard, status);
+  if (!retry_alone(shard, status))
+    reply_batch(shard, status);
   maybe_stop(shard);
 }
 

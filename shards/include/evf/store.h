@@ -136,6 +136,7 @@ struct store_append {
   int status;
   bool needs_write;
   bool new_stream;
+  bool alone;               /* retry in a batch of its own (its batch hit a full map) */
   uint64_t stream_id;
   int64_t created_at;
   int64_t added_at;
