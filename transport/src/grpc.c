@@ -22,6 +22,7 @@ struct tp_grpc_call {
   struct tp_buf body;
   struct tp_buf response;
   size_t response_sent;
+  bool response_counted;         /* response bytes are in the connection's budget */
   bool answered;
   bool held;
   bool timer_started;
@@ -88,6 +89,7 @@ static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uin
   size_t n = left < length ? left : length;
   memcpy(buf, call->response.data + call->response_sent, n);
   call->response_sent += n;
+  tp_conn_count_response(call->h2.conn, -(ssize_t)n);
   if (call->response_sent == call->response.len) {
     static const nghttp2_nv ok[] = {{(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1, 0}};
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -125,6 +127,8 @@ void tp_grpc_reply(struct tp_grpc_call *call) {
   call->answered = true;
   stop_deadline(call);
   struct tp_conn *conn = call->h2.conn;
+  call->response_counted = true;
+  tp_conn_count_response(conn, (ssize_t)call->response.len);
   nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
                           NV("grpc-accept-encoding", "identity")};
   nghttp2_data_provider body = {.source.ptr = call, .read_callback = response_read_cb};
@@ -333,9 +337,8 @@ static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t l
     check_prefix(call);
 }
 
-/* A unary call carries exactly one message. */
-static void call_request_end(struct tp_h2_stream *stream) {
-  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+/* A unary call carries exactly one message: check it, then run the method. */
+static void handle_request(struct tp_grpc_call *call) {
   if (call->answered)
     return;
   if (call->body.len < TP_GRPC_PREFIX) {
@@ -358,8 +361,26 @@ static void call_request_end(struct tp_h2_stream *stream) {
   call->method->handler(call, call->body.data + TP_GRPC_PREFIX, declared);
 }
 
-static void call_close(struct tp_h2_stream *stream) {
-  maybe_free((struct tp_grpc_call *)stream);
+static void call_close(struct tp_h2_stream *stream, struct tp_conn *conn) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (call->response_counted)
+    tp_conn_count_response(conn, -(ssize_t)(call->response.len - call->response_sent));
+  maybe_free(call);
+}
+
+/* Handles a complete request now, or later when the connection has room for responses. */
+static void call_request_end(struct tp_h2_stream *stream) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (call->answered)
+    return;
+  if (tp_conn_congested(call->h2.conn))
+    tp_conn_defer(call->h2.conn, stream);
+  else
+    handle_request(call);
+}
+
+static void handle_request_stream(struct tp_h2_stream *stream) {
+  handle_request((struct tp_grpc_call *)stream);
 }
 
 const struct tp_h2_protocol tp_grpc_protocol = {
@@ -369,4 +390,5 @@ const struct tp_h2_protocol tp_grpc_protocol = {
     .data = call_data,
     .request_end = call_request_end,
     .close = call_close,
+    .resume = handle_request_stream,
 };

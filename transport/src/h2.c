@@ -21,6 +21,8 @@ struct tp_conn {
   bool reading;
   bool closing;
   struct tp_h2_stream *streams; /* open request streams */
+  struct tp_h2_stream *deferred_head, *deferred_tail;
+  size_t response_bytes;        /* held by the protocol for this connection */
   struct tp_conn *prev, *next;  /* in the server's list */
 };
 
@@ -66,8 +68,49 @@ static void link_stream(struct tp_conn *conn, struct tp_h2_stream *s, int32_t id
   conn->streams = s;
 }
 
+void tp_conn_count_response(struct tp_conn *conn, ssize_t bytes) {
+  conn->response_bytes += (size_t)bytes;
+}
+
+bool tp_conn_congested(const struct tp_conn *conn) {
+  return conn->response_bytes + conn->pending.len + conn->writing.len > TP_CONN_RESPONSE_BUDGET;
+}
+
+void tp_conn_defer(struct tp_conn *conn, struct tp_h2_stream *s) {
+  s->deferred = true;
+  s->deferred_next = NULL;
+  if (conn->deferred_tail)
+    conn->deferred_tail->deferred_next = s;
+  else
+    conn->deferred_head = s;
+  conn->deferred_tail = s;
+}
+
+static void forget_deferred(struct tp_conn *conn, struct tp_h2_stream *s) {
+  struct tp_h2_stream **link = &conn->deferred_head, *prev = NULL;
+  while (*link != s) {
+    prev = *link;
+    link = &(*link)->deferred_next;
+  }
+  *link = s->deferred_next;
+  if (conn->deferred_tail == s)
+    conn->deferred_tail = prev;
+  s->deferred = false;
+}
+
+/* Hands deferred requests back to the protocol while there is room. */
+static void resume_deferred(struct tp_conn *conn) {
+  while (conn->deferred_head && !conn->closing && !tp_conn_congested(conn)) {
+    struct tp_h2_stream *s = conn->deferred_head;
+    forget_deferred(conn, s);
+    conn->protocol->resume(s);
+  }
+}
+
 /* Detaches a stream from its connection and hands it to the protocol to free. */
 static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
+  if (s->deferred)
+    forget_deferred(conn, s);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -76,7 +119,7 @@ static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
     s->next->prev = s->prev;
   s->conn = NULL;
   s->prev = s->next = NULL;
-  conn->protocol->close(s);
+  conn->protocol->close(s, conn);
 }
 
 void tp_conn_close(struct tp_conn *conn) {
@@ -146,6 +189,8 @@ static void write_cb(uv_write_t *req, int status) {
     tp_conn_close(conn);
     return;
   }
+  tp_conn_flush(conn);
+  resume_deferred(conn);
   tp_conn_flush(conn);
   if (!conn->closing && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
     start_reading(conn);

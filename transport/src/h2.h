@@ -32,6 +32,8 @@ struct tp_h2_stream {
   struct tp_conn *conn;
   int32_t id;
   struct tp_h2_stream *prev, *next;
+  struct tp_h2_stream *deferred_next; /* in the connection's queue of deferred requests */
+  bool deferred;
 };
 
 /* What a protocol does with request streams. */
@@ -48,10 +50,12 @@ struct tp_h2_protocol {
   /** The client finished its request (END_STREAM). */
   void (*request_end)(struct tp_h2_stream *stream);
   /**
-   * Called once per stream, after stream->conn is cleared: the protocol
-   * frees the stream now or when its pending work completes.
+   * Called once per stream, after stream->conn is cleared (conn is where it
+   * was): the protocol frees the stream now or when its pending work ends.
    */
-  void (*close)(struct tp_h2_stream *stream);
+  void (*close)(struct tp_h2_stream *stream, struct tp_conn *conn);
+  /** A request deferred with tp_conn_defer() may now be handled. */
+  void (*resume)(struct tp_h2_stream *stream);
 };
 
 /** Accepts a connection from the server's listener. Loop's thread. */
@@ -60,6 +64,19 @@ void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
 
 nghttp2_session *tp_conn_session(struct tp_conn *conn);
 struct tp_server *tp_conn_server(struct tp_conn *conn);
+
+/*
+ * Response memory. A protocol counts the response bytes it holds for a
+ * connection (added when a response is built, removed as nghttp2 takes
+ * them); while they and the unwritten output pass TP_CONN_RESPONSE_BUDGET,
+ * the connection is congested: the protocol defers new requests, which the
+ * connection resumes in order as the peer reads. So a slow reader costs at
+ * most about the budget plus one response.
+ */
+#define TP_CONN_RESPONSE_BUDGET (8u << 20)
+void tp_conn_count_response(struct tp_conn *conn, ssize_t bytes);
+bool tp_conn_congested(const struct tp_conn *conn);
+void tp_conn_defer(struct tp_conn *conn, struct tp_h2_stream *stream);
 
 /** Writes what nghttp2 has to send (call after submitting frames). */
 void tp_conn_flush(struct tp_conn *conn);
