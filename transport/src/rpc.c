@@ -65,16 +65,20 @@ struct page {
   int error;
 };
 
-static int add_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
-  struct page *p = arg;
-  (void)position;
+/* Adds one entry of repeated field 1; returns non-zero to end the page. */
+static int add_to_page(struct page *p, const void *data, size_t len) {
   size_t size = field_size(len);
   if (size > p->budget)
     return 1;
-  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), event, len)) != 0)
+  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), data, len)) != 0)
     return 1;
   p->budget -= size;
   return 0;
+}
+
+static int add_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)position;
+  return add_to_page(arg, event, len);
 }
 
 static void get_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
@@ -159,16 +163,7 @@ static void stream_count(struct tp_grpc_call *call, const uint8_t *msg, size_t l
   reply_count(call, rc, count);
 }
 
-static int add_name(const char *name, size_t len, void *arg) {
-  struct page *p = arg;
-  size_t size = field_size(len);
-  if (size > p->budget)
-    return 1;
-  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), name, len)) != 0)
-    return 1;
-  p->budget -= size;
-  return 0;
-}
+static int add_name(const char *name, size_t len, void *arg) { return add_to_page(arg, name, len); }
 
 static void list_streams(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   Api__ListStreamsRequest *request = UNPACK_OR_FAIL(api__list_streams_request, call, msg, len);
