@@ -11,6 +11,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -116,6 +117,8 @@ int main(void) {
   evf_log_set_level(cfg.log_level);
   size_threadpool(cfg.shards);
   raise_fd_limit();
+  /* A peer that vanishes must fail a write with EPIPE, not kill the server. */
+  signal(SIGPIPE, SIG_IGN);
 
   struct tp_server *servers;
   struct evf_store *store;
