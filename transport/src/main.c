@@ -107,11 +107,16 @@ static int open_server(const struct evf_config *cfg, struct tp_server **servers_
   return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   struct evf_config cfg;
   char err[512];
-  if (evf_config_from_env(&cfg, err, sizeof(err)) != 0) {
-    fprintf(stderr, "eventflowdb: %s\n", err);
+  int rc = evf_config_load(&cfg, argc, argv, err, sizeof(err));
+  if (rc == EVF_CONFIG_HELP) {
+    evf_config_print_help(stdout);
+    return 0;
+  }
+  if (rc != 0) {
+    evf_error("bad configuration: %s", err);
     return 2;
   }
   evf_log_set_level(cfg.log_level);
@@ -126,7 +131,7 @@ int main(void) {
     return 2;
   /* The hooks need the servers, which need the shard count the store decided. */
   store_set_hooks(store, tp_server_start, tp_server_stop, servers);
-  int rc = store_start(store);
+  rc = store_start(store);
   if (rc != 0) {
     evf_error("cannot start the shard threads: %s", uv_strerror(rc));
     store_close(store);

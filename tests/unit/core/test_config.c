@@ -1,6 +1,7 @@
 /*
- * Tests for evf/config.h. Every test starts from an environment with none
- * of the server's variables set; the program is single-threaded, so
+ * Tests for evf/config.h: the environment, the flags that override it, and
+ * the help. Every test starts from an environment with none of the
+ * server's variables set; the program is single-threaded, so
  * setenv()/unsetenv() are safe here.
  */
 #include <setjmp.h>
@@ -22,6 +23,21 @@ static const char *const variables[] = {
     "HTTP_PORT", "PROM_PORT", "MAX_MESSAGE_SIZE", "LOG_LEVEL",
 };
 
+/* The flag of each variable above, in the same order. */
+static const char *const flags[] = {
+    "--data",      "--shards",    "--sync",             "--map-size",  "--page-size",
+    "--grpc-port", "--http-port", "--prom-port", "--max-message-size", "--log-level",
+};
+
+static const char *flag_of(const char *variable) {
+  for (size_t i = 0; i < sizeof(variables) / sizeof(variables[0]); i++) {
+    if (strcmp(variables[i], variable) == 0)
+      return flags[i];
+  }
+  fail_msg("no flag for %s", variable);
+  return NULL;
+}
+
 static int clear_env(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(variables) / sizeof(variables[0]); i++)
@@ -41,9 +57,47 @@ static void load(struct evf_config *cfg) {
     fail_msg("evf_config_from_env: %d (%s)", rc, err);
 }
 
-static bool is_name_char(char c) { return isupper((unsigned char)c) || c == '_'; }
+/*
+ * evf_config_load() with the arguments after the program name given as a
+ * NULL-terminated list.
+ */
+static int load_args_v(struct evf_config *cfg, char *err, size_t err_len, va_list args) {
+  char *argv[32] = {"eventflowdb"};
+  int argc = 1;
+  for (const char *arg; (arg = va_arg(args, const char *)) != NULL;) {
+    assert_true(argc < 31);
+    argv[argc++] = (char *)arg;
+  }
+  return evf_config_load(cfg, argc, argv, err, err_len);
+}
 
-/* Whether err mentions name as a whole word ("PORT" is not "HTTP_PORT"). */
+static int load_args(struct evf_config *cfg, char *err, size_t err_len, ...) {
+  va_list args;
+  va_start(args, err_len);
+  int rc = load_args_v(cfg, err, err_len, args);
+  va_end(args);
+  return rc;
+}
+
+/* Loads with the arguments given, which must succeed. */
+static void load_flags(struct evf_config *cfg, ...) {
+  char err[256] = "";
+  va_list args;
+  va_start(args, cfg);
+  int rc = load_args_v(cfg, err, sizeof(err), args);
+  va_end(args);
+  if (rc != 0)
+    fail_msg("evf_config_load: %d (%s)", rc, err);
+}
+
+static bool is_name_char(char c) {
+  return isalnum((unsigned char)c) || c == '_' || c == '-';
+}
+
+/*
+ * Whether err mentions name as a whole word ("PORT" is not "HTTP_PORT",
+ * "--data" is not "--data-dir").
+ */
 static bool names_variable(const char *err, const char *name) {
   size_t len = strlen(name);
   for (const char *p = strstr(err, name); p != NULL; p = strstr(p + 1, name)) {
@@ -51,6 +105,27 @@ static bool names_variable(const char *err, const char *name) {
       return true;
   }
   return false;
+}
+
+/* Loading with these arguments fails with EVF_EINVAL, an error naming what, and cfg untouched. */
+static void expect_args_rejected(const char *what, ...) {
+  struct evf_config cfg, before;
+  char err[8192];
+  memset(&cfg, 0xA5, sizeof(cfg));
+  memcpy(&before, &cfg, sizeof(cfg));
+  memset(err, 0, sizeof(err));
+  va_list args;
+  va_start(args, what);
+  int rc = load_args_v(&cfg, err, sizeof(err), args);
+  va_end(args);
+  if (rc != EVF_EINVAL)
+    fail_msg("%s: returned %d, expected EVF_EINVAL (%s)", what, rc, err);
+  if (strstr(err, what) == NULL)
+    fail_msg("error does not mention %s: %s", what, err);
+  if (strchr(err, '\n') != NULL)
+    fail_msg("error is not one line: %s", err);
+  if (memcmp(&cfg, &before, sizeof(cfg)) != 0)
+    fail_msg("%s: cfg was modified on failure", what);
 }
 
 /*
@@ -75,6 +150,27 @@ static void expect_rejected(const char *name, const char *value) {
   if (memcmp(&cfg, &before, sizeof(cfg)) != 0)
     fail_msg("%s=\"%s\": cfg was modified on failure", name, value);
   unsetenv(name);
+
+  /* The same value given by the flag, in both forms, is rejected naming the flag. */
+  const char *flag = flag_of(name);
+  size_t joined_len = strlen(flag) + 1 + strlen(value) + 1;
+  char *joined = malloc(joined_len);
+  assert_non_null(joined);
+  snprintf(joined, joined_len, "%s=%s", flag, value);
+  for (int form = 0; form < 2; form++) {
+    memset(err, 0, sizeof(err));
+    rc = form == 0 ? load_args(&cfg, err, sizeof(err), flag, value, NULL)
+                   : load_args(&cfg, err, sizeof(err), joined, NULL);
+    if (rc != EVF_EINVAL)
+      fail_msg("%s \"%s\": returned %d, expected EVF_EINVAL", flag, value, rc);
+    if (!names_variable(err, flag))
+      fail_msg("%s \"%s\": error does not name the flag: %s", flag, value, err);
+    if (strstr(err, value) == NULL)
+      fail_msg("%s \"%s\": error does not quote the value: %s", flag, value, err);
+    if (memcmp(&cfg, &before, sizeof(cfg)) != 0)
+      fail_msg("%s \"%s\": cfg was modified on failure", flag, value);
+  }
+  free(joined);
 }
 
 static void defaults(void **state) {
@@ -373,6 +469,237 @@ static void short_error_buffer(void **state) {
   assert_int_equal(err[8], 'X');
 }
 
+/* Every setting by flag, over a different value of every variable. */
+static void flags_override_env(void **state) {
+  (void)state;
+  set("DATA", "/env");
+  set("SHARDS", "2");
+  set("SYNC", "full");
+  set("MAP_SIZE", "1G");
+  set("PAGE_SIZE", "10");
+  set("GRPC_PORT", "1001");
+  set("HTTP_PORT", "1002");
+  set("PROM_PORT", "1003");
+  set("MAX_MESSAGE_SIZE", "1M");
+  set("LOG_LEVEL", "error");
+  struct evf_config cfg;
+  load_flags(&cfg, "--data", "/flag", "--shards", "16", "--sync", "none", "--map-size", "3G",
+             "--page-size", "20", "--grpc-port", "2001", "--http-port", "2002", "--prom-port",
+             "2003", "--max-message-size", "2M", "--log-level", "debug", NULL);
+  assert_string_equal(cfg.data_dir, "/flag");
+  assert_int_equal(cfg.shards, 16);
+  assert_false(cfg.sync_full);
+  assert_int_equal(cfg.map_size, (uint64_t)3 << 30);
+  assert_int_equal(cfg.page_size, 20);
+  assert_int_equal(cfg.grpc_port, 2001);
+  assert_int_equal(cfg.http_port, 2002);
+  assert_int_equal(cfg.prom_port, 2003);
+  assert_int_equal(cfg.max_message_size, (uint64_t)2 << 20);
+  assert_int_equal(cfg.log_level, EVF_LOG_DEBUG);
+
+  /* Without flags, the same environment applies. */
+  load_flags(&cfg, NULL);
+  assert_string_equal(cfg.data_dir, "/env");
+  assert_int_equal(cfg.shards, 2);
+  assert_true(cfg.sync_full);
+  assert_int_equal(cfg.map_size, (uint64_t)1 << 30);
+  assert_int_equal(cfg.page_size, 10);
+  assert_int_equal(cfg.grpc_port, 1001);
+  assert_int_equal(cfg.http_port, 1002);
+  assert_int_equal(cfg.prom_port, 1003);
+  assert_int_equal(cfg.max_message_size, (uint64_t)1 << 20);
+  assert_int_equal(cfg.log_level, EVF_LOG_ERROR);
+}
+
+/* The --flag=VALUE form, mixed with the environment for the settings not given. */
+static void flags_with_equals(void **state) {
+  (void)state;
+  set("HTTP_PORT", "3002");
+  struct evf_config cfg;
+  load_flags(&cfg, "--data=/srv/x", "--shards=3", "--sync=none", "--map-size=2M",
+             "--page-size=7", "--grpc-port=3001", "--prom-port=3003",
+             "--max-message-size=8KiB", "--log-level=warn", NULL);
+  assert_string_equal(cfg.data_dir, "/srv/x");
+  assert_int_equal(cfg.shards, 3);
+  assert_false(cfg.sync_full);
+  assert_int_equal(cfg.map_size, (uint64_t)2 << 20);
+  assert_int_equal(cfg.page_size, 7);
+  assert_int_equal(cfg.grpc_port, 3001);
+  assert_int_equal(cfg.http_port, 3002);
+  assert_int_equal(cfg.prom_port, 3003);
+  assert_int_equal(cfg.max_message_size, 8192);
+  assert_int_equal(cfg.log_level, EVF_LOG_WARN);
+}
+
+static void flag_forms_agree(void **state) {
+  (void)state;
+  struct evf_config spaced, joined;
+  load_flags(&spaced, "--grpc-port", "6000", "--data", "a=b", NULL);
+  load_flags(&joined, "--grpc-port=6000", "--data=a=b", NULL);
+  assert_int_equal(spaced.grpc_port, 6000);
+  assert_int_equal(joined.grpc_port, 6000);
+  /* Only the first = separates the flag from its value. */
+  assert_string_equal(spaced.data_dir, "a=b");
+  assert_string_equal(joined.data_dir, "a=b");
+}
+
+static void flag_edge_cases(void **state) {
+  (void)state;
+  struct evf_config cfg;
+  /* The last of a repeated flag wins. */
+  load_flags(&cfg, "--shards", "4", "--shards=5", NULL);
+  assert_int_equal(cfg.shards, 5);
+  /* A value that looks like a flag needs the = form. */
+  load_flags(&cfg, "--data=--odd", NULL);
+  assert_string_equal(cfg.data_dir, "--odd");
+  /* A single dash is not a flag prefix, so it may start a value. */
+  load_flags(&cfg, "--data", "-x", NULL);
+  assert_string_equal(cfg.data_dir, "-x");
+  /* An environment value a flag overrides is not checked. */
+  set("SHARDS", "0");
+  load_flags(&cfg, "--shards", "9", NULL);
+  assert_int_equal(cfg.shards, 9);
+  unsetenv("SHARDS");
+  /* No arguments at all, as evf_config_from_env(). */
+  memset(&cfg, 0, sizeof(cfg));
+  assert_int_equal(evf_config_load(&cfg, 0, NULL, NULL, 0), 0);
+  assert_int_equal(cfg.grpc_port, 6543);
+}
+
+static void unknown_flags(void **state) {
+  (void)state;
+  expect_args_rejected("--foo", "--foo", NULL);
+  expect_args_rejected("--foo", "--foo=1", NULL);
+  expect_args_rejected("--grpc_port", "--grpc_port", "1", NULL);
+  expect_args_rejected("--GRPC-PORT", "--GRPC-PORT=1", NULL);
+  expect_args_rejected("--grpc-portx", "--grpc-portx=1", NULL);
+  expect_args_rejected("--grpc-por", "--grpc-por=1", NULL);
+  expect_args_rejected("-p", "-p", "1", NULL);
+  expect_args_rejected("---data", "---data=x", NULL);
+  /* After valid flags too. */
+  expect_args_rejected("--bogus", "--shards", "2", "--bogus", NULL);
+  struct evf_config cfg;
+  char err[256];
+  assert_int_equal(load_args(&cfg, err, sizeof(err), "--foo", NULL), EVF_EINVAL);
+  assert_non_null(strstr(err, "unknown flag --foo"));
+}
+
+static void missing_values(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+    expect_args_rejected(flags[i], flags[i], NULL);
+    /* The next flag is not taken as the value. */
+    expect_args_rejected(flags[i], flags[i], "--shards", "4", NULL);
+  }
+  struct evf_config cfg;
+  char err[256];
+  assert_int_equal(load_args(&cfg, err, sizeof(err), "--grpc-port", NULL), EVF_EINVAL);
+  assert_non_null(strstr(err, "missing value for --grpc-port"));
+}
+
+static void empty_flag_values_rejected(void **state) {
+  (void)state;
+  /* Unlike an empty variable, an empty flag value is a mistake, not "unset". */
+  for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+    char joined[64];
+    snprintf(joined, sizeof(joined), "%s=", flags[i]);
+    expect_args_rejected(flags[i], joined, NULL);
+    expect_args_rejected(flags[i], flags[i], "", NULL);
+  }
+}
+
+static void stray_arguments(void **state) {
+  (void)state;
+  expect_args_rejected("serve", "serve", NULL);
+  expect_args_rejected("6543", "--shards", "2", "6543", NULL);
+  expect_args_rejected("\"-\"", "-", NULL);
+  expect_args_rejected("--", "--", NULL);
+}
+
+static void error_is_one_line(void **state) {
+  (void)state;
+  struct evf_config cfg;
+  char err[256];
+  /* Control characters and quotes in a value are escaped, not printed raw. */
+  assert_int_equal(load_args(&cfg, err, sizeof(err), "--shards=1\n2\"", NULL), EVF_EINVAL);
+  assert_null(strchr(err, '\n'));
+  assert_string_equal(err, "--shards=\"1\\x0a2\\\"\" is invalid: expected an integer from 1 to 256");
+  set("SHARDS", "0");
+  assert_int_equal(load_args(&cfg, err, sizeof(err), NULL), EVF_EINVAL);
+  assert_string_equal(err, "SHARDS=\"0\" is invalid: expected an integer from 1 to 256");
+  unsetenv("SHARDS");
+  assert_int_equal(load_args(&cfg, err, sizeof(err), "--grpc-port", "abc", NULL), EVF_EINVAL);
+  assert_string_equal(err, "--grpc-port=\"abc\" is invalid: expected an integer from 1 to 65535");
+}
+
+/* Loading with these arguments asks for help and leaves cfg untouched. */
+static void expect_help(const char *what, ...) {
+  struct evf_config cfg, before;
+  char err[256] = "";
+  memset(&cfg, 0x3C, sizeof(cfg));
+  memcpy(&before, &cfg, sizeof(cfg));
+  va_list args;
+  va_start(args, what);
+  int rc = load_args_v(&cfg, err, sizeof(err), args);
+  va_end(args);
+  if (rc != EVF_CONFIG_HELP)
+    fail_msg("%s: returned %d (%s), expected EVF_CONFIG_HELP", what, rc, err);
+  if (memcmp(&cfg, &before, sizeof(cfg)) != 0)
+    fail_msg("%s: cfg was modified", what);
+}
+
+static void help_requested(void **state) {
+  (void)state;
+  assert_true(EVF_CONFIG_HELP > 0);
+  expect_help("--help", "--help", NULL);
+  expect_help("-h", "-h", NULL);
+  expect_help("after flags", "--shards", "3", "--help", NULL);
+  expect_help("after a mistake", "--nope", "--help", NULL);
+  expect_help("after a bad value", "--shards=0", "-h", NULL);
+  set("SHARDS", "0");
+  expect_help("with a bad variable", "--help", NULL);
+  unsetenv("SHARDS");
+  /* A value that happens to read "-h" is a value. */
+  struct evf_config cfg;
+  load_flags(&cfg, "--data", "-h", NULL);
+  assert_string_equal(cfg.data_dir, "-h");
+  /* Not a prefix match. */
+  expect_args_rejected("--helpme", "--helpme", NULL);
+}
+
+static void help_text(void **state) {
+  (void)state;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  assert_non_null(out);
+  evf_config_print_help(out);
+  assert_int_equal(fclose(out), 0);
+  static const char *const defaults[] = {"./data", "full", "16G", "1000", "6543", "16543",
+                                         "26543",  "4M",   "info"};
+  for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+    if (!names_variable(text, flags[i]))
+      fail_msg("help does not list %s:\n%s", flags[i], text);
+    if (!names_variable(text, variables[i]))
+      fail_msg("help does not name %s:\n%s", variables[i], text);
+  }
+  for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+    if (strstr(text, defaults[i]) == NULL)
+      fail_msg("help does not give the default %s:\n%s", defaults[i], text);
+  }
+  assert_non_null(strstr(text, "--help"));
+  assert_non_null(strstr(text, "1 to 256"));
+  /* Lines fit a terminal. */
+  for (const char *line = text; *line != '\0';) {
+    const char *nl = strchr(line, '\n');
+    assert_non_null(nl);
+    if (nl - line > 80)
+      fail_msg("help line of %td columns: %.*s", nl - line, (int)(nl - line), line);
+    line = nl + 1;
+  }
+  free(text);
+}
+
 struct size_case {
   const char *text;
   uint64_t value;
@@ -496,6 +823,17 @@ int main(void) {
       T(rejects_log_level),
       T(first_error_leaves_cfg_untouched),
       T(short_error_buffer),
+      T(flags_override_env),
+      T(flags_with_equals),
+      T(flag_forms_agree),
+      T(flag_edge_cases),
+      T(unknown_flags),
+      T(missing_values),
+      T(empty_flag_values_rejected),
+      T(stray_arguments),
+      T(error_is_one_line),
+      T(help_requested),
+      T(help_text),
       T(parse_size_accepts),
       T(parse_size_rejects),
   };
