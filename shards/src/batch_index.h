@@ -17,7 +17,8 @@
 struct batch_index;
 
 struct batch_stream {
-  const char *name;          /* borrowed from the append that first touched it */
+  const char *name;          /* borrowed from the append that first touched it, which
+                                stays alive until the batch is prepared */
   size_t len;
   struct stream_record record;
   bool is_new;

@@ -209,7 +209,7 @@ static void prepare_batch(struct shard *shard) {
   MDB_txn *others[store->shard_count];
   memset(others, 0, sizeof(others));
   struct prepare_ctx ctx = {.shard = shard, .others = others, .now = evf_now_ms()};
-  struct append_queue deferred = {0};
+  struct append_queue deferred = {0}, answered = {0};
   size_t budget = shard->pending.length < MAX_BATCH_APPENDS ? shard->pending.length
                                                              : MAX_BATCH_APPENDS;
   if (shard->pending.head->alone)
@@ -238,11 +238,15 @@ static void prepare_batch(struct shard *shard) {
     } else if (v == VERDICT_DEFER) {
       append_queue_push(&deferred, req);
     } else {
-      port__reply(shard, req);
+      append_queue_push(&answered, req);
     }
   }
   end_read_txns(&ctx);
   append_queue_prepend(&shard->pending, &deferred);
+  /* Answered only now: their origins free them, and the batch index borrowed their names. */
+  struct store_append *req;
+  while ((req = append_queue_pop(&answered)) != NULL)
+    port__reply(shard, req);
   port__flush_replies(shard);
   if (batch->event_count == 0)
     return;

@@ -4,7 +4,11 @@
  */
 #include "harness.h"
 
+#include "evf/hash.h"
 #include "evf/status.h"
+
+#include <stdatomic.h>
+#include <time.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -520,6 +524,82 @@ static void a_second_process_cannot_open_the_folder(void **state) {
   assert_int_equal(harness_try_open(f->dir, NULL, &s), -EWOULDBLOCK);
 }
 
+/* ---- appends from a shard's own thread (the transport's case) ---- */
+
+struct local_run {
+  struct harness_request rejected; /* heap: freed by its callback, as a connection would */
+  struct harness_request *rejected_heap;
+  struct harness_request accepted;
+  struct store_append a, b;
+  int status_a, status_b;
+  char name[32];
+  atomic_int done;
+};
+
+static void rejected_cb(struct store_append *req, int status) {
+  struct local_run *run = req->data;
+  run->status_a = status;
+  store_append_deinit(req);
+  /* The origin frees its request at once: the engine must hold no pointer into it. */
+  free((char *)run->rejected_heap->request.stream);
+  free(run->rejected_heap);
+  run->rejected_heap = NULL;
+  atomic_fetch_add(&run->done, 1);
+}
+
+static void accepted_cb(struct store_append *req, int status) {
+  struct local_run *run = req->data;
+  run->status_b = status;
+  store_append_deinit(req);
+  atomic_fetch_add(&run->done, 1);
+}
+
+/* On shard 0's thread: a rejected append and another to the same stream, in one batch. */
+static void submit_on_shard(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *arg) {
+  struct local_run *run = arg;
+  (void)loop;
+  if (shard != 0)
+    return;
+  run->rejected_heap = malloc(sizeof(*run->rejected_heap));
+  harness_request(run->rejected_heap, strdup(run->name), 7, 1, "T", "x", NULL);
+  harness_request(&run->accepted, run->name, -1, 1, "T", "y", NULL);
+  run->a = (struct store_append){.request = &run->rejected_heap->request, .cb = rejected_cb,
+                                 .data = run};
+  run->b = (struct store_append){.request = &run->accepted.request, .cb = accepted_cb, .data = run};
+  struct store_port *port = store_shard_port(store, 0);
+  assert_int_equal(store_append(port, &run->a), 0);
+  assert_int_equal(store_append(port, &run->b), 0);
+}
+
+static void a_rejected_append_may_be_freed_while_its_batch_is_prepared(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  static struct local_run run;
+  memset(&run, 0, sizeof(run));
+  /* A stream that shard 0 owns, so both appends are local to its thread. */
+  for (int i = 0;; i++) {
+    snprintf(run.name, sizeof(run.name), "local-%d", i);
+    if (evf_stream_shard(run.name, strlen(run.name), 2) == 0)
+      break;
+  }
+  struct store_options options = {.data_dir = dir, .shards = 2, .map_size = 64u << 20,
+                                   .page_size = 100, .on_shard_start = submit_on_shard,
+                                   .hook_arg = &run};
+  struct evf_store *store;
+  char err[256];
+  assert_int_equal(store_open(&options, &store, err, sizeof(err)), 0);
+  assert_int_equal(store_start(store), 0);
+  for (int i = 0; atomic_load(&run.done) < 2; i++) {
+    assert_true(i < 30000);
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  assert_int_equal(run.status_a, EVF_EVERSION);
+  assert_int_equal(run.status_b, 0);
+  store_close(store);
+  harness_remove_dir(dir);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -549,6 +629,7 @@ int main(void) {
       T(data_and_positions_survive_a_restart),
       T(another_shard_count_is_refused),
       T(a_second_process_cannot_open_the_folder),
+      cmocka_unit_test(a_rejected_append_may_be_freed_while_its_batch_is_prepared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
