@@ -25,6 +25,7 @@
 #include "evf/store.h"
 #include "ring.h"
 #include "sequencer.h"
+#include "stats.h"
 
 #include <ck_ring.h>
 #include <lmdb.h>
@@ -74,6 +75,7 @@ struct batch {
   uint32_t event_count;
   uint64_t next_stream_id;      /* to persist with the batch */
   int status;                   /* commit result, set off-loop */
+  uint64_t commit_ns;           /* how long the commit took, set off-loop */
   uv_work_t work;
 };
 
@@ -95,6 +97,7 @@ struct shard {
   uint64_t next_stream_id;
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
+  struct shard_stats stats;      /* written by the loop, read by any thread */
 };
 
 struct evf_store {

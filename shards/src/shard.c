@@ -269,7 +269,9 @@ static void maybe_stop(struct shard *shard);
 
 static void commit_work_cb(uv_work_t *work) {
   struct shard *shard = work->data;
+  uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
+  shard->batch.commit_ns = evf_monotonic_ns() - started;
 }
 
 /*
@@ -292,6 +294,8 @@ static void commit_done_cb(uv_work_t *work, int cancelled) {
   /* Settled either way: a failed commit leaves a harmless hole. */
   sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
   shard->state = SHARD_IDLE;
+  if (status == 0)
+    stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
   if (!retry_alone(shard, status))
     reply_batch(shard, status);
   maybe_stop(shard);
@@ -359,11 +363,15 @@ static void wake_cb(uv_async_t *handle) {
   maybe_stop(shard);
 }
 
-/* Runs once per loop turn after I/O: everything that arrived this turn forms a batch. */
+/*
+ * Runs once per loop turn after I/O: everything that arrived this turn forms
+ * a batch. What is left waits for the next one: the queue depth.
+ */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
   if (shard->state == SHARD_IDLE && shard->pending.head != NULL)
     prepare_batch(shard);
+  stats__queue_depth(&shard->stats, shard->pending.length);
 }
 
 void shard__enqueue_local(struct shard *shard, struct store_append *req) {
@@ -392,6 +400,7 @@ int shard__init_loop(struct shard *shard) {
   uv_async_init(&shard->loop, &shard->wake, wake_cb);
   uv_check_init(&shard->loop, &shard->batcher);
   uv_check_start(&shard->batcher, batcher_cb);
+  stats__init(&shard->stats);
   shard->wake.data = shard;
   shard->batcher.data = shard;
   shard->state = SHARD_IDLE;

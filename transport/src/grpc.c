@@ -1,6 +1,7 @@
 /* gRPC calls on HTTP/2 streams: headers, framing, deadlines, responses. */
 #include "grpc.h"
 
+#include "evf/clock.h"
 #include "evf/log.h"
 #include "server.h"
 
@@ -29,6 +30,8 @@ struct tp_grpc_call {
   uv_timer_t deadline;
   void *state;
   void (*free_state)(void *);
+  uint64_t started_ns;           /* when its headers began: for the metrics */
+  unsigned metrics_method;       /* tp_metrics_grpc_method() of its path */
 };
 
 /* ---- lifetime ---- */
@@ -74,6 +77,12 @@ void *tp_grpc_state(struct tp_grpc_call *call, size_t size, void (*free_state)(v
 }
 
 /* ---- answering ---- */
+
+/* Counts the call once, as it is answered (or closed unanswered). */
+static void count_call(struct tp_grpc_call *call, enum evf_grpc_status status) {
+  tp_metrics_grpc_request(&call->server->metrics, call->metrics_method, status,
+                          evf_monotonic_ns() - call->started_ns);
+}
 
 static void stop_deadline(struct tp_grpc_call *call) {
   if (call->timer_started)
@@ -125,6 +134,7 @@ void tp_grpc_reply(struct tp_grpc_call *call) {
   prefix[3] = (uint8_t)(len >> 8);
   prefix[4] = (uint8_t)len;
   call->answered = true;
+  count_call(call, EVF_GRPC_OK);
   stop_deadline(call);
   struct tp_conn *conn = call->h2.conn;
   call->response_counted = true;
@@ -159,6 +169,7 @@ static void send_status(struct tp_grpc_call *call, enum evf_grpc_status status,
   snprintf(code, sizeof(code), "%d", (int)status);
   percent_encode(message, encoded, sizeof(encoded));
   call->answered = true;
+  count_call(call, status);
   stop_deadline(call);
   struct tp_conn *conn = call->h2.conn;
   nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
@@ -181,9 +192,10 @@ void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const 
   send_status(call, status, message);
 }
 
-/* Not a gRPC request at all: a plain HTTP status. */
+/* Not a gRPC request at all: a plain HTTP status (which clients see as UNKNOWN). */
 static void send_http_status(struct tp_grpc_call *call, const char *status) {
   call->answered = true;
+  count_call(call, EVF_GRPC_UNKNOWN);
   struct tp_conn *conn = call->h2.conn;
   nghttp2_nv headers[] = {NV(":status", status)};
   nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 1, NULL);
@@ -198,6 +210,8 @@ static struct tp_h2_stream *call_open(struct tp_conn *conn) {
     return NULL;
   call->server = tp_conn_server(conn);
   call->timeout_ms = -1;
+  call->started_ns = evf_monotonic_ns();
+  call->metrics_method = TP_METRICS_GRPC_UNKNOWN;
   return &call->h2;
 }
 
@@ -240,6 +254,7 @@ static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t
     call->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
   } else if (header_is(name, namelen, ":path")) {
     call->method = tp_rpc_find((const char *)value, valuelen);
+    call->metrics_method = tp_metrics_grpc_method((const char *)value, valuelen);
     snprintf(call->path, sizeof(call->path), "%.*s", (int)valuelen, (const char *)value);
   } else if (header_is(name, namelen, "content-type")) {
     call->grpc_content_type = grpc_content_type(value, valuelen);
@@ -363,6 +378,8 @@ static void handle_request(struct tp_grpc_call *call) {
 
 static void call_close(struct tp_h2_stream *stream, struct tp_conn *conn) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (!call->answered)
+    count_call(call, EVF_GRPC_CANCELLED); /* reset by the client, or the connection is gone */
   if (call->response_counted)
     tp_conn_count_response(conn, -(ssize_t)(call->response.len - call->response_sent));
   maybe_free(call);
@@ -384,6 +401,7 @@ static void handle_request_stream(struct tp_h2_stream *stream) {
 }
 
 const struct tp_h2_protocol tp_grpc_protocol = {
+    .transport = TP_METRICS_GRPC,
     .open = call_open,
     .header = call_header,
     .headers_end = call_headers_end,

@@ -6,6 +6,7 @@
 #include "server.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 struct tp_conn {
@@ -34,6 +35,7 @@ static void adopt(struct tp_server *server, struct tp_conn *conn) {
     server->conns->prev = conn;
   server->conns = conn;
   server->conn_count++;
+  tp_metrics_connections(&server->metrics, (enum tp_metrics_transport)conn->protocol->transport, 1);
 }
 
 static void forget(struct tp_server *server, struct tp_conn *conn) {
@@ -44,6 +46,7 @@ static void forget(struct tp_server *server, struct tp_conn *conn) {
   if (conn->next)
     conn->next->prev = conn->prev;
   server->conn_count--;
+  tp_metrics_connections(&server->metrics, (enum tp_metrics_transport)conn->protocol->transport, -1);
   tp_server__conn_gone(server);
 }
 
@@ -342,24 +345,65 @@ static int start_session(struct tp_conn *conn) {
   return rc;
 }
 
-void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
-                    const struct tp_h2_protocol *protocol) {
+static struct tp_conn *create_conn(struct tp_server *server, const struct tp_h2_protocol *protocol) {
   struct tp_conn *conn = calloc(1, sizeof(*conn));
   if (conn == NULL)
-    return;
+    return NULL;
   conn->server = server;
   conn->protocol = protocol;
-  uv_tcp_init(listener->loop, &conn->tcp);
+  uv_tcp_init(server->loop, &conn->tcp);
   conn->tcp.data = conn;
   adopt(server, conn);
+  return conn;
+}
+
+/* Closes a connection whose session may not exist yet. */
+static void abandon(struct tp_conn *conn) {
+  conn->closing = true;
+  if (conn->session)
+    nghttp2_session_del(conn->session);
+  conn->session = NULL;
+  uv_close((uv_handle_t *)&conn->tcp, conn_closed_cb);
+}
+
+void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
+                    const struct tp_h2_protocol *protocol) {
+  struct tp_conn *conn = create_conn(server, protocol);
+  if (conn == NULL)
+    return;
   if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 || start_session(conn) != 0) {
-    conn->closing = true;
-    if (conn->session)
-      nghttp2_session_del(conn->session);
-    uv_close((uv_handle_t *)&conn->tcp, conn_closed_cb);
+    abandon(conn);
     return;
   }
   uv_tcp_nodelay(&conn->tcp, 1);
+  start_reading(conn);
+  tp_conn_flush(conn);
+}
+
+void tp_conn_adopt(struct tp_server *server, int fd, const struct tp_h2_protocol *protocol,
+                   const uint8_t *received, size_t len) {
+  struct tp_conn *conn = create_conn(server, protocol);
+  if (conn == NULL) {
+    close(fd);
+    return;
+  }
+  if (uv_tcp_open(&conn->tcp, fd) != 0) {
+    close(fd);
+    abandon(conn);
+    return;
+  }
+  if (start_session(conn) != 0) {
+    abandon(conn);
+    return;
+  }
+  conn->receiving = true;
+  ssize_t used = nghttp2_session_mem_recv(conn->session, received, len);
+  conn->receiving = false;
+  if (used < 0) {
+    tp_conn_flush(conn);
+    tp_conn_close(conn);
+    return;
+  }
   start_reading(conn);
   tp_conn_flush(conn);
 }

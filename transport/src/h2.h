@@ -16,6 +16,7 @@
 #include <nghttp2/nghttp2.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #define TP_CONN_OUTPUT_HIGH (1u << 20)
@@ -38,6 +39,7 @@ struct tp_h2_stream {
 
 /* What a protocol does with request streams. */
 struct tp_h2_protocol {
+  int transport;                /* enum tp_metrics_transport: how its connections are counted */
   /** A new request stream: returns its object, or NULL to refuse it. */
   struct tp_h2_stream *(*open)(struct tp_conn *conn);
   /** One request header (pseudo-headers included). */
@@ -61,6 +63,13 @@ struct tp_h2_protocol {
 /** Accepts a connection from the server's listener. Loop's thread. */
 void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
                     const struct tp_h2_protocol *protocol);
+
+/**
+ * Takes over a socket that already received bytes (an HTTP/1.1 listener
+ * that saw the HTTP/2 preface): the bytes are fed to the new session first.
+ */
+void tp_conn_adopt(struct tp_server *server, int fd, const struct tp_h2_protocol *protocol,
+                   const uint8_t *received, size_t len);
 
 nghttp2_session *tp_conn_session(struct tp_conn *conn);
 struct tp_server *tp_conn_server(struct tp_conn *conn);

@@ -94,9 +94,8 @@ static int open_server(const struct evf_config *cfg, struct tp_server **servers_
     store_close(store);
     return -ENOMEM;
   }
-  for (unsigned i = 0; i < shards; i++)
-    servers[i].config = cfg;
-  if ((rc = tp_servers_bind(servers, shards, cfg, err, sizeof(err))) != 0) {
+  tp_servers_init(servers, shards, cfg);
+  if ((rc = tp_servers_bind(servers, shards, err, sizeof(err))) != 0) {
     evf_error("%s", err);
     store_close(store);
     free(servers);
@@ -141,8 +140,10 @@ int main(int argc, char **argv) {
   if (!cfg.sync_full)
     evf_warn("SYNC=none: acknowledged appends are NOT synced to disk; a power loss loses them. "
              "Use this for benchmarks only.");
-  evf_info("eventflowdb %s listening: gRPC on port %u, %u shards, data in %s", EVF_VERSION,
-           cfg.grpc_port, store_shard_count(store), cfg.data_dir);
+  evf_info("eventflowdb %s listening: gRPC on port %u, HTTP on port %u, metrics on port %u, "
+           "%u shards, data in %s",
+           EVF_VERSION, cfg.grpc_port, cfg.http_port, cfg.prom_port, store_shard_count(store),
+           cfg.data_dir);
   rc = wait_for_signal();
   store_close(store);
   free(servers);

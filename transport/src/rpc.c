@@ -14,6 +14,7 @@
 #include "health.pb-c.h"
 #include "server.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* Protobuf wire tags: field number << 3 | wire type (0 varint, 2 length-delimited). */
@@ -213,9 +214,20 @@ static int encode_append_response(struct tp_buf *out, const struct store_append 
   return rc ? rc : put_varint_field(out, TAG(3, VARINT), a->first_position);
 }
 
+/* Counts an answered append: its events' data and metadata bytes when it succeeded. */
+static void count_append(struct tp_grpc_call *call, const Api__AppendToStreamRequest *r,
+                         int status) {
+  uint64_t bytes = 0;
+  size_t events = r ? r->n_events : 0;
+  for (size_t i = 0; status == 0 && i < events; i++)
+    bytes += r->events[i]->data.len + r->events[i]->metadata.len;
+  tp_metrics_append(&tp_grpc_server(call)->metrics, status, events, bytes);
+}
+
 static void append_done(struct store_append *append, int status) {
   struct append_state *s = append->data;
   struct tp_grpc_call *call = s->call;
+  count_append(call, s->request, status);
   if (status == EVF_EVERSION)
     tp_grpc_fail(call, EVF_GRPC_ABORTED,
                  "wrong expected version for stream %s: expected %d, actual %u",
@@ -235,11 +247,13 @@ static void append_done(struct store_append *append, int status) {
 static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   struct append_state *s = tp_grpc_state(call, sizeof(*s), free_append_state);
   if (s == NULL) {
+    count_append(call, NULL, -ENOMEM);
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   s->request = api__append_to_stream_request__unpack(NULL, len, msg);
   if (s->request == NULL) {
+    count_append(call, NULL, EVF_EINVAL);
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
     return;
   }
@@ -248,6 +262,7 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
   struct tp_server *server = tp_grpc_server(call);
   int rc = store_append(store_shard_port(server->store, server->shard), &s->append);
   if (rc != 0) {
+    count_append(call, s->request, rc);
     fail_with(call, rc, s->append.detail);
     return;
   }

@@ -1,70 +1,106 @@
-/* The per-shard server: listening, and shutting down gracefully. */
+/* The per-shard server: listening on the three ports, and shutting down gracefully. */
 #include "server.h"
 
+#include "evf/clock.h"
 #include "evf/log.h"
 #include "grpc.h"
 #include "h2.h"
+#include "http1.h"
 #include "listener.h"
 
 #include <stdio.h>
 #include <string.h>
 
-int tp_servers_bind(struct tp_server *servers, unsigned count, const struct evf_config *config,
-                    char *err, size_t err_len) {
-  int rc = tp_listener_check_free(config->grpc_port);
-  for (unsigned i = 0; rc == 0 && i < count; i++)
-    rc = tp_listener_bind(config->grpc_port, &servers[i].grpc_fd);
-  if (rc != 0) {
-    snprintf(err, err_len, "GRPC_PORT=%u cannot be used: %s", config->grpc_port, strerror(-rc));
-    return rc;
+static const char *const port_names[TP_PORTS] = {"GRPC_PORT", "HTTP_PORT", "PROM_PORT"};
+
+static unsigned port_number(const struct evf_config *config, enum tp_port port) {
+  return port == TP_PORT_GRPC ? config->grpc_port
+         : port == TP_PORT_HTTP ? config->http_port
+                                : config->prom_port;
+}
+
+void tp_servers_init(struct tp_server *servers, unsigned count, const struct evf_config *config) {
+  uint64_t now = evf_monotonic_ns();
+  for (unsigned i = 0; i < count; i++) {
+    struct tp_server *s = &servers[i];
+    s->config = config;
+    s->shard = i;
+    s->all = servers;
+    s->count = count;
+    s->started_ns = now;
+    for (int p = 0; p < TP_PORTS; p++)
+      s->listeners[p] = (struct tp_listener){.fd = -1, .port = (enum tp_port)p, .server = s};
+    /* Before any thread runs: another shard may render these metrics at any time. */
+    tp_metrics_init(&s->metrics);
+  }
+}
+
+int tp_servers_bind(struct tp_server *servers, unsigned count, char *err, size_t err_len) {
+  for (int p = 0; p < TP_PORTS; p++) {
+    unsigned port = port_number(servers[0].config, (enum tp_port)p);
+    int rc = tp_listener_check_free(port);
+    for (unsigned i = 0; rc == 0 && i < count; i++)
+      rc = tp_listener_bind(port, &servers[i].listeners[p].fd);
+    if (rc != 0) {
+      snprintf(err, err_len, "%s=%u cannot be used: %s", port_names[p], port, strerror(-rc));
+      return rc;
+    }
   }
   return 0;
 }
 
-static void on_grpc_connection(uv_stream_t *listener, int status) {
-  struct tp_server *server = listener->data;
+static void on_connection(uv_stream_t *stream, int status) {
+  struct tp_listener *l = stream->data;
+  struct tp_server *server = l->server;
   if (status != 0) {
     evf_warn("accept failed on shard %u: %s", server->shard, uv_strerror(status));
     return;
   }
-  tp_conn_accept(server, listener, &tp_grpc_protocol);
+  if (l->port == TP_PORT_GRPC)
+    tp_conn_accept(server, stream, &tp_grpc_protocol);
+  else if (l->port == TP_PORT_HTTP)
+    tp_h1_accept(server, stream, tp_http_api_route, true);
+  else
+    tp_h1_accept(server, stream, tp_http_metrics_route, false);
 }
 
 void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers) {
   struct tp_server *server = &((struct tp_server *)servers)[shard];
   server->store = store;
-  server->shard = shard;
   server->loop = loop;
-  server->grpc_listener.data = server;
-  int rc = tp_listener_start(&server->grpc_listener, loop, server->grpc_fd, on_grpc_connection);
-  if (rc != 0) {
-    evf_error("shard %u cannot listen on GRPC_PORT=%u: %s", shard, server->config->grpc_port,
-              uv_strerror(rc));
-    return;
+  for (int p = 0; p < TP_PORTS; p++) {
+    struct tp_listener *l = &server->listeners[p];
+    l->tcp.data = l;
+    int rc = tp_listener_start(&l->tcp, loop, l->fd, on_connection);
+    if (rc != 0) {
+      evf_error("shard %u cannot listen on %s=%u: %s", shard, port_names[p],
+                port_number(server->config, (enum tp_port)p), uv_strerror(rc));
+      continue;
+    }
+    l->listening = true;
   }
-  server->listening = true;
 }
-
-static void grace_closed_cb(uv_handle_t *handle) { (void)handle; }
 
 static void stop_grace_timer(struct tp_server *server) {
   if (server->grace_running) {
     server->grace_running = false;
-    uv_close((uv_handle_t *)&server->grace, grace_closed_cb);
+    uv_close((uv_handle_t *)&server->grace, NULL);
   }
 }
 
 /* Clients that kept their streams open past the grace period are cut off. */
 static void grace_over_cb(uv_timer_t *timer) {
   struct tp_server *server = timer->data;
-  if (server->conn_count > 0)
-    evf_warn("shard %u: closing %zu connections still busy after %d ms", server->shard,
-             server->conn_count, TP_SHUTDOWN_GRACE_MS);
+  size_t busy = server->conn_count + server->http_conn_count;
+  if (busy > 0)
+    evf_warn("shard %u: closing %zu connections still busy after %d ms", server->shard, busy,
+             TP_SHUTDOWN_GRACE_MS);
   struct tp_conn *next;
   for (struct tp_conn *conn = server->conns; conn; conn = next) {
     next = tp_conn_next(conn); /* closing frees the connection later, in its close callback */
     tp_conn_close(conn);
   }
+  tp_h1_close_all(server);
   stop_grace_timer(server);
 }
 
@@ -72,13 +108,16 @@ void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, vo
   struct tp_server *server = &((struct tp_server *)servers)[shard];
   (void)store;
   server->stopping = true;
-  if (server->listening) {
-    server->listening = false;
-    uv_close((uv_handle_t *)&server->grpc_listener, NULL);
+  for (int p = 0; p < TP_PORTS; p++) {
+    if (server->listeners[p].listening) {
+      server->listeners[p].listening = false;
+      uv_close((uv_handle_t *)&server->listeners[p].tcp, NULL);
+    }
   }
   for (struct tp_conn *conn = server->conns; conn; conn = tp_conn_next(conn))
     tp_conn_drain(conn);
-  if (server->conn_count == 0)
+  tp_h1_drain_all(server);
+  if (server->conn_count + server->http_conn_count == 0)
     return;
   uv_timer_init(loop, &server->grace);
   server->grace.data = server;
@@ -91,6 +130,6 @@ uv_buf_t tp_server__read_buffer(struct tp_server *server) {
 }
 
 void tp_server__conn_gone(struct tp_server *server) {
-  if (server->stopping && server->conn_count == 0)
+  if (server->stopping && server->conn_count + server->http_conn_count == 0)
     stop_grace_timer(server);
 }

@@ -13,6 +13,7 @@
 
 #include "evf/config.h"
 #include "evf/store.h"
+#include "metrics.h"
 
 #include <stdbool.h>
 #include <uv.h>
@@ -22,25 +23,44 @@ struct tp_conn;
 #define TP_READ_BUFFER_SIZE (64 * 1024)
 #define TP_SHUTDOWN_GRACE_MS 5000
 
+struct tp_h1_conn;
+
+/* The three ports every shard listens on. */
+enum tp_port { TP_PORT_GRPC, TP_PORT_HTTP, TP_PORT_PROM, TP_PORTS };
+
+struct tp_listener {
+  int fd;                       /* bound by main, listened on by the shard */
+  uv_tcp_t tcp;
+  bool listening;
+  enum tp_port port;
+  struct tp_server *server;
+};
+
 struct tp_server {
   const struct evf_config *config;
   struct evf_store *store;
   unsigned shard;
   uv_loop_t *loop;
-  int grpc_fd;                  /* bound by main, listened on by the shard */
-  uv_tcp_t grpc_listener;
-  bool listening;
+  struct tp_server *all;        /* every shard's server (read-only here but for metrics) */
+  unsigned count;
+  uint64_t started_ns;          /* monotonic start of the process, for uptime */
+  struct tp_listener listeners[TP_PORTS];
   bool stopping;
   uv_timer_t grace;
   bool grace_running;
-  struct tp_conn *conns;
+  struct tp_conn *conns;        /* HTTP/2: gRPC and h2c */
   size_t conn_count;
+  struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
+  size_t http_conn_count;
+  struct tp_metrics metrics;     /* written by this shard, read by any (metrics.h) */
   char read_buffer[TP_READ_BUFFER_SIZE]; /* nghttp2 consumes reads at once: one per thread */
 };
 
+/** Initializes the servers of every shard. Main thread, before the shards start. */
+void tp_servers_init(struct tp_server *servers, unsigned count, const struct evf_config *config);
+
 /** Binds the listening sockets of every shard. Main thread. Returns 0 or -errno; err names the port. */
-int tp_servers_bind(struct tp_server *servers, unsigned count, const struct evf_config *config,
-                    char *err, size_t err_len);
+int tp_servers_bind(struct tp_server *servers, unsigned count, char *err, size_t err_len);
 
 /** Store hooks (options.on_shard_start/on_shard_stop with hook_arg = the servers array). */
 void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers);

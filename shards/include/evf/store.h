@@ -207,4 +207,38 @@ int store_list_streams(struct evf_store *store, uint32_t skip, uint32_t limit,
 /** Whether a stream name is valid: 1..200 bytes of UTF-8, not reserved. */
 bool store_stream_name_valid(const char *name, size_t len);
 
+/* ---- Statistics: any thread, without locks ---- */
+
+#define STORE_HISTOGRAM_MAX_BOUNDS 16
+
+/*
+ * A histogram as read: observations counted under fixed upper bounds,
+ * cumulative (as Prometheus exposes them). Values are integers in the
+ * histogram's unit, which its name says.
+ */
+struct store_histogram {
+  const uint64_t *bounds;   /* n_bounds upper bounds, ascending (static storage) */
+  unsigned n_bounds;
+  uint64_t cumulative[STORE_HISTOGRAM_MAX_BOUNDS]; /* observations <= bounds[i] */
+  uint64_t count;           /* all observations: the +Inf bucket */
+  uint64_t sum;             /* of the observed values */
+};
+
+struct store_shard_stats {
+  /* Committed batches (failed commits are not observed). */
+  struct store_histogram batch_events;  /* events per batch */
+  struct store_histogram commit_ns;     /* writing and committing a batch, its sync included */
+  uint64_t queue_depth;                 /* appends waiting on the shard for its next batch */
+  uint64_t storage_used_bytes;          /* pages in use in the map file (its high-water mark) */
+  uint64_t storage_map_bytes;           /* the map size: the most the shard can hold */
+};
+
+/**
+ * Reads the statistics of a shard (< store_shard_count). Any thread, after
+ * store_open; takes no lock and waits for nothing. Each figure is current,
+ * but they are not one consistent snapshot (a histogram's sum may be an
+ * observation ahead of its buckets); each count only grows.
+ */
+void store_shard_stats(struct evf_store *store, unsigned shard, struct store_shard_stats *out);
+
 #endif

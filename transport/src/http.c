@@ -1,0 +1,115 @@
+/* HTTP exchanges: lifetime, and the error body shared by every route. */
+#include "http.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evf/clock.h"
+#include "server.h"
+
+struct tp_http_exchange *tp_http_exchange_create(struct tp_server *server,
+                                                 const struct tp_http_sink *sink, void *conn) {
+  struct tp_http_exchange *ex = calloc(1, sizeof(*ex));
+  if (ex == NULL)
+    return NULL;
+  ex->server = server;
+  ex->sink = sink;
+  ex->conn = conn;
+  ex->started_ns = evf_monotonic_ns();
+  ex->route = TP_METRICS_ROUTE_UNKNOWN;
+  return ex;
+}
+
+static void maybe_free(struct tp_http_exchange *ex) {
+  if (ex->conn != NULL || ex->held)
+    return;
+  if (ex->free_state)
+    ex->free_state(ex->state);
+  free(ex->state);
+  tp_buf_free(&ex->target);
+  tp_buf_free(&ex->body);
+  free(ex);
+}
+
+void tp_http_exchange_release(struct tp_http_exchange *ex) {
+  ex->conn = NULL;
+  maybe_free(ex);
+}
+
+void tp_http_hold(struct tp_http_exchange *ex) { ex->held = true; }
+
+void tp_http_unhold(struct tp_http_exchange *ex) {
+  ex->held = false;
+  maybe_free(ex);
+}
+
+bool tp_http_open(const struct tp_http_exchange *ex) { return ex->conn != NULL && !ex->answered; }
+
+void tp_http_respond(struct tp_http_exchange *ex, int status, const struct tp_http_header *headers,
+                     size_t header_count, struct tp_buf *body) {
+  if (!tp_http_open(ex))
+    return;
+  ex->answered = true;
+  tp_metrics_http_request(&ex->server->metrics, (enum tp_metrics_route)ex->route, status,
+                          evf_monotonic_ns() - ex->started_ns);
+  struct tp_buf empty = {0};
+  ex->sink->respond(ex, status, headers, header_count, body ? body : &empty);
+  tp_buf_free(&empty);
+}
+
+/* A JSON string body: escapes quotes, backslashes and control characters. */
+static int append_json_string(struct tp_buf *b, const char *s) {
+  int rc = tp_buf_append(b, "\"", 1);
+  for (const unsigned char *p = (const unsigned char *)s; rc == 0 && *p; p++) {
+    char esc[8];
+    if (*p == '"' || *p == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)*p;
+      rc = tp_buf_append(b, esc, 2);
+    } else if (*p < 0x20) {
+      snprintf(esc, sizeof(esc), "\\u%04x", *p);
+      rc = tp_buf_append(b, esc, 6);
+    } else {
+      rc = tp_buf_append(b, p, 1);
+    }
+  }
+  return rc ? rc : tp_buf_append(b, "\"", 1);
+}
+
+void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_name,
+                   const char *fmt, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  struct tp_buf body = {0};
+  tp_buf_append(&body, "{\"error\":", 9);
+  append_json_string(&body, message);
+  tp_buf_append(&body, ",\"code\":", 8);
+  append_json_string(&body, code_name);
+  tp_buf_append(&body, "}", 1);
+  static const struct tp_http_header json[] = {{"content-type", "application/json"}};
+  tp_http_respond(ex, status, json, 1, &body);
+  tp_buf_free(&body);
+}
+
+const char *tp_http_reason(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 409: return "Conflict";
+  case 413: return "Payload Too Large";
+  case 414: return "URI Too Long";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
+  case 507: return "Insufficient Storage";
+  }
+  return "Unknown";
+}

@@ -1,0 +1,403 @@
+/* HTTP/1.1 connections on libuv with http-parser. */
+#include "http1.h"
+
+#include "evf/log.h"
+#include "h2.h"
+#include "http2.h"
+#include "server.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Unparsed input or unwritten output beyond this stops reading from the peer. */
+#define INPUT_HIGH (1u << 20)
+#define OUTPUT_HIGH (1u << 20)
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+struct tp_h1_conn {
+  uv_tcp_t tcp;
+  struct tp_server *server;
+  tp_http_router router;
+  bool h2c;
+  bool sniffed;                 /* the first bytes were checked for the HTTP/2 preface */
+  http_parser parser;
+  struct tp_buf input;          /* read, not yet parsed */
+  size_t input_used;
+  bool parsing;                 /* inside http_parser_execute */
+  bool waiting;                 /* the parser is paused after a complete request */
+  bool answering;               /* the current request is complete and not yet answered */
+  struct tp_http_exchange *current;
+  char header_name[32];         /* the header being received, if short */
+  size_t header_name_len;
+  bool expect_continue;
+  bool too_large;
+  struct tp_buf out;            /* responses not yet handed to uv_write */
+  struct tp_buf writing;
+  uv_write_t write_req;
+  bool write_in_flight;
+  bool reading;
+  bool close_after_write;
+  bool closing;
+  struct tp_h1_conn *prev, *next;
+};
+
+static void process_input(struct tp_h1_conn *c);
+static void start_reading(struct tp_h1_conn *c);
+
+/* ---- the server's list ---- */
+
+static void adopt(struct tp_server *server, struct tp_h1_conn *c) {
+  c->next = server->http_conns;
+  if (server->http_conns)
+    server->http_conns->prev = c;
+  server->http_conns = c;
+  server->http_conn_count++;
+  tp_metrics_connections(&server->metrics, TP_METRICS_HTTP, 1);
+}
+
+static void forget(struct tp_server *server, struct tp_h1_conn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    server->http_conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  server->http_conn_count--;
+  tp_metrics_connections(&server->metrics, TP_METRICS_HTTP, -1);
+  tp_server__conn_gone(server);
+}
+
+/* ---- closing and writing ---- */
+
+static void closed_cb(uv_handle_t *handle) {
+  struct tp_h1_conn *c = handle->data;
+  forget(c->server, c);
+  tp_buf_free(&c->input);
+  tp_buf_free(&c->out);
+  tp_buf_free(&c->writing);
+  free(c);
+}
+
+static void close_conn(struct tp_h1_conn *c) {
+  if (c->closing)
+    return;
+  c->closing = true;
+  if (c->current) {
+    tp_http_exchange_release(c->current); /* a pending append finds no one to answer */
+    c->current = NULL;
+  }
+  uv_close((uv_handle_t *)&c->tcp, closed_cb);
+}
+
+static void write_cb(uv_write_t *req, int status);
+
+static void flush(struct tp_h1_conn *c) {
+  if (c->closing || c->write_in_flight)
+    return;
+  if (c->out.len == 0) {
+    if (c->close_after_write)
+      close_conn(c);
+    return;
+  }
+  struct tp_buf tmp = c->writing;
+  c->writing = c->out;
+  c->out = tmp;
+  c->out.len = 0;
+  uv_buf_t buf = uv_buf_init((char *)c->writing.data, (unsigned)c->writing.len);
+  c->write_req.data = c;
+  if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb) != 0) {
+    close_conn(c);
+    return;
+  }
+  c->write_in_flight = true;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  struct tp_h1_conn *c = req->data;
+  c->write_in_flight = false;
+  c->writing.len = 0;
+  if (status != 0) {
+    close_conn(c);
+    return;
+  }
+  flush(c);
+  process_input(c); /* output drained: pipelined requests may go on */
+}
+
+/* ---- responses ---- */
+
+static int append_head(struct tp_buf *out, int status, const struct tp_http_header *headers,
+                       size_t count, size_t body_len, bool close) {
+  char line[256];
+  int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\n%s", status,
+                   tp_http_reason(status), body_len, close ? "connection: close\r\n" : "");
+  int rc = tp_buf_append(out, line, (size_t)n);
+  for (size_t i = 0; rc == 0 && i < count; i++) {
+    n = snprintf(line, sizeof(line), "%s: %s\r\n", headers[i].name, headers[i].value);
+    rc = tp_buf_append(out, line, (size_t)n);
+  }
+  return rc ? rc : tp_buf_append(out, "\r\n", 2);
+}
+
+static void respond(struct tp_http_exchange *ex, int status, const struct tp_http_header *headers,
+                    size_t count, struct tp_buf *body) {
+  struct tp_h1_conn *c = ex->conn;
+  bool close = c->close_after_write || c->server->stopping;
+  if (append_head(&c->out, status, headers, count, body->len, close) != 0 ||
+      tp_buf_append(&c->out, body->data, body->len) != 0) {
+    close_conn(c);
+    return;
+  }
+  body->len = 0;
+  if (close)
+    c->close_after_write = true;
+  if (c->current == ex) {
+    c->current = NULL;
+    c->answering = false;
+    tp_http_exchange_release(ex);
+  }
+  flush(c);
+  if (!c->parsing && c->waiting)
+    process_input(c);
+}
+
+static const struct tp_http_sink h1_sink = {.respond = respond};
+
+/* A request the parser refused: answer it, then close. */
+static void fail_request(struct tp_h1_conn *c, int status, const char *message) {
+  c->close_after_write = true;
+  if (c->current == NULL)
+    c->current = tp_http_exchange_create(c->server, &h1_sink, c);
+  if (c->current == NULL) {
+    close_conn(c);
+    return;
+  }
+  const char *code = status == 413 || status == 431 ? "RESOURCE_EXHAUSTED" : "INVALID_ARGUMENT";
+  tp_http_error(c->current, status, code, "%s", message);
+}
+
+/* ---- http-parser callbacks ---- */
+
+static int on_message_begin(http_parser *p) {
+  struct tp_h1_conn *c = p->data;
+  c->current = tp_http_exchange_create(c->server, &h1_sink, c);
+  c->expect_continue = false;
+  c->header_name_len = 0;
+  return c->current ? 0 : -1;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  return tp_buf_append(&c->current->target, at, len) == 0 ? 0 : -1;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  /* Only short names matter here (expect); longer ones are just skipped. */
+  if (c->header_name_len + len < sizeof(c->header_name))
+    memcpy(c->header_name + c->header_name_len, at, len);
+  c->header_name_len += len;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  if (c->header_name_len == 6 && strncasecmp(c->header_name, "expect", 6) == 0 && len == 12 &&
+      strncasecmp(at, "100-continue", 12) == 0)
+    c->expect_continue = true;
+  c->header_name_len = 0;
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  struct tp_h1_conn *c = p->data;
+  struct tp_http_exchange *ex = c->current;
+  snprintf(ex->method, sizeof(ex->method), "%s", http_method_str((enum http_method)p->method));
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->server->config->max_message_size) {
+    c->too_large = true;
+    return -1;
+  }
+  if (c->expect_continue)
+    tp_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  if (c->current->body.len + len > c->server->config->max_message_size) {
+    c->too_large = true;
+    return -1;
+  }
+  return tp_buf_append(&c->current->body, at, len) == 0 ? 0 : -1;
+}
+
+static int on_message_complete(http_parser *p) {
+  struct tp_h1_conn *c = p->data;
+  if (!http_should_keep_alive(p))
+    c->close_after_write = true;
+  /* One request at a time: the parser waits until this one is answered. */
+  http_parser_pause(p, 1);
+  c->answering = true;
+  c->router(c->current);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void parse_failed(struct tp_h1_conn *c) {
+  enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+  if (c->too_large) {
+    char message[128];
+    snprintf(message, sizeof(message), "the request body exceeds MAX_MESSAGE_SIZE (%llu bytes)",
+             (unsigned long long)c->server->config->max_message_size);
+    fail_request(c, 413, message);
+  } else if (err == HPE_HEADER_OVERFLOW) {
+    fail_request(c, 431, "the request line and headers exceed 80 KiB");
+  } else {
+    char message[160];
+    snprintf(message, sizeof(message), "malformed HTTP/1.1 request: %s",
+             http_errno_description(err));
+    fail_request(c, 400, message);
+  }
+}
+
+/* Parses what waits, unless a response or a slow reader holds it back. */
+static void process_input(struct tp_h1_conn *c) {
+  while (!c->closing && !c->close_after_write && c->input_used < c->input.len &&
+         !c->answering && c->out.len + c->writing.len < OUTPUT_HIGH) {
+    if (c->waiting) {
+      c->waiting = false;
+      http_parser_pause(&c->parser, 0);
+    }
+    c->parsing = true;
+    size_t n = http_parser_execute(&c->parser, &settings, (const char *)c->input.data + c->input_used,
+                                   c->input.len - c->input_used);
+    c->parsing = false;
+    c->input_used += n;
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED)
+      c->waiting = true;
+    else if (err != HPE_OK)
+      parse_failed(c);
+  }
+  if (c->input_used == c->input.len)
+    c->input.len = c->input_used = 0;
+  if (c->waiting && !c->answering && !c->closing && !c->close_after_write) {
+    c->waiting = false;
+    http_parser_pause(&c->parser, 0);
+  }
+  if (!c->closing && !c->reading && c->input.len - c->input_used < INPUT_HIGH)
+    start_reading(c);
+  flush(c);
+}
+
+/* ---- reading ---- */
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  struct tp_h1_conn *c = handle->data;
+  (void)suggested;
+  *buf = tp_server__read_buffer(c->server);
+}
+
+/*
+ * A connection that opens with the HTTP/2 preface becomes an HTTP/2 one
+ * (h2c with prior knowledge). "PRI" tells it from every HTTP/1.1 method.
+ * Returns true once the connection is handed over (or closed).
+ */
+static bool switch_to_h2(struct tp_h1_conn *c) {
+  const char *data = (const char *)c->input.data;
+  size_t len = c->input.len, n = len < sizeof(h2_preface) - 1 ? len : sizeof(h2_preface) - 1;
+  if (memcmp(data, h2_preface, n) != 0)
+    return false;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || (fd = dup(fd)) < 0) {
+    close_conn(c);
+    return true;
+  }
+  tp_conn_adopt(c->server, fd, &tp_http2_protocol, c->input.data, len);
+  close_conn(c);
+  return true;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  struct tp_h1_conn *c = stream->data;
+  if (nread < 0) {
+    close_conn(c);
+    return;
+  }
+  if (nread == 0)
+    return;
+  if (tp_buf_append(&c->input, buf->base, (size_t)nread) != 0) {
+    close_conn(c);
+    return;
+  }
+  if (!c->sniffed && c->h2c) {
+    if (c->input.len < 3 && memcmp(c->input.data, h2_preface, c->input.len) == 0)
+      return; /* too short to tell yet */
+    c->sniffed = true;
+    if (switch_to_h2(c))
+      return;
+  }
+  if (c->input.len - c->input_used >= INPUT_HIGH) {
+    uv_read_stop(stream); /* the peer sends faster than we answer */
+    c->reading = false;
+  }
+  process_input(c);
+}
+
+static void start_reading(struct tp_h1_conn *c) {
+  if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+    c->reading = true;
+}
+
+void tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router,
+                  bool h2c) {
+  struct tp_h1_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return;
+  c->server = server;
+  c->router = router;
+  c->h2c = h2c;
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  uv_tcp_init(listener->loop, &c->tcp);
+  c->tcp.data = c;
+  adopt(server, c);
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    close_conn(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  start_reading(c);
+}
+
+void tp_h1_drain_all(struct tp_server *server) {
+  struct tp_h1_conn *next;
+  for (struct tp_h1_conn *c = server->http_conns; c; c = next) {
+    next = c->next;
+    c->close_after_write = true;
+    if (!c->answering)
+      flush(c); /* idle: closes once its output is out */
+  }
+}
+
+void tp_h1_close_all(struct tp_server *server) {
+  struct tp_h1_conn *next;
+  for (struct tp_h1_conn *c = server->http_conns; c; c = next) {
+    next = c->next;
+    close_conn(c);
+  }
+}

@@ -1,0 +1,28 @@
+#ifndef TRANSPORT_HTTP1_H
+#define TRANSPORT_HTTP1_H
+
+/*
+ * HTTP/1.1 connections (http-parser), with keep-alive and pipelining:
+ * requests are answered in order, one at a time; while one is being
+ * answered, or while output waits for a slow reader, the following bytes
+ * wait (and reading stops once too many wait). A connection that opens
+ * with the HTTP/2 preface is handed to nghttp2 (h2c with prior knowledge).
+ */
+
+#include "http.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+struct tp_h1_conn;
+
+/** Accepts a connection; requests go to router; h2c goes to the HTTP/2 side if h2c is set. */
+void tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router, bool h2c);
+
+/** Shutdown: closes idle connections now and the others after their current response. */
+void tp_h1_drain_all(struct tp_server *server);
+
+/** Closes every connection at once (shutdown grace period over). */
+void tp_h1_close_all(struct tp_server *server);
+
+#endif
