@@ -388,9 +388,12 @@ void tp_h1_drain_all(struct tp_server *server) {
   struct tp_h1_conn *next;
   for (struct tp_h1_conn *c = server->http_conns; c; c = next) {
     next = c->next;
-    c->close_after_write = true;
-    if (!c->answering)
-      flush(c); /* idle: closes once its output is out */
+    /* Idle connections close once their output is out; a request in progress
+     * is answered (the response closes the connection: server->stopping). */
+    if (c->current == NULL) {
+      c->close_after_write = true;
+      flush(c);
+    }
   }
 }
 

@@ -546,6 +546,10 @@ static bool route_segment(struct tp_http_exchange *ex, const struct target *t) {
 
 void tp_http_api_route(struct tp_http_exchange *ex) {
   struct target t = split_target(ex);
+  if (ex->server->stopping && !is(&t, "/healthz") && !is(&t, "/readyz")) {
+    tp_http_error(ex, 503, "UNAVAILABLE", "the server is shutting down");
+    return;
+  }
   if (!route_fixed(ex, &t) && !route_segment(ex, &t))
     tp_http_error(ex, 404, "NOT_FOUND", "no route for %.*s", (int)(t.path_len > 200 ? 200 : t.path_len),
                   t.path);
