@@ -75,7 +75,10 @@ static size_t element_size(ProtobufCType type) {
  * 12-bit value i in memory order, so one 16-bit load and store each.
  */
 #define B64_CHAR(v)                                                                                \
-  ((v) < 26 ? 'A' + (v) : (v) < 52 ? 'a' + (v) - 26 : (v) < 62 ? '0' + (v) - 52 : (v) == 62 ? '+' : '/')
+  ((v) < 26 ? 'A' + (v)                                                                            \
+   : (v) < 52 ? 'a' + (v) - 26                                                                     \
+   : (v) < 62 ? '0' + (v) - 52                                                                     \
+   : (v) == 62 ? '+' : '/')
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define B64_PAIR(i) (uint16_t)(B64_CHAR((i) >> 6) | B64_CHAR((i) & 63) << 8)
 #else
@@ -191,8 +194,9 @@ static inline bool needs_escape8(const uint8_t *p) {
   uint64_t x;
   memcpy(&x, p, 8);
   uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
-  return (((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) &
-         high;
+  uint64_t found = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                   ((backslash - ones) & ~backslash);
+  return (found & high) != 0;
 }
 
 /* Appends s as a JSON string; s is UTF-8 (the API's strings are checked on the way in). */
@@ -450,6 +454,29 @@ static void put_path(char *out, size_t cap, size_t *pos, const struct path *p) {
   put_quoted(out, cap, pos, p->key, strlen(p->key));
 }
 
+/* Formats the reason into err; one cut short loses the UTF-8 sequence it split. Returns EVF_EINVAL. */
+__attribute__((format(printf, 2, 3))) static int set_err(const struct decoder *d, const char *fmt,
+                                                         ...) {
+  if (d->err_len == 0)
+    return EVF_EINVAL;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(d->err, d->err_len, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n < d->err_len)
+    return EVF_EINVAL;
+  size_t end = d->err_len - 1, lead = end;
+  while (lead > 0 && lead + 4 > end && ((uint8_t)d->err[lead - 1] & 0xc0) == 0x80)
+    lead--;
+  if (lead > 0 && (uint8_t)d->err[lead - 1] >= 0xc0) {
+    uint8_t c = (uint8_t)d->err[lead - 1];
+    size_t need = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    if (end - (lead - 1) < need)
+      d->err[lead - 1] = '\0';
+  }
+  return EVF_EINVAL;
+}
+
 /* Sets err to: field "<path>": <reason>. Returns EVF_EINVAL. */
 __attribute__((format(printf, 3, 4))) static int fail(const struct decoder *d,
                                                       const struct path *p, const char *fmt, ...) {
@@ -462,9 +489,7 @@ __attribute__((format(printf, 3, 4))) static int fail(const struct decoder *d,
   va_start(ap, fmt);
   vsnprintf(reason, sizeof(reason), fmt, ap);
   va_end(ap);
-  if (d->err_len > 0)
-    snprintf(d->err, d->err_len, "field \"%s\": %s", where, reason);
-  return EVF_EINVAL;
+  return set_err(d, "field \"%s\": %s", where, reason);
 }
 
 /* A string that stands for an integer too big for jansson (see the top of this file). */
@@ -799,9 +824,7 @@ static int decode_object(const struct decoder *d, const ProtobufCMessageDescript
       size_t pos = 0;
       name[0] = '\0';
       put_path(name, sizeof(name), &pos, &where);
-      if (d->err_len > 0)
-        snprintf(d->err, d->err_len, "unknown field \"%s\"", name);
-      return EVF_EINVAL;
+      return set_err(d, "unknown field \"%s\"", name);
     }
     if (json_is_null(v))
       continue;
@@ -817,7 +840,8 @@ static int decode_object(const struct decoder *d, const ProtobufCMessageDescript
  * "\u0000<token>". Only whole tokens of JSON's integer syntax are quoted; a
  * string or a number is a value in exactly the same places (an object key
  * aside, which jansson refuses with a NUL), so this never makes a broken
- * document whole. Returns the number of tokens quoted, or -ENOMEM.
+ * document whole. Returns the number of tokens quoted (out stays empty when
+ * there are none), or -ENOMEM.
  */
 static int quote_big_integers(const char *text, size_t len, struct tp_buf *out) {
   int quoted = 0;
@@ -909,24 +933,21 @@ static int parse(struct decoder *d, const char *text, size_t len, json_t **root)
     return -ENOMEM;
   char reason[JSON_ERROR_TEXT_LENGTH];
   copy_reason(reason, sizeof(reason), error.text);
-  if (d->err_len > 0)
-    snprintf(d->err, d->err_len, "malformed JSON: %s at line %d, column %d", reason, error.line,
-             error.column);
-  return EVF_EINVAL;
+  return set_err(d, "malformed JSON: %s at line %d, column %d", reason, error.line, error.column);
 }
 
 int tp_json_decode(const ProtobufCMessageDescriptor *desc, const char *text, size_t len,
                    ProtobufCMessage **out, char *err, size_t err_len) {
   struct decoder d = {.err = err, .err_len = err != NULL ? err_len : 0};
+  if (len == 0)
+    text = ""; /* an empty body may come without a buffer; jansson refuses NULL */
   json_t *root;
   int rc = parse(&d, text, len, &root);
   if (rc != 0)
     return rc;
   if (!json_is_object(root)) {
     json_decref(root);
-    if (d.err_len > 0)
-      snprintf(d.err, d.err_len, "expected a JSON object");
-    return EVF_EINVAL;
+    return set_err(&d, "expected a JSON object");
   }
   ProtobufCMessage *msg = malloc(desc->sizeof_message);
   if (msg == NULL) {

@@ -42,15 +42,17 @@
 int tp_json_encode(const ProtobufCMessage *msg, struct tp_buf *out);
 
 /**
- * Parses the len bytes of JSON at text (no terminating NUL needed) into a
- * new message of type desc, stored in *out; the caller owns it and frees it
- * with protobuf_c_message_free_unpacked(msg, NULL). Returns:
+ * Parses the len bytes of JSON at text (no terminating NUL needed; text
+ * may be NULL when len is 0) into a new message of type desc, stored in
+ * *out; the caller owns it and frees it with
+ * protobuf_c_message_free_unpacked(msg, NULL). Borrows text. Returns:
  *  - 0;
  *  - EVF_EINVAL for a document that is not valid JSON ("malformed JSON:
  *    <jansson's reason> at line L, column C"), not an object, or that does
  *    not fit desc (`unknown field "events[0].dta"`, `field "version":
  *    expected an integer from -2147483648 to 2147483647`): a one-line reason
- *    in err, cut to err_len (err may be NULL when err_len is 0);
+ *    in err (UTF-8, no control characters), cut to err_len on a character
+ *    boundary; err may be NULL when err_len is 0;
  *  - -ENOMEM.
  * *out is untouched on failure.
  */
