@@ -17,8 +17,11 @@ folder; they are never written into the source tree.
 """
 
 import atexit
+import base64
 import contextlib
+import http.client
 import importlib
+import json
 import os
 import re
 import resource
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 
 import grpc
@@ -260,6 +264,7 @@ class Server:
         self.log_path = None
         self.grpc_port = self.http_port = self.prom_port = None
         self.stopped_at = None
+        self.spawned_at = None  # time.monotonic() of the last spawn
         self.last_returncode = None
         self._channels = []
         _SERVERS.append(self)
@@ -288,6 +293,7 @@ class Server:
                                          stdout=log, stderr=subprocess.STDOUT,
                                          cwd=self.log_dir)
         self.stopped_at = None
+        self.spawned_at = time.monotonic()
         return self.proc
 
     def start(self):
@@ -702,6 +708,18 @@ class RawH2:
             self.conn.end_stream(sid)
             self.flush()
 
+    def request(self, method, path, body=None, extra=(), end_stream=True):
+        """Opens a plain HTTP/2 request (h2c API, not gRPC) with an optional body; returns its id."""
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":scheme", "http"), (":path", path),
+                (":authority", f"{self.host}:{self.port}")] + list(extra)
+        self.responses[sid] = RawResponse()
+        self.conn.send_headers(sid, hdrs, end_stream=end_stream and not body)
+        self.flush()
+        if body:
+            self.data(sid, body, end_stream=end_stream)
+        return sid
+
     def _ended_sent(self, sid):
         import h2.stream
         stream = self.conn.streams.get(sid)
@@ -791,6 +809,559 @@ def read_until_closed(sock, timeout=10.0):
             return True, bytes(got)
         got += chunk
     return False, bytes(got)
+
+
+# --------------------------------------------------------------------------
+# The HTTP/JSON API (HTTP_PORT) and the metrics endpoint (PROM_PORT)
+# --------------------------------------------------------------------------
+
+API = "/api/v1"
+HTTP_TIMEOUT = 30.0  # seconds for one HTTP exchange (generous for ASan)
+
+
+def quote_name(name):
+    """A stream name as one path segment: every reserved byte percent-encoded (/ as %2F)."""
+    return urllib.parse.quote(name, safe="")
+
+
+def stream_path(name, **query):
+    """/api/v1/stream/<name percent-encoded>[?query]."""
+    path = f"{API}/stream/{quote_name(name)}"
+    if query:
+        path += "?" + urllib.parse.urlencode(query)
+    return path
+
+
+def b64(data):
+    """Standard base64 with padding, as the server writes bytes."""
+    return base64.b64encode(bytes(data)).decode()
+
+
+def unb64(text):
+    return base64.b64decode(text, validate=True)
+
+
+def json_body(obj, ascii_only=True):
+    return json.dumps(obj, ensure_ascii=ascii_only).encode()
+
+
+class HttpResult:
+    """One HTTP response: status, headers (a list of (name, value)), body bytes, version text."""
+
+    def __init__(self, status, headers, body, version="1.1", reason=""):
+        self.status = status
+        self.headers = [(str(k), str(v)) for k, v in headers]
+        self.body = bytes(body)
+        self.version = version
+        self.reason = reason
+
+    def header(self, name, default=None):
+        """A header's value (case-insensitive; several occurrences joined with ", ")."""
+        vals = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(vals) if vals else default
+
+    @property
+    def content_type(self):
+        return (self.header("content-type") or "").lower()
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise AssertionError(f"response body is not JSON ({e}): {self!r}") from None
+
+    def __repr__(self):
+        body = self.body[:400] + (b"..." if len(self.body) > 400 else b"")
+        return f"HttpResult(HTTP/{self.version} {self.status}, headers={self.headers}, body={body!r})"
+
+
+def http_request(port, method, path, body=None, headers=None, conn=None, timeout=HTTP_TIMEOUT):
+    """
+    One request with Python's http.client (HTTP/1.1). body: bytes, str, a dict/list
+    (sent as JSON), or an iterator of bytes (sent chunked). conn: an open
+    HTTPConnection to reuse (keep-alive); otherwise a fresh one, closed after.
+    """
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json_body(body)
+    if body is not None and not any(k.lower() == "content-type" for k in hdrs):
+        hdrs["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        version = {10: "1.0", 11: "1.1"}.get(resp.version, str(resp.version))
+        return HttpResult(resp.status, resp.getheaders(), data, version, resp.reason)
+    finally:
+        if own:
+            conn.close()
+
+
+def http_get(server, path, **kw):
+    return http_request(server.http_port, "GET", path, **kw)
+
+
+def http_post(server, path, body, **kw):
+    return http_request(server.http_port, "POST", path, body=body, **kw)
+
+
+def expect_ok(r):
+    """Asserts a 200 with content-type application/json; returns the parsed body."""
+    assert r.status == 200, f"expected 200, got {r!r}"
+    assert r.content_type.startswith("application/json"), f"content-type of a success: {r!r}"
+    return r.json()
+
+
+def expect_error(r, status, code):
+    """Asserts an error response: status, and a JSON body {"error": text, "code": code}; returns the text."""
+    assert r.status == status, f"expected {status} {code}, got {r!r}"
+    body = r.json()
+    assert isinstance(body, dict), f"error body is not a JSON object: {r!r}"
+    assert body.get("code") == code, f"expected code {code!r}: {r!r}"
+    assert isinstance(body.get("error"), str) and body["error"], f"error body needs a message: {r!r}"
+    return body["error"]
+
+
+def http_append(server, stream, events, version=None, conn=None, extra=None):
+    """
+    POST /api/v1/stream/{stream}; events: a list of dicts (data/metadata given as
+    bytes are base64-encoded); extra: more top-level fields of the body.
+    """
+    evs = []
+    for e in events:
+        e = dict(e)
+        for k in ("data", "metadata"):
+            if isinstance(e.get(k), (bytes, bytearray)):
+                e[k] = b64(e[k])
+        evs.append(e)
+    body = {"events": evs}
+    if version is not None:
+        body["version"] = version
+    body.update(extra or {})
+    return http_request(server.http_port, "POST", stream_path(stream), body=body, conn=conn)
+
+
+def http_read_stream(server, stream, conn=None, **query):
+    return expect_ok(http_request(server.http_port, "GET", stream_path(stream, **query), conn=conn))["events"]
+
+
+def http_read_global(server, offset=0, limit=None, conn=None):
+    q = {"offset": offset}
+    if limit is not None:
+        q["limit"] = limit
+    path = f"{API}/stream/all?" + urllib.parse.urlencode(q)
+    return expect_ok(http_request(server.http_port, "GET", path, conn=conn))
+
+
+def wait_http_ready(server, timeout=READY_TIMEOUT):
+    """Polls GET /healthz on the HTTP port (bounded) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        if not server.alive():
+            pytest.fail(f"{server.name} exited with {describe_exit(server.proc.returncode)}:\n"
+                        f"{server.stderr_tail()}", pytrace=False)
+        try:
+            r = http_request(server.http_port, "GET", "/healthz", timeout=2.0)
+            if r.status == 200:
+                return server
+            last = r
+        except (OSError, http.client.HTTPException) as e:
+            last = e
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{server.name}: GET /healthz on HTTP_PORT={server.http_port} did not answer "
+                        f"200 within {timeout:.0f} s (last: {last!r})", pytrace=False)
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def http_server(server):
+    """The module server, once its HTTP port answers GET /healthz."""
+    return wait_http_ready(server)
+
+
+class KeepAlive:
+    """One http.client connection that must stay the same TCP connection for every request."""
+
+    def __init__(self, port, timeout=HTTP_TIMEOUT):
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        self.conn.connect()
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self.conn.sock
+        self.local = self.sock.getsockname()
+        self.count = 0
+
+    def request(self, method, path, body=None, headers=None):
+        assert self.conn.sock is self.sock, \
+            f"the connection was closed after request {self.count} (http.client would reconnect)"
+        r = http_request(self.conn.port, method, path, body=body, headers=headers, conn=self.conn)
+        self.count += 1
+        assert self.conn.sock is self.sock and self.sock.fileno() != -1, \
+            f"the server closed the connection after request {self.count}: {r!r}"
+        assert (r.header("connection") or "").lower() != "close", \
+            f"response {self.count} says Connection: close: {r!r}"
+        return r
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def http_connect(port, timeout=10.0):
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def request_bytes(method, path, body=b"", headers=(), host="localhost"):
+    """An HTTP/1.1 request as bytes; Content-Length added when body is not empty and not given."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    names = {k.lower() for k, _ in headers}
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append(f"Content-Length: {len(body)}")
+    if body and "content-type" not in names:
+        lines.append("Content-Type: application/json")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + bytes(body)
+
+
+def chunked(*parts):
+    """A chunked transfer coding of the given byte strings (then the last chunk)."""
+    out = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p)
+    return out + b"0\r\n\r\n"
+
+
+class Http1Reader:
+    """Reads HTTP/1.1 responses off a raw socket, one at a time, in order."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.closed = False
+
+    def _more(self, deadline):
+        """Reads once. False when the peer closed; TimeoutError past deadline."""
+        if self.closed:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete HTTP response in time; buffered: {bytes(self.buf[:300])!r}")
+        self.sock.settimeout(max(0.01, min(left, 0.5)))
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return True
+        except OSError:
+            self.closed = True
+            return False
+        if not chunk:
+            self.closed = True
+            return False
+        self.buf += chunk
+        return True
+
+    def _line(self, start, deadline):
+        while True:
+            i = self.buf.find(b"\r\n", start)
+            if i >= 0:
+                return i
+            if not self._more(deadline):
+                return -1
+
+    def read_response(self, timeout=10.0, head_only=False):
+        """The next final response, or None when the connection closed before a whole one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            while end < 0:
+                if not self._more(deadline):
+                    return None
+                end = self.buf.find(b"\r\n\r\n")
+            head = bytes(self.buf[:end]).decode("latin-1")
+            lines = head.split("\r\n")
+            parts = lines[0].split(" ", 2)
+            assert len(parts) >= 2 and parts[0].startswith("HTTP/"), f"bad status line {lines[0]!r}"
+            status = int(parts[1])
+            headers = []
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers.append((name.strip(), value.strip()))
+            pos = end + 4
+            if 100 <= status < 200:
+                del self.buf[:pos]
+                continue
+            lower = {k.lower(): v for k, v in headers}
+            if head_only or status in (204, 304):
+                body = b""
+            elif "chunked" in lower.get("transfer-encoding", "").lower():
+                body = bytearray()
+                while True:
+                    i = self._line(pos, deadline)
+                    if i < 0:
+                        return None
+                    size = int(bytes(self.buf[pos:i]).split(b";")[0].strip(), 16)
+                    pos = i + 2
+                    if size == 0:
+                        while True:  # trailers up to an empty line
+                            i = self._line(pos, deadline)
+                            if i < 0:
+                                return None
+                            empty = i == pos
+                            pos = i + 2
+                            if empty:
+                                break
+                        break
+                    while len(self.buf) < pos + size + 2:
+                        if not self._more(deadline):
+                            return None
+                    body += self.buf[pos:pos + size]
+                    pos += size + 2
+                body = bytes(body)
+            elif "content-length" in lower:
+                n = int(lower["content-length"])
+                while len(self.buf) < pos + n:
+                    if not self._more(deadline):
+                        return None
+                body = bytes(self.buf[pos:pos + n])
+                pos += n
+            else:
+                while self._more(deadline):
+                    pass
+                body = bytes(self.buf[pos:])
+                pos = len(self.buf)
+            del self.buf[:pos]
+            return HttpResult(status, headers, body, parts[0][5:], parts[2] if len(parts) > 2 else "")
+
+    def wait_closed(self, timeout=10.0):
+        """True once the peer closed the connection within timeout (data read meanwhile is kept)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._more(deadline):
+                pass
+        except TimeoutError:
+            return False
+        return True
+
+
+def send_then_read(port, head, body=b"", chunk=64 * 1024, timeout=20.0):
+    """
+    Sends a request (head, then body in chunks) on a new raw connection, stopping
+    the upload as soon as the server answers or stops reading or closes (a server
+    may answer an oversized request early), then reads the response. Returns
+    (response or None, reader).
+    """
+    import select
+    sock = http_connect(port)
+    reader = Http1Reader(sock)
+    sock.sendall(head)
+    deadline = time.monotonic() + timeout
+    sent = 0
+    while sent < len(body) and time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            break
+        sock.settimeout(2.0)
+        try:
+            sock.sendall(body[sent:sent + chunk])
+        except (socket.timeout, OSError):
+            break
+        sent += chunk
+    return reader.read_response(timeout=max(1.0, deadline - time.monotonic())), reader
+
+
+def connection_refused(port):
+    """True when nothing accepts connections on port any more."""
+    try:
+        socket.create_connection((HOST, port), timeout=1.0).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _proc_net_tcp_rx_queue(local_port, remote):
+    """rx_queue of the TCP socket local_port <- remote (host, port) in /proc/net/tcp[6], or None."""
+    want_remote_port = remote[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    lport = int(parts[1].rsplit(":", 1)[1], 16)
+                    rport = int(parts[2].rsplit(":", 1)[1], 16)
+                    if lport == local_port and rport == want_remote_port:
+                        return int(parts[4].split(":")[1], 16)
+        except OSError:
+            continue
+    return None
+
+
+def wait_server_read(sock, server_port, timeout=10.0):
+    """
+    Polls (bounded) until the server side of sock has no unread bytes (its
+    receive queue in /proc/net/tcp is empty): what we sent has been read by
+    the server, with no sleep as a guess.
+    """
+    me = sock.getsockname()
+    poll(lambda: _proc_net_tcp_rx_queue(server_port, me) == 0, timeout=timeout, interval=0.005,
+         what=f"the server to read what {me} sent")
+
+
+# -- curl (Debian's curl 7.88: HTTP/1.1, and h2c with --http2-prior-knowledge) -------------
+
+def curl(url, method=None, data=None, headers=(), http2=False, timeout=20.0, extra=()):
+    """Runs curl once; returns an HttpResult (version "1.1" or "2")."""
+    with tempfile.TemporaryDirectory(prefix="evf-curl-") as tmp:
+        hdr, out = os.path.join(tmp, "headers"), os.path.join(tmp, "body")
+        cmd = ["curl", "-sS", "--max-time", str(timeout), "-D", hdr, "-o", out,
+               "-w", "%{http_code} %{http_version}", "-H", "Expect:",
+               "--http2-prior-knowledge" if http2 else "--http1.1"]
+        if method:
+            cmd += ["-X", method]
+        for h in headers:
+            cmd += ["-H", h]
+        if data is not None:
+            infile = os.path.join(tmp, "in")
+            with open(infile, "wb") as f:
+                f.write(json_body(data) if isinstance(data, (dict, list)) else bytes(data))
+            cmd += ["--data-binary", "@" + infile]
+            if not any(h.lower().startswith("content-type:") for h in headers):
+                cmd += ["-H", "Content-Type: application/json"]
+        cmd += list(extra) + [url]
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
+        assert res.returncode == 0, f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.decode()}"
+        code, version = res.stdout.decode().split()
+        with open(hdr, "rb") as f:
+            blocks = [b for b in f.read().decode("latin-1").split("\r\n\r\n") if b.strip()]
+        headers_out = []
+        for line in blocks[-1].split("\r\n")[1:] if blocks else []:
+            name, _, value = line.partition(":")
+            headers_out.append((name.strip(), value.strip()))
+        with open(out, "rb") as f:
+            body = f.read() if os.path.exists(out) else b""
+        return HttpResult(int(code), headers_out, body, version)
+
+
+def curl_many(urls, http2=False, timeout=30.0):
+    """
+    One curl run over several URLs (sequential, one connection when it can be
+    reused): [(status, new connections)]. Not for h2c: Debian's curl 7.88.1
+    fails to reuse a --http2-prior-knowledge connection ("Error in the HTTP2
+    framing layer", curl issue #10634, fixed in 8.0.0).
+    """
+    cmd = ["curl", "-sS", "--max-time", str(timeout), "-w", "%{http_code} %{num_connects}\\n",
+           "--http2-prior-knowledge" if http2 else "--http1.1"]
+    for u in urls:
+        cmd += [u, "-o", "/dev/null"]
+    res = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
+    assert res.returncode == 0, f"curl exited {res.returncode}: {res.stderr.decode()}"
+    return [tuple(int(x) for x in line.split()) for line in res.stdout.decode().splitlines() if line.strip()]
+
+
+# -- Prometheus text format -------------------------------------------------------------------
+
+class Metrics:
+    """A parsed Prometheus text exposition: samples [(name, labels dict, value)], TYPE and HELP lines."""
+
+    _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = []
+        self.types = {}
+        self.helps = {}
+        for n, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip() if len(parts) > 3 else ""
+                elif len(parts) >= 3 and parts[1] == "HELP":
+                    self.helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+                continue
+            self.samples.append(self._sample(line, n))
+
+    def _sample(self, line, n):
+        m = self._NAME.match(line)
+        assert m, f"metrics line {n}: no metric name: {line!r}"
+        name, i, labels = m.group(0), m.end(), {}
+        if i < len(line) and line[i] == "{":
+            i += 1
+            while True:
+                while line[i] in " ,":
+                    i += 1
+                if line[i] == "}":
+                    i += 1
+                    break
+                lm = self._NAME.match(line, i)
+                assert lm and line[lm.end()] == "=" and line[lm.end() + 1] == '"', f"metrics line {n}: {line!r}"
+                key, i = lm.group(0), lm.end() + 2
+                val = []
+                while line[i] != '"':
+                    if line[i] == "\\":
+                        i += 1
+                        val.append({"n": "\n", "\\": "\\", '"': '"'}.get(line[i], "\\" + line[i]))
+                    else:
+                        val.append(line[i])
+                    i += 1
+                labels[key] = "".join(val)
+                i += 1
+        rest = line[i:].split()
+        assert rest, f"metrics line {n}: no value: {line!r}"
+        return name, labels, float(rest[0])
+
+    def find(self, name, **labels):
+        """Samples named name whose labels include the given ones: [(labels, value)]."""
+        return [(lab, v) for nm, lab, v in self.samples
+                if nm == name and all(lab.get(k) == str(val) for k, val in labels.items())]
+
+    def value(self, name, **labels):
+        """The sum of the matching samples' values (0 when none)."""
+        return sum(v for _, v in self.find(name, **labels))
+
+    def one(self, name, **labels):
+        found = self.find(name, **labels)
+        assert len(found) == 1, f"want exactly one sample {name}{labels}, got {found}"
+        return found[0][1]
+
+    def has(self, name, **labels):
+        return bool(self.find(name, **labels))
+
+
+def scrape(server, timeout=HTTP_TIMEOUT):
+    """GET /metrics on PROM_PORT: (HttpResult, Metrics)."""
+    r = http_request(server.prom_port, "GET", "/metrics", timeout=timeout)
+    assert r.status == 200, f"GET /metrics: {r!r}"
+    return r, Metrics(r.body.decode())
+
+
+def metric(server, name, **labels):
+    return scrape(server)[1].value(name, **labels)
+
+
+def wait_prom_ready(server, timeout=READY_TIMEOUT):
+    """Polls GET /metrics on PROM_PORT (bounded) until it answers 200."""
+    def ok():
+        try:
+            return http_request(server.prom_port, "GET", "/metrics", timeout=2.0).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+    poll(ok, timeout=timeout, interval=0.05, what=f"GET /metrics on PROM_PORT={server.prom_port}")
+    return server
 
 
 # --------------------------------------------------------------------------
