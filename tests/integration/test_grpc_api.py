@@ -152,6 +152,19 @@ def test_idempotent_retry_writes_nothing(stub):
     assert [e.id for e in got[2:]] == ids
 
 
+def test_nul_in_strings_is_invalid_argument(stub):
+    # protobuf-c keeps strings without their length: a NUL must be refused,
+    # never cut the name or type short.
+    prefix = unique("nul")
+    count = event_count(stub)
+    expect_code(grpc.StatusCode.INVALID_ARGUMENT, append, stub, prefix + "\0tail",
+                [event_data("T")])
+    expect_code(grpc.StatusCode.INVALID_ARGUMENT, append, stub, prefix,
+                [event_data("A\0B")])
+    assert event_count(stub) == count
+    assert read_stream(stub, prefix) == []
+
+
 def test_reused_ids_otherwise_already_exists(stub):
     stream = unique("dup")
     ids = [str(uuid.uuid4()) for _ in range(2)]

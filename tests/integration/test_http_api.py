@@ -320,6 +320,21 @@ def test_plus_is_a_plus_and_hex_case_does_not_matter(http_server, stub):
     assert len(expect_ok(http_get(http_server, f"{API}/stream/%C3%A9-{tag}"))["events"]) == 1
 
 
+def test_nul_in_a_stream_name_is_refused_or_kept_whole(http_server, stub, pb):
+    """%00 decodes to U+0000: a 400, or a stream of exactly that name; never a write to the name cut at the NUL."""
+    prefix = unique("nul")
+    path = f"{API}/stream/{prefix}%00tail"
+    r = http_request(http_server.http_port, "POST", path, body={"version": -1, "events": [{"type": "T"}]})
+    if r.status == 200:
+        eid = expect_ok(r)["events"][0]
+        ev = expect_ok(http_get(http_server, f"{API}/event/{eid}"))
+        assert ev["stream"] == prefix + "\x00tail", f"the event landed in stream {ev['stream']!r}"
+    else:
+        expect_error(r, 400, "INVALID_ARGUMENT")
+    assert read_stream(stub, prefix) == [], f"POST {path} wrote to stream {prefix!r}, the name cut at the NUL"
+    assert http_read_stream(http_server, prefix) == []
+
+
 def test_stream_name_limits_over_http(http_server, stub):
     name = unique("n")
     name += "é" * ((200 - len(name)) // 2)

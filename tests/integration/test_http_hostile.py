@@ -8,16 +8,18 @@ server still answers everyone else promptly, and at the end it exits 0 on
 SIGTERM with a clean sanitizer report.
 """
 
+import json
 import random
 import socket
 import struct
 import threading
 import time
 
+import h2.exceptions
 import pytest
 
 from conftest import (
-    API, SANITIZER_MARKERS, Http1Reader, KeepAlive, ServerFactory, append, chunked, event_count, event_data,
+    API, SANITIZER_MARKERS, Http1Reader, KeepAlive, RawH2, ServerFactory, append, chunked, event_count, event_data,
     expect_error, expect_ok, http_connect, http_get, json_body, raise_nofile, read_stream,
     read_until_closed, request_bytes, server_version, stream_path, unique, wait_http_ready,
 )
@@ -89,6 +91,39 @@ def test_ten_thousand_headers_is_431(server, stub):
         assert r is not None, "10,000 headers: connection closed without a 431"
         expect_error(r, 431, "RESOURCE_EXHAUSTED")
         assert reader.wait_closed(timeout=10), "the connection should close after a 431"
+    serves(server, stub)
+
+
+def test_ten_thousand_headers_over_h2c_is_431(server, stub):
+    """The same header list over h2c (HPACK-compressed, so it fits the framing limits): 431 too, or refused."""
+    extra = [(f"x-h{i}", f"v{i}") for i in range(10000)]
+    with RawH2(server.http_port, timeout=20) as h:
+        try:
+            sid = h.request("GET", f"{API}/version", extra=extra)
+            r = h.response(sid, timeout=15)
+        except (OSError, TimeoutError, h2.exceptions.H2Error) as e:
+            r = e
+        if isinstance(r, Exception) or r.reset_code is not None or r.http_status is None:
+            pass  # the stream or the connection was refused: acceptable for HTTP/2
+        else:
+            assert r.http_status == 431, \
+                f"10,000 headers over h2c answered {r.http_status} (HTTP/1.1 answers 431): {r!r} {bytes(r.data)[:200]!r}"
+            assert json.loads(bytes(r.data)).get("code") == "RESOURCE_EXHAUSTED", r
+    serves(server, stub)
+
+
+def test_one_mebibyte_header_over_h2c(server, stub):
+    """A 1 MiB header value over h2c: 431, or the stream or connection refused; the server stays up."""
+    with RawH2(server.http_port, timeout=20) as h:
+        # Plain (not Huffman) HPACK strings: python's Huffman coder takes minutes on 1 MiB.
+        encode = h.conn.encoder.encode
+        h.conn.encoder.encode = lambda headers, huffman=False: encode(headers, huffman=False)
+        try:
+            sid = h.request("GET", f"{API}/version", extra=[("x-big", "a" * (1 << 20))])
+            r = h.response(sid, timeout=15)
+            assert r.http_status in (None, 431), f"a 1 MiB header over h2c: {r!r}"
+        except (OSError, TimeoutError, h2.exceptions.H2Error):
+            pass
     serves(server, stub)
 
 

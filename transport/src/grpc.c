@@ -281,7 +281,10 @@ static void start_deadline(struct tp_grpc_call *call) {
 
 static void call_headers_end(struct tp_h2_stream *stream) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
-  if (!call->post) {
+  if (stream->headers_too_large) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "request headers exceed %d bytes",
+                 TP_H2_MAX_HEADER_LIST);
+  } else if (!call->post) {
     send_http_status(call, "405");
   } else if (!call->grpc_content_type) {
     send_http_status(call, "415");

@@ -260,8 +260,13 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const
   struct tp_conn *conn = user;
   (void)flags;
   struct tp_h2_stream *stream = request_stream(session, frame);
-  if (stream != NULL && frame->hd.type == NGHTTP2_HEADERS &&
-      frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+  if (stream == NULL || frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  stream->header_bytes += namelen + valuelen + 32;
+  if (stream->header_bytes > TP_H2_MAX_HEADER_LIST)
+    stream->headers_too_large = true; /* the protocol answers at headers_end */
+  else
     conn->protocol->header(stream, name, namelen, value, valuelen);
   return 0;
 }
@@ -336,6 +341,7 @@ static int start_session(struct tp_conn *conn) {
   nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, TP_H2_MAX_HEADER_LIST},
   };
   rc = nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, settings,
                                sizeof(settings) / sizeof(settings[0]));

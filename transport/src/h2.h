@@ -35,7 +35,12 @@ struct tp_h2_stream {
   struct tp_h2_stream *prev, *next;
   struct tp_h2_stream *deferred_next; /* in the connection's queue of deferred requests */
   bool deferred;
+  size_t header_bytes;          /* as counted for SETTINGS_MAX_HEADER_LIST_SIZE */
+  bool headers_too_large;       /* past TP_H2_MAX_HEADER_LIST: the rest was dropped */
 };
+
+/* The most request header bytes (name + value + 32 each, RFC 9113), as for HTTP/1.1. */
+#define TP_H2_MAX_HEADER_LIST (80 * 1024)
 
 /* What a protocol does with request streams. */
 struct tp_h2_protocol {

@@ -45,7 +45,12 @@ static void on_header(struct tp_h2_stream *stream, const uint8_t *name, size_t n
     tp_buf_append(&s->ex->target, value, valuelen);
 }
 
-static void on_headers_end(struct tp_h2_stream *stream) { (void)stream; }
+static void on_headers_end(struct tp_h2_stream *stream) {
+  struct h2_exchange *s = (struct h2_exchange *)stream;
+  if (stream->headers_too_large)
+    tp_http_error(s->ex, 431, "RESOURCE_EXHAUSTED", "request headers exceed %d bytes",
+                  TP_H2_MAX_HEADER_LIST);
+}
 
 static void on_data(struct tp_h2_stream *stream, const uint8_t *data, size_t len) {
   struct h2_exchange *s = (struct h2_exchange *)stream;

@@ -460,6 +460,8 @@ static bool segment_after(const struct target *t, const char *prefix, char *out,
       memchr(t->path + n, '/', t->path_len - n) != NULL)
     return false;
   *len = percent_decode(t->path + n, t->path_len - n, out, out_size);
+  if (*len > 0 && memchr(out, '\0', (size_t)*len) != NULL)
+    *len = -1; /* names and ids are text: a NUL would cut them short */
   return true;
 }
 
@@ -522,7 +524,7 @@ static bool route_segment(struct tp_http_exchange *ex, const struct target *t) {
   if (segment_after(t, "/api/v1/stream/", id, sizeof(id), &len)) {
     ex->route = method_is(ex, "POST") ? TP_METRICS_ROUTE_APPEND : TP_METRICS_ROUTE_READ_STREAM;
     if (len < 0)
-      tp_http_error(ex, 400, "INVALID_ARGUMENT", "bad percent-encoding in the stream name");
+      tp_http_error(ex, 400, "INVALID_ARGUMENT", "bad percent-encoding (or %%00) in the stream name");
     else if (method_is(ex, "GET"))
       read_stream(ex, t, id, (size_t)len);
     else if (method_is(ex, "POST"))
@@ -534,7 +536,7 @@ static bool route_segment(struct tp_http_exchange *ex, const struct target *t) {
   if (segment_after(t, "/api/v1/event/", id, sizeof(id), &len)) {
     ex->route = TP_METRICS_ROUTE_GET_EVENT;
     if (len < 0)
-      tp_http_error(ex, 400, "INVALID_ARGUMENT", "bad percent-encoding in the event id");
+      tp_http_error(ex, 400, "INVALID_ARGUMENT", "bad percent-encoding (or %%00) in the event id");
     else if (method_is(ex, "GET"))
       get_event(ex, id, (size_t)len);
     else

@@ -50,12 +50,78 @@ static void fail_with(struct tp_grpc_call *call, int err, const char *detail) {
   tp_grpc_fail(call, evf_err_grpc_status(err), "%s", detail ? detail : evf_strerror(err));
 }
 
-#define UNPACK_OR_FAIL(type, call, msg, len)                                                  \
-  type##__unpack(NULL, len, msg);                                                            \
-  if (request == NULL) {                                                                      \
-    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");      \
-    return;                                                                                   \
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
+  *value = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t b = *(*p)++;
+    *value |= (uint64_t)(b & 0x7F) << shift;
+    if (!(b & 0x80))
+      return true;
   }
+  return false;
+}
+
+/*
+ * Whether a string field (at any depth) holds a NUL byte. protobuf-c keeps
+ * strings NUL-terminated without their length, so a NUL would silently cut
+ * a stream name or a type short: such requests are refused instead.
+ * Malformed input returns false; unpacking then fails on it.
+ */
+static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+                               size_t len) {
+  const uint8_t *end = p + len;
+  uint64_t key, n;
+  while (p < end && read_varint(&p, end, &key)) {
+    switch (key & 7) {
+    case 0:
+      if (!read_varint(&p, end, &n))
+        return false;
+      break;
+    case 1:
+    case 5: {
+      size_t width = (key & 7) == 1 ? 8 : 4;
+      if ((size_t)(end - p) < width)
+        return false;
+      p += width;
+      break;
+    }
+    case 2: {
+      if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+        return false;
+      const ProtobufCFieldDescriptor *f =
+          protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+      if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n) != NULL)
+        return true;
+      if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && has_nul_in_strings(f->descriptor, p, n))
+        return true;
+      p += n;
+      break;
+    }
+    default:
+      return false;
+    }
+  }
+  return false;
+}
+
+/* Decodes the request, or fails the call with INVALID_ARGUMENT. */
+static ProtobufCMessage *unpack_request(struct tp_grpc_call *call,
+                                        const ProtobufCMessageDescriptor *desc,
+                                        const uint8_t *msg, size_t len) {
+  if (has_nul_in_strings(desc, msg, len)) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
+    return NULL;
+  }
+  ProtobufCMessage *request = protobuf_c_message_unpack(desc, NULL, len, msg);
+  if (request == NULL)
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
+  return request;
+}
+
+#define UNPACK_OR_FAIL(type, call, msg, len)                                                  \
+  (void *)unpack_request(call, &type##__descriptor, msg, len);                               \
+  if (request == NULL)                                                                        \
+    return;
 
 /* ---- reads ---- */
 
@@ -251,10 +317,10 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  s->request = api__append_to_stream_request__unpack(NULL, len, msg);
+  s->request = (Api__AppendToStreamRequest *)unpack_request(
+      call, &api__append_to_stream_request__descriptor, msg, len);
   if (s->request == NULL) {
     count_append(call, NULL, EVF_EINVAL);
-    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
     return;
   }
   s->call = call;
