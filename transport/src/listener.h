@@ -17,7 +17,7 @@
  */
 int tp_listener_check_free(unsigned port);
 
-/** Binds a TCP socket on 0.0.0.0:port with SO_REUSEPORT. Returns 0 or -errno. */
+/** Binds a TCP socket on [::]:port (or 0.0.0.0 without IPv6) with SO_REUSEPORT. Returns 0 or -errno. */
 int tp_listener_bind(unsigned port, int *fd_out);
 
 /**
