@@ -224,6 +224,9 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   tp_conn_flush(conn);
+  /* Streams the peer reset may have freed response budget: deferred requests go on. */
+  resume_deferred(conn);
+  tp_conn_flush(conn);
   if (!conn->closing && conn->write_in_flight && conn->pending.len >= TP_CONN_OUTPUT_HIGH) {
     uv_read_stop(stream); /* the peer reads slower than it asks: wait for it */
     conn->reading = false;
@@ -411,7 +414,10 @@ void tp_conn_adopt(struct tp_server *server, int fd, const struct tp_h2_protocol
     return;
   }
   start_reading(conn);
-  tp_conn_flush(conn);
+  if (server->stopping)
+    tp_conn_drain(conn); /* handed over during shutdown: it gets its GOAWAY too */
+  else
+    tp_conn_flush(conn);
 }
 
 void tp_conn_drain(struct tp_conn *conn) {

@@ -100,7 +100,8 @@ static void flush(struct tp_h1_conn *c) {
   if (c->closing || c->write_in_flight)
     return;
   if (c->out.len == 0) {
-    if (c->close_after_write)
+    /* Close only once nothing is left to answer: a pending append answers later. */
+    if (c->close_after_write && !c->answering)
       close_conn(c);
     return;
   }
@@ -293,8 +294,14 @@ static void process_input(struct tp_h1_conn *c) {
     else if (err != HPE_OK)
       parse_failed(c);
   }
-  if (c->input_used == c->input.len)
+  if (c->input_used == c->input.len) {
     c->input.len = c->input_used = 0;
+  } else if (c->input_used > 64 * 1024) {
+    /* Keep only what waits, or a client always one request ahead grows the buffer forever. */
+    memmove(c->input.data, c->input.data + c->input_used, c->input.len - c->input_used);
+    c->input.len -= c->input_used;
+    c->input_used = 0;
+  }
   if (c->waiting && !c->answering && !c->closing && !c->close_after_write) {
     c->waiting = false;
     http_parser_pause(&c->parser, 0);
