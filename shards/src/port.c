@@ -99,8 +99,6 @@ int store_append(struct store_port *port, struct store_append *req) {
   req->next = NULL;
   req->origin = port;
   req->status = 0;
-  req->needs_write = false;
-  req->new_stream = false;
   req->alone = false;
   req->detail = NULL;
   /* Counted before the closing check, so that close never misses it. */

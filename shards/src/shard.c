@@ -173,7 +173,6 @@ static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
   req->created_at = stream->record.created_at;
   req->added_at = ctx->now;
   req->first_version = length;
-  req->needs_write = true;
   stream->record.next_version = length + (uint32_t)req->request->n_events;
   return VERDICT_WRITE;
 }

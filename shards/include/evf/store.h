@@ -134,8 +134,6 @@ struct store_append {
   struct store_port *origin;
   unsigned owner;
   int status;
-  bool needs_write;
-  bool new_stream;
   bool alone;               /* retry in a batch of its own (its batch hit a full map) */
   uint64_t stream_id;
   int64_t created_at;
