@@ -214,20 +214,25 @@ static void reply_count(struct tp_grpc_call *call, int rc, int64_t count) {
     tp_grpc_reply(call);
 }
 
-static void event_count(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
-  Api__EventCountRequest *request = UNPACK_OR_FAIL(api__event_count_request, call, msg, len);
-  api__event_count_request__free_unpacked(request, NULL);
+/* EventCount and StreamCount: an empty request, a count from the store. */
+static void answer_count(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
+                         const uint8_t *msg, size_t len,
+                         int (*counter)(struct evf_store *, int64_t *)) {
+  ProtobufCMessage *request = unpack_request(call, desc, msg, len);
+  if (request == NULL)
+    return;
+  protobuf_c_message_free_unpacked(request, NULL);
   int64_t count = 0;
-  int rc = store_event_count(store_of(call), &count);
+  int rc = counter(store_of(call), &count);
   reply_count(call, rc, count);
 }
 
+static void event_count(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
+  answer_count(call, &api__event_count_request__descriptor, msg, len, store_event_count);
+}
+
 static void stream_count(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
-  Api__StreamCountRequest *request = UNPACK_OR_FAIL(api__stream_count_request, call, msg, len);
-  api__stream_count_request__free_unpacked(request, NULL);
-  int64_t count = 0;
-  int rc = store_stream_count(store_of(call), &count);
-  reply_count(call, rc, count);
+  answer_count(call, &api__stream_count_request__descriptor, msg, len, store_stream_count);
 }
 
 static int add_name(const char *name, size_t len, void *arg) { return add_to_page(arg, name, len); }
