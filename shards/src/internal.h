@@ -89,6 +89,8 @@ struct shard {
   uv_check_t batcher;
   bool stop_hook_called;
   bool closed;
+  bool watches_watermark;        /* call on_watermark when it moves */
+  uint64_t watermark_seen;       /* the last one on_watermark was called with */
 
   /* Loop-owned. */
   struct append_queue pending;

@@ -72,6 +72,7 @@ int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_po
   for (unsigned i = 0; i < shard_count; i++) {
     ck_ring_init(&seq->channels[i].to_seq, SEQ_RING_SIZE);
     ck_ring_init(&seq->channels[i].from_seq, SEQ_RING_SIZE);
+    atomic_init(&seq->channels[i].watches_watermark, false);
   }
   seq_state_init(&seq->state, shard_count, last_position, grants);
   atomic_init(&seq->watermark, last_position);
@@ -109,6 +110,15 @@ static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *
   }
 }
 
+/* Wakes the shards that watch the watermark (uv_async_send coalesces). */
+static void announce_watermark(struct sequencer *seq) {
+  for (unsigned i = 0; i < seq->state.shard_count; i++) {
+    struct seq_channel *ch = &seq->channels[i];
+    if (atomic_load(&ch->watches_watermark))
+      uv_async_send(ch->shard_wake);
+  }
+}
+
 static void wake_cb(uv_async_t *handle_) {
   struct sequencer *seq = handle_->data;
   struct seq_msg msg;
@@ -117,7 +127,11 @@ static void wake_cb(uv_async_t *handle_) {
     while (seq_ring_pop(&ch->to_seq, ch->to_seq_buf, &msg))
       handle(seq, i, &msg);
   }
-  atomic_store_explicit(&seq->watermark, seq_state_watermark(&seq->state), memory_order_release);
+  uint64_t watermark = seq_state_watermark(&seq->state);
+  if (watermark != atomic_load_explicit(&seq->watermark, memory_order_relaxed)) {
+    atomic_store(&seq->watermark, watermark); /* seq_cst: ordered before the flags' loads */
+    announce_watermark(seq);
+  }
   if (atomic_load(&seq->stopping))
     uv_close((uv_handle_t *)&seq->wake, NULL);
 }

@@ -16,7 +16,11 @@
  * A shard has at most one grant outstanding (it commits one batch at a
  * time), so a shard never has more than two messages in its ring and the
  * rings cannot fill. The watermark is stored with release semantics after
- * each drain and loaded with acquire semantics by readers.
+ * each drain and loaded with acquire semantics by readers. A shard that
+ * watches the watermark (for live subscriptions) is woken after it moves:
+ * the sequencer stores the watermark then reads the flag, the shard sets the
+ * flag then reads the watermark, both sequentially consistent, so one of the
+ * two always sees the other and no advance goes unnoticed.
  */
 
 #include <ck_ring.h>
@@ -68,6 +72,7 @@ struct seq_channel {
   struct seq_msg to_seq_buf[8];
   struct seq_msg from_seq_buf[8];
   uv_async_t *shard_wake;    /* set before the sequencer starts */
+  atomic_bool watches_watermark; /* wake the shard whenever the watermark moves */
 };
 
 struct sequencer {
@@ -93,6 +98,11 @@ void sequencer_deinit(struct sequencer *seq);
 
 /** Sends a message from a shard's thread and wakes the sequencer. */
 void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg);
+
+/** Whether the sequencer wakes the shard after each watermark move. Shard's thread. */
+static inline void sequencer_watch_watermark(struct sequencer *seq, unsigned shard, bool on) {
+  atomic_store(&seq->channels[shard].watches_watermark, on);
+}
 
 /** Takes the next message for a shard, on the shard's thread. Returns false when none. */
 bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg);

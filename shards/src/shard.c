@@ -201,6 +201,15 @@ static bool batch_full(const struct shard *shard, size_t bytes) {
          (next->alone && shard->batch.writes.head != NULL);
 }
 
+/* Whether an append of the same stream was deferred (the queue is nearly always empty). */
+static bool stream_deferred(const struct append_queue *deferred, const struct store_append *req) {
+  for (const struct store_append *d = deferred->head; d != NULL; d = d->next) {
+    if (strcmp(d->request->stream, req->request->stream) == 0)
+      return true;
+  }
+  return false;
+}
+
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -228,6 +237,8 @@ static void prepare_batch(struct shard *shard) {
     enum verdict v = VERDICT_DONE;
     if (rc != 0)
       req->status = rc;
+    else if (stream_deferred(&deferred, req))
+      v = VERDICT_DEFER; /* behind a deferred append of its stream: keep their order */
     else
       v = decide(&ctx, req);
     if (v == VERDICT_WRITE) {
@@ -354,11 +365,24 @@ static void maybe_stop(struct shard *shard) {
   }
 }
 
+/* Tells the watermark's watcher on this thread that it moved. */
+static void notice_watermark(struct shard *shard) {
+  struct evf_store *store = shard->store;
+  if (!shard->watches_watermark || store->options.on_watermark == NULL)
+    return;
+  uint64_t watermark = store_watermark(store);
+  if (watermark == shard->watermark_seen)
+    return;
+  shard->watermark_seen = watermark;
+  store->options.on_watermark(store, shard->index, watermark, store->options.hook_arg);
+}
+
 static void wake_cb(uv_async_t *handle) {
   struct shard *shard = handle->data;
   receive_requests(shard);
   port__drain_replies(&shard->store->ports[shard->index]);
   receive_grants(shard);
+  notice_watermark(shard);
   maybe_stop(shard);
 }
 

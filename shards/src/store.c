@@ -324,3 +324,16 @@ void store_close(struct evf_store *s) {
 unsigned store_shard_count(const struct evf_store *s) { return s->shard_count; }
 
 uint64_t store_watermark(const struct evf_store *s) { return sequencer_watermark(&s->sequencer); }
+
+void store_set_watermark_hook(struct evf_store *s,
+                              void (*on_watermark)(struct evf_store *, unsigned, uint64_t, void *)) {
+  s->options.on_watermark = on_watermark;
+}
+
+void store_watch_watermark(struct evf_store *s, unsigned shard, bool on) {
+  struct shard *sh = &s->shards[shard];
+  sequencer_watch_watermark(&s->sequencer, shard, on);
+  sh->watches_watermark = on;
+  /* seq_cst after the flag: a move published before it is seen here. */
+  sh->watermark_seen = atomic_load(&s->sequencer.watermark);
+}

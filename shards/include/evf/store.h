@@ -48,6 +48,11 @@ struct store_options {
    */
   void (*on_shard_start)(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *arg);
   void (*on_shard_stop)(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *arg);
+  /*
+   * Called on a shard thread that watches the watermark (store_watch_watermark)
+   * after the watermark moved; several moves may make one call.
+   */
+  void (*on_watermark)(struct evf_store *store, unsigned shard, uint64_t watermark, void *arg);
   void *hook_arg;
 };
 
@@ -87,6 +92,16 @@ int store_start(struct evf_store *store);
  * Main thread only; blocks until done.
  */
 void store_close(struct evf_store *store);
+
+/** Sets the on_watermark hook (as in store_options). Main thread, before store_start. */
+void store_set_watermark_hook(struct evf_store *store,
+                              void (*on_watermark)(struct evf_store *, unsigned, uint64_t, void *));
+
+/**
+ * Starts (on) or stops calls of on_watermark on this shard's thread. Call it
+ * on that thread; a watcher sees every watermark from the next call on.
+ */
+void store_watch_watermark(struct evf_store *store, unsigned shard, bool on);
 
 /** The number of shards (fixed for the data folder). Any thread, after open. */
 unsigned store_shard_count(const struct evf_store *store);
