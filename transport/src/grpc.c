@@ -5,6 +5,7 @@
 #include "evf/log.h"
 #include "server.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,24 @@ struct tp_grpc_call {
   void (*free_state)(void *);
   uint64_t started_ns;           /* when its headers began: for the metrics */
   unsigned metrics_method;       /* tp_metrics_grpc_method() of its path */
+
+  /* A streaming response: messages queued in out, sent from out_sent on. */
+  bool streaming;                /* its headers are submitted */
+  bool data_deferred;            /* nghttp2 waits for tp_grpc_flush() to resume */
+  bool finishing;                /* send the trailers once out is sent */
+  struct tp_buf out;
+  size_t out_sent;
+  char final_status[8];
+  char final_message[512];       /* percent-encoded */
+  void (*on_drain)(struct tp_grpc_call *);
+  size_t low_water;
+
+  /* Client streaming: request messages handed over up to body_used. */
+  size_t body_used;
+  bool paused;
+  bool request_ended;
+  bool request_end_handled;
+  bool handing_over;
 };
 
 /* ---- lifetime ---- */
@@ -42,6 +61,7 @@ static void free_call(struct tp_grpc_call *call) {
   free(call->state);
   tp_buf_free(&call->body);
   tp_buf_free(&call->response);
+  tp_buf_free(&call->out);
   free(call);
 }
 
@@ -179,6 +199,116 @@ static void send_status(struct tp_grpc_call *call, enum evf_grpc_status status,
   tp_conn_flush(conn);
 }
 
+/* ---- streaming responses ---- */
+
+static size_t unsent(const struct tp_grpc_call *call) { return call->out.len - call->out_sent; }
+
+size_t tp_grpc_unsent(const struct tp_grpc_call *call) { return unsent(call); }
+
+void tp_grpc_on_drain(struct tp_grpc_call *call, void (*on_drain)(struct tp_grpc_call *),
+                      size_t low_water) {
+  call->on_drain = on_drain;
+  call->low_water = low_water;
+}
+
+static void submit_trailers(nghttp2_session *session, struct tp_grpc_call *call) {
+  nghttp2_nv trailers[] = {NV("grpc-status", call->final_status),
+                           NV("grpc-message", call->final_message)};
+  nghttp2_submit_trailer(session, call->h2.id, trailers, call->final_message[0] ? 2 : 1);
+}
+
+/* Takes queued bytes; once they are all sent and the call is finishing, the trailers. */
+static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                              size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                              void *user) {
+  struct tp_grpc_call *call = source->ptr;
+  (void)stream_id;
+  (void)user;
+  size_t n = unsent(call) < length ? unsent(call) : length;
+  memcpy(buf, call->out.data + call->out_sent, n);
+  call->out_sent += n;
+  if (call->out_sent == call->out.len)
+    call->out.len = call->out_sent = 0;
+  if (unsent(call) == 0 && call->finishing) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    submit_trailers(session, call);
+  } else if (n == 0) {
+    call->data_deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (n > 0 && call->on_drain != NULL && unsent(call) <= call->low_water)
+    call->on_drain(call);
+  return (ssize_t)n;
+}
+
+static void start_stream(struct tp_grpc_call *call) {
+  call->streaming = true;
+  nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                          NV("grpc-accept-encoding", "identity")};
+  nghttp2_data_provider body = {.source.ptr = call, .read_callback = stream_read_cb};
+  nghttp2_submit_response(tp_conn_session(call->h2.conn), call->h2.id, headers, 3, &body);
+}
+
+/* Moves queued bytes to the front when more than half the buffer is sent. */
+static void compact_out(struct tp_grpc_call *call) {
+  if (call->out_sent > call->out.cap / 2) {
+    memmove(call->out.data, call->out.data + call->out_sent, unsent(call));
+    call->out.len = unsent(call);
+    call->out_sent = 0;
+  }
+}
+
+int tp_grpc_send(struct tp_grpc_call *call, const void *head, size_t head_len, const void *body,
+                 size_t body_len) {
+  if (!tp_grpc_open(call))
+    return 0;
+  if (!call->streaming)
+    start_stream(call);
+  compact_out(call);
+  size_t len = head_len + body_len;
+  uint8_t prefix[TP_GRPC_PREFIX] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16),
+                                    (uint8_t)(len >> 8), (uint8_t)len};
+  if (tp_buf_append(&call->out, prefix, sizeof(prefix)) != 0 ||
+      tp_buf_append(&call->out, head, head_len) != 0 ||
+      tp_buf_append(&call->out, body, body_len) != 0) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+void tp_grpc_flush(struct tp_grpc_call *call) {
+  if (call->h2.conn == NULL || !call->streaming)
+    return;
+  if (call->data_deferred) {
+    call->data_deferred = false;
+    nghttp2_session_resume_data(tp_conn_session(call->h2.conn), call->h2.id);
+  }
+  tp_conn_flush(call->h2.conn);
+}
+
+/* Ends a started stream with a status in the trailers, after what is queued or dropping it. */
+static void end_stream(struct tp_grpc_call *call, enum evf_grpc_status status, const char *message,
+                       bool drop_queued) {
+  call->answered = true;
+  count_call(call, status);
+  stop_deadline(call);
+  call->finishing = true;
+  snprintf(call->final_status, sizeof(call->final_status), "%d", (int)status);
+  percent_encode(message, call->final_message, sizeof(call->final_message));
+  if (drop_queued)
+    call->out.len = call->out_sent = 0;
+  tp_grpc_flush(call);
+}
+
+void tp_grpc_finish(struct tp_grpc_call *call) {
+  if (!tp_grpc_open(call))
+    return;
+  if (!call->streaming)
+    start_stream(call);
+  end_stream(call, EVF_GRPC_OK, "", false);
+}
+
 void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const char *fmt, ...) {
   if (!tp_grpc_open(call))
     return;
@@ -189,7 +319,10 @@ void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const 
   va_end(args);
   if (status == EVF_GRPC_INTERNAL)
     evf_error("%s: internal error: %s", call->path, message);
-  send_status(call, status, message);
+  if (call->streaming)
+    end_stream(call, status, message, true);
+  else
+    send_status(call, status, message);
 }
 
 /* Not a gRPC request at all: a plain HTTP status (which clients see as UNKNOWN). */
@@ -298,8 +431,11 @@ static void call_headers_end(struct tp_h2_stream *stream) {
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
   } else if (call->timeout_ms == 0) {
     tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
-  } else if (call->timeout_ms > 0) {
-    start_deadline(call);
+  } else {
+    if (call->timeout_ms > 0)
+      start_deadline(call);
+    /* A client-streaming call's window is given back as its messages are handed over. */
+    stream->manual_window = call->method->on_message != NULL;
   }
 }
 
@@ -309,25 +445,84 @@ static uint32_t declared_length(const struct tp_buf *body) {
 }
 
 /* Checks the message prefix as soon as it is in; returns false after failing the call. */
-static bool check_prefix(struct tp_grpc_call *call) {
+static bool check_prefix(struct tp_grpc_call *call, const struct tp_buf *message) {
   uint64_t max = call->server->config->max_message_size;
-  if (call->body.data[0] == 1) {
+  if (message->data[0] == 1) {
     tp_grpc_fail(call, EVF_GRPC_UNIMPLEMENTED,
                  "compressed messages are not supported; send them uncompressed");
     return false;
   }
-  if (call->body.data[0] != 0) {
-    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "bad message prefix flag %u",
-                 call->body.data[0]);
+  if (message->data[0] != 0) {
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "bad message prefix flag %u", message->data[0]);
     return false;
   }
-  if (declared_length(&call->body) > max) {
+  if (declared_length(message) > max) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED,
                  "request message of %u bytes exceeds MAX_MESSAGE_SIZE (%llu bytes)",
-                 declared_length(&call->body), (unsigned long long)max);
+                 declared_length(message), (unsigned long long)max);
     return false;
   }
   return true;
+}
+
+/* ---- client streaming ---- */
+
+/* Hands over the complete messages received, unless paused; then the half-close. */
+static void hand_over_messages(struct tp_grpc_call *call) {
+  if (call->handing_over)
+    return; /* a handler resumed the call: the loop below goes on */
+  call->handing_over = true;
+  while (!call->paused && tp_grpc_open(call) && call->body.len - call->body_used >= TP_GRPC_PREFIX) {
+    struct tp_buf view = {.data = call->body.data + call->body_used,
+                          .len = call->body.len - call->body_used};
+    if (!check_prefix(call, &view))
+      break;
+    size_t len = declared_length(&view);
+    if (view.len < TP_GRPC_PREFIX + len)
+      break;
+    call->body_used += TP_GRPC_PREFIX + len;
+    tp_conn_consume(&call->h2, TP_GRPC_PREFIX + len);
+    call->method->on_message(call, view.data + TP_GRPC_PREFIX, len);
+  }
+  if (call->body_used == call->body.len) {
+    call->body.len = call->body_used = 0;
+  } else if (call->body_used > call->body.cap / 2) {
+    memmove(call->body.data, call->body.data + call->body_used, call->body.len - call->body_used);
+    call->body.len -= call->body_used;
+    call->body_used = 0;
+  }
+  call->handing_over = false;
+  if (call->request_ended && !call->paused && tp_grpc_open(call) && !call->request_end_handled) {
+    if (call->body.len > 0) {
+      tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "the request ends inside a message");
+    } else {
+      call->request_end_handled = true;
+      call->method->on_request_end(call);
+    }
+  }
+}
+
+static void client_stream_data(struct tp_grpc_call *call, const uint8_t *data, size_t len) {
+  if (call->answered) {
+    tp_conn_consume(&call->h2, len); /* dropped, as for unary calls */
+    return;
+  }
+  if (tp_buf_append(&call->body, data, len) != 0) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  hand_over_messages(call);
+}
+
+void tp_grpc_pause(struct tp_grpc_call *call) { call->paused = true; }
+
+void tp_grpc_resume(struct tp_grpc_call *call) {
+  if (!call->paused)
+    return;
+  call->paused = false;
+  hand_over_messages(call);
+  if (call->h2.conn != NULL)
+    tp_conn_flush(call->h2.conn); /* window updates, responses */
 }
 
 /*
@@ -337,6 +532,10 @@ static bool check_prefix(struct tp_grpc_call *call) {
  */
 static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t len) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (stream->manual_window) {
+    client_stream_data(call, data, len);
+    return;
+  }
   if (call->answered)
     return;
   bool had_prefix = call->body.len >= TP_GRPC_PREFIX;
@@ -352,7 +551,7 @@ static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t l
     return;
   }
   if (!had_prefix && call->body.len >= TP_GRPC_PREFIX)
-    check_prefix(call);
+    check_prefix(call, &call->body);
 }
 
 /* A unary call carries exactly one message: check it, then run the method. */
@@ -393,6 +592,11 @@ static void call_request_end(struct tp_h2_stream *stream) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
   if (call->answered)
     return;
+  if (stream->manual_window) {
+    call->request_ended = true;
+    hand_over_messages(call);
+    return;
+  }
   if (tp_conn_congested(call->h2.conn))
     tp_conn_defer(call->h2.conn, stream);
   else

@@ -2,12 +2,21 @@
 #define TRANSPORT_GRPC_H
 
 /*
- * gRPC over HTTP/2 (the protocol spec's "PROTOCOL-HTTP2"), unary calls:
- * request headers are checked, the body is collected as one 5-byte
- * length-prefixed message (bounded by MAX_MESSAGE_SIZE), and the method's
- * handler answers with tp_grpc_reply() or tp_grpc_fail(), at once or later
- * (after tp_grpc_hold()). grpc-timeout is enforced with a timer from the
- * moment the headers arrive.
+ * gRPC over HTTP/2 (the protocol spec's "PROTOCOL-HTTP2"). Request headers
+ * are checked and grpc-timeout is enforced with a timer from the moment the
+ * headers arrive. Messages are 5-byte length-prefixed, each bounded by
+ * MAX_MESSAGE_SIZE.
+ *
+ * Unary and server-streaming methods get their one request message through
+ * handler once the client half-closed. A unary method answers with
+ * tp_grpc_reply() or tp_grpc_fail(), at once or later (after
+ * tp_grpc_hold()). A streaming response sends messages with
+ * tp_grpc_send() and ends with tp_grpc_finish() or tp_grpc_fail().
+ *
+ * Client-streaming methods (on_message set) get each request message as it
+ * completes. The request body's HTTP/2 window is given back only as
+ * messages are handed over, so tp_grpc_pause() is backpressure on the
+ * client: while paused, at most a window of messages waits here.
  */
 
 #include "buf.h"
@@ -25,7 +34,10 @@ typedef void (*tp_grpc_handler)(struct tp_grpc_call *call, const uint8_t *messag
 
 struct tp_grpc_method {
   const char *path;        /* "/api.EventStore/AppendToStream" */
-  tp_grpc_handler handler;
+  tp_grpc_handler handler; /* unary and server-streaming: the request */
+  /* Client-streaming: each request message, then the client's half-close. */
+  tp_grpc_handler on_message;
+  void (*on_request_end)(struct tp_grpc_call *call);
 };
 
 extern const struct tp_h2_protocol tp_grpc_protocol;
@@ -55,7 +67,37 @@ void tp_grpc_release(struct tp_grpc_call *call);
 /** Whether the call can still be answered (not answered, not cancelled, connection alive). */
 bool tp_grpc_open(const struct tp_grpc_call *call);
 
-/** Per-call storage for a handler's asynchronous state, freed with the call. */
+/* ---- streaming ---- */
+
+/**
+ * Queues one response message: head then body, either may be empty (the
+ * response headers go first). Nothing is written until tp_grpc_flush().
+ * Returns 0, or -ENOMEM after failing the call.
+ */
+int tp_grpc_send(struct tp_grpc_call *call, const void *head, size_t head_len, const void *body,
+                 size_t body_len);
+
+/** Writes what was queued, as the peer's flow control allows. */
+void tp_grpc_flush(struct tp_grpc_call *call);
+
+/** Response bytes queued and not yet taken by HTTP/2 (its flow control holds them). */
+size_t tp_grpc_unsent(const struct tp_grpc_call *call);
+
+/**
+ * Calls on_drain whenever HTTP/2 takes queued bytes and at most low_water
+ * remain. It runs inside nghttp2: it may only schedule work, not send.
+ */
+void tp_grpc_on_drain(struct tp_grpc_call *call, void (*on_drain)(struct tp_grpc_call *),
+                      size_t low_water);
+
+/** Ends a streaming call with status OK once the queued messages are sent. */
+void tp_grpc_finish(struct tp_grpc_call *call);
+
+/** Client streaming: stop or go on handing over request messages. */
+void tp_grpc_pause(struct tp_grpc_call *call);
+void tp_grpc_resume(struct tp_grpc_call *call);
+
+/** The per-call storage for a handler's asynchronous state, freed with the call. */
 void *tp_grpc_state(struct tp_grpc_call *call, size_t size, void (*free_state)(void *));
 
 /* rpc.c: the method table. */

@@ -110,10 +110,21 @@ static void resume_deferred(struct tp_conn *conn) {
   }
 }
 
+void tp_conn_consume(struct tp_h2_stream *s, size_t len) {
+  if (s->conn == NULL || len == 0)
+    return;
+  s->unconsumed -= len;
+  nghttp2_session_consume(s->conn->session, s->id, len);
+}
+
 /* Detaches a stream from its connection and hands it to the protocol to free. */
 static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
   if (s->deferred)
     forget_deferred(conn, s);
+  /* What the stream never gave back still counts against the connection window. */
+  if (s->unconsumed > 0 && !conn->closing)
+    nghttp2_session_consume_connection(conn->session, s->unconsumed);
+  s->unconsumed = 0;
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -294,8 +305,14 @@ static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream
   struct tp_conn *conn = user;
   (void)flags;
   struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (stream != NULL)
-    conn->protocol->data(stream, data, len);
+  if (stream == NULL) {
+    nghttp2_session_consume_connection(session, len);
+    return 0;
+  }
+  stream->unconsumed += len;
+  conn->protocol->data(stream, data, len);
+  if (!stream->manual_window)
+    tp_conn_consume(stream, stream->unconsumed);
   return 0;
 }
 
@@ -335,9 +352,16 @@ static nghttp2_session_callbacks *make_callbacks(void) {
 
 static int start_session(struct tp_conn *conn) {
   nghttp2_session_callbacks *cbs = make_callbacks();
-  if (cbs == NULL)
+  nghttp2_option *option = NULL;
+  if (cbs == NULL || nghttp2_option_new(&option) != 0) {
+    if (cbs)
+      nghttp2_session_callbacks_del(cbs);
     return -1;
-  int rc = nghttp2_session_server_new(&conn->session, cbs, conn);
+  }
+  /* Window updates follow what protocols consumed (tp_conn_consume), for backpressure. */
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  int rc = nghttp2_session_server_new2(&conn->session, cbs, conn, option);
+  nghttp2_option_del(option);
   nghttp2_session_callbacks_del(cbs);
   if (rc != 0)
     return rc;
