@@ -75,6 +75,29 @@ static const struct setting settings[] = {
     {.env = "PROM_PORT", .flag = "prom-port", .metavar = "PORT", .def = "26543",
      .help = "TCP port of the Prometheus metrics endpoint.",
      .kind = KIND_UINT, .offset = FIELD(prom_port), .min = 1, .max = 65535},
+    {.env = "SUBSCRIPTION_BUFFER", .flag = "subscription-buffer", .metavar = "SIZE", .def = "1M",
+     .help = "Most bytes one subscription holds for a consumer that reads slower than\n"
+             "events commit; past it the subscription reads from storage later instead.",
+     .kind = KIND_SIZE, .offset = FIELD(subscription_buffer), .min = 64 << 10},
+    {.env = "SUBSCRIPTION_CHECKPOINT_EVENTS", .flag = "subscription-checkpoint-events",
+     .metavar = "N", .def = "1000",
+     .help = "A subscription sends a checkpoint after at most this many events scanned\n"
+             "without one (a request may ask for fewer).",
+     .kind = KIND_UINT, .offset = FIELD(checkpoint_events), .min = 1, .max = 1000000000},
+    {.env = "SUBSCRIPTION_CHECKPOINT_MS", .flag = "subscription-checkpoint-ms", .metavar = "MS",
+     .def = "1000",
+     .help = "A subscription whose position moved sends a checkpoint at least this\n"
+             "often; subscription lag is measured as often.",
+     .kind = KIND_UINT, .offset = FIELD(checkpoint_ms), .min = 10, .max = 3600000},
+    {.env = "SSE_HEARTBEAT_MS", .flag = "sse-heartbeat-ms", .metavar = "MS", .def = "15000",
+     .help = "Interval of the comment lines that keep idle Server-Sent Events streams\n"
+             "open through proxies.",
+     .kind = KIND_UINT, .offset = FIELD(heartbeat_ms), .min = 10, .max = 3600000},
+    {.env = "BATCH_APPEND_IN_FLIGHT", .flag = "batch-append-in-flight", .metavar = "N",
+     .def = "1024",
+     .help = "Appends of one BatchAppend call in flight; past it the server stops\n"
+             "reading the call (HTTP/2 flow control) until some complete.",
+     .kind = KIND_UINT, .offset = FIELD(batch_append_in_flight), .min = 1, .max = 65536},
     {.env = "LOG_LEVEL", .flag = "log-level", .metavar = "LEVEL", .def = "info",
      .help = "Lowest level of the log lines written to stderr, one JSON object a line.",
      .kind = KIND_LEVEL, .offset = FIELD(log_level)},

@@ -48,6 +48,22 @@ int tp_buf_append_varint(struct tp_buf *b, uint64_t value) {
   return tp_buf_append(b, bytes, n);
 }
 
+int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
+  if (value == 0)
+    return 0;
+  int rc = tp_buf_append(b, &tag, 1);
+  return rc ? rc : tp_buf_append_varint(b, value);
+}
+
+int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
+  int rc = tp_buf_append(b, &tag, 1);
+  if (rc == 0)
+    rc = tp_buf_append_varint(b, len);
+  return rc ? rc : tp_buf_append(b, data, len);
+}
+
+size_t tp_pb_field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
+
 void tp_buf_free(struct tp_buf *b) {
   free(b->data);
   *b = (struct tp_buf){0};

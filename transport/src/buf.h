@@ -24,6 +24,20 @@ int tp_buf_append_varint(struct tp_buf *b, uint64_t value);
 /** The size of a protobuf varint. */
 size_t tp_varint_size(uint64_t value);
 
+/* Protobuf wire tags: field number << 3 | wire type. */
+#define TP_PB_TAG(field, type) ((uint8_t)((field) << 3 | (type)))
+#define TP_PB_VARINT 0
+#define TP_PB_BYTES 2
+
+/** Appends a varint field unless value is 0 (proto3 leaves defaults out). Returns 0 or -ENOMEM. */
+int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value);
+
+/** Appends a length-delimited field. Returns 0 or -ENOMEM. */
+int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len);
+
+/** The size of a length-delimited field (one-byte tag) of len bytes. */
+size_t tp_pb_field_size(size_t len);
+
 void tp_buf_free(struct tp_buf *b);
 
 #endif

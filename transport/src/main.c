@@ -130,6 +130,7 @@ int main(int argc, char **argv) {
     return 2;
   /* The hooks need the servers, which need the shard count the store decided. */
   store_set_hooks(store, tp_server_start, tp_server_stop, servers);
+  store_set_watermark_hook(store, tp_hub_watermark);
   rc = store_start(store);
   if (rc != 0) {
     evf_error("cannot start the shard threads: %s", uv_strerror(rc));

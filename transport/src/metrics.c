@@ -26,12 +26,13 @@ static const char *const grpc_methods[TP_METRICS_GRPC_METHODS] = {
     "/api.EventStore/GetGlobalStream", "/api.EventStore/GetEvent",
     "/api.EventStore/EventCount",     "/api.EventStore/StreamCount",
     "/api.EventStore/ListStreams",    "/api.EventStore/Version",
-    "/grpc.health.v1.Health/Check",   "/unknown"};
+    "/grpc.health.v1.Health/Check",   "/api.EventStore/SubscribeToAll",
+    "/api.EventStore/SubscribeToStream", "/api.EventStore/BatchAppend", "/unknown"};
 
 static const char *const routes[TP_METRICS_ROUTES] = {
     "version",     "uptime",      "list_streams", "stream_count", "event_count",
     "read_global", "read_stream", "append",       "get_event",    "healthz",
-    "readyz",      "metrics",     "unknown"};
+    "readyz",      "metrics",     "subscribe_all", "subscribe_stream", "unknown"};
 
 static const char *const append_results[TP_METRICS_APPEND_RESULTS] = {
     "ok", "wrong_version", "already_exists", "invalid", "too_large", "storage_full", "error"};
@@ -44,7 +45,15 @@ static const uint64_t duration_bounds[TP_METRICS_DURATION_BOUNDS] = {
     50000 * NS_PER_US,   100000 * NS_PER_US,  250000 * NS_PER_US,  500000 * NS_PER_US,
     1000000 * NS_PER_US, 2500000 * NS_PER_US, 5000000 * NS_PER_US, 10000000 * NS_PER_US};
 
+static const uint64_t lag_event_bounds[TP_METRICS_LAG_BOUNDS] = {
+    0, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+
+static const uint64_t lag_second_bounds[TP_METRICS_LAG_BOUNDS] = {
+    NS_PER_S / 1000, NS_PER_S / 100, NS_PER_S / 10, NS_PER_S,
+    10 * NS_PER_S,   60 * NS_PER_S,  600 * NS_PER_S, 3600 * NS_PER_S};
+
 _Static_assert(TP_METRICS_DURATION_BOUNDS <= STORE_HISTOGRAM_MAX_BOUNDS, "too many bounds");
+_Static_assert(TP_METRICS_LAG_BOUNDS <= TP_METRICS_DURATION_BOUNDS, "lag buckets do not fit");
 _Static_assert(TP_METRICS_GRPC_CODES == EVF_GRPC_UNAUTHENTICATED + 1, "a gRPC status is missing");
 
 /* ---- counting: the owner's thread ---- */
@@ -80,8 +89,13 @@ void tp_metrics_init(struct tp_metrics *m) {
     atomic_init(&m->appends[i], 0);
   atomic_init(&m->events_appended, 0);
   atomic_init(&m->bytes_appended, 0);
-  for (size_t t = 0; t < TP_METRICS_TRANSPORTS; t++)
+  for (size_t t = 0; t < TP_METRICS_TRANSPORTS; t++) {
     atomic_init(&m->connections[t], 0);
+    atomic_init(&m->subscriptions[t], 0);
+  }
+  atomic_init(&m->events_delivered, 0);
+  init_histogram(&m->lag_events);
+  init_histogram(&m->lag_seconds);
 }
 
 unsigned tp_metrics_grpc_method(const char *path, size_t len) {
@@ -92,12 +106,17 @@ unsigned tp_metrics_grpc_method(const char *path, size_t len) {
   return TP_METRICS_GRPC_UNKNOWN;
 }
 
-static void observe(struct tp_metrics_histogram *h, uint64_t ns) {
+static void observe_in(struct tp_metrics_histogram *h, const uint64_t *bounds, unsigned n,
+                       uint64_t value) {
   unsigned i = 0;
-  while (i < TP_METRICS_DURATION_BOUNDS && ns > duration_bounds[i])
+  while (i < n && value > bounds[i])
     i++;
   add(&h->buckets[i], 1);
-  add(&h->sum_ns, ns);
+  add(&h->sum_ns, value);
+}
+
+static void observe(struct tp_metrics_histogram *h, uint64_t ns) {
+  observe_in(h, duration_bounds, TP_METRICS_DURATION_BOUNDS, ns);
 }
 
 void tp_metrics_grpc_request(struct tp_metrics *m, unsigned method, enum evf_grpc_status status,
@@ -141,10 +160,27 @@ void tp_metrics_append(struct tp_metrics *m, int status, uint64_t events, uint64
   }
 }
 
-void tp_metrics_connections(struct tp_metrics *m, enum tp_metrics_transport transport, int delta) {
-  atomic_int_least64_t *x = &m->connections[transport];
+static void add_signed(atomic_int_least64_t *x, int delta) {
   atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) + delta,
                         memory_order_relaxed);
+}
+
+void tp_metrics_connections(struct tp_metrics *m, enum tp_metrics_transport transport, int delta) {
+  add_signed(&m->connections[transport], delta);
+}
+
+void tp_metrics_subscriptions(struct tp_metrics *m, enum tp_metrics_transport transport,
+                              int delta) {
+  add_signed(&m->subscriptions[transport], delta);
+}
+
+void tp_metrics_delivered(struct tp_metrics *m, uint64_t events) {
+  add(&m->events_delivered, events);
+}
+
+void tp_metrics_subscription_lag(struct tp_metrics *m, uint64_t events, uint64_t age_ns) {
+  observe_in(&m->lag_events, lag_event_bounds, TP_METRICS_LAG_BOUNDS, events);
+  observe_in(&m->lag_seconds, lag_second_bounds, TP_METRICS_LAG_BOUNDS, age_ns);
 }
 
 /* ---- the text ---- */
@@ -337,6 +373,10 @@ struct totals {
   uint64_t events_appended;
   uint64_t bytes_appended;
   int64_t connections[TP_METRICS_TRANSPORTS];
+  int64_t subscriptions[TP_METRICS_TRANSPORTS];
+  uint64_t events_delivered;
+  struct histogram_total lag_events;
+  struct histogram_total lag_seconds;
 };
 
 static void add_histogram(struct histogram_total *t, const struct tp_metrics_histogram *h) {
@@ -360,21 +400,31 @@ static void add_shard(struct totals *t, const struct tp_metrics *m) {
     t->appends[i] += load(&m->appends[i]);
   t->events_appended += load(&m->events_appended);
   t->bytes_appended += load(&m->bytes_appended);
-  for (unsigned i = 0; i < TP_METRICS_TRANSPORTS; i++)
+  for (unsigned i = 0; i < TP_METRICS_TRANSPORTS; i++) {
     t->connections[i] += atomic_load_explicit(&m->connections[i], memory_order_relaxed);
+    t->subscriptions[i] += atomic_load_explicit(&m->subscriptions[i], memory_order_relaxed);
+  }
+  t->events_delivered += load(&m->events_delivered);
+  add_histogram(&t->lag_events, &m->lag_events);
+  add_histogram(&t->lag_seconds, &m->lag_seconds);
 }
 
 /* Per-bucket counts made cumulative: the +Inf bucket is the count. */
-static void cumulate(const struct histogram_total *t, struct store_histogram *out) {
+static void cumulate_in(const struct histogram_total *t, const uint64_t *bounds, unsigned n,
+                        struct store_histogram *out) {
   uint64_t total = 0;
-  out->bounds = duration_bounds;
-  out->n_bounds = TP_METRICS_DURATION_BOUNDS;
-  for (unsigned i = 0; i < TP_METRICS_DURATION_BOUNDS; i++) {
+  out->bounds = bounds;
+  out->n_bounds = n;
+  for (unsigned i = 0; i < n; i++) {
     total += t->buckets[i];
     out->cumulative[i] = total;
   }
-  out->count = total + t->buckets[TP_METRICS_DURATION_BOUNDS];
+  out->count = total + t->buckets[n];
   out->sum = t->sum_ns;
+}
+
+static void cumulate(const struct histogram_total *t, struct store_histogram *out) {
+  cumulate_in(t, duration_bounds, TP_METRICS_DURATION_BOUNDS, out);
 }
 
 static struct labels request_labels(enum tp_metrics_transport t, const char *method) {
@@ -449,6 +499,30 @@ static void connection_metrics(struct out *o, const struct totals *t) {
     sample_u64(o, "eventflowdb_connections", &l,
                t->connections[i] > 0 ? (uint64_t)t->connections[i] : 0);
   }
+}
+
+static void subscription_metrics(struct out *o, const struct totals *t) {
+  family(o, "eventflowdb_subscriptions", "gauge", "Active subscriptions, by transport.");
+  for (unsigned i = 0; i < TP_METRICS_TRANSPORTS; i++) {
+    struct labels l = labels1("transport", transports[i]);
+    sample_u64(o, "eventflowdb_subscriptions", &l,
+               t->subscriptions[i] > 0 ? (uint64_t)t->subscriptions[i] : 0);
+  }
+  family(o, "eventflowdb_subscription_events_delivered_total", "counter",
+         "Events sent to subscribers.");
+  sample_u64(o, "eventflowdb_subscription_events_delivered_total", NULL, t->events_delivered);
+  struct store_histogram h;
+  struct labels none = {0};
+  family(o, "eventflowdb_subscription_lag_events", "histogram",
+         "Events between a subscription's position and the watermark, observed per "
+         "subscription every SUBSCRIPTION_CHECKPOINT_MS.");
+  cumulate_in(&t->lag_events, lag_event_bounds, TP_METRICS_LAG_BOUNDS, &h);
+  histogram(o, "eventflowdb_subscription_lag_events", &none, &h, false);
+  family(o, "eventflowdb_subscription_lag_seconds", "histogram",
+         "Age of a subscription's oldest undelivered event (0 when caught up), observed "
+         "with the lag in events.");
+  cumulate_in(&t->lag_seconds, lag_second_bounds, TP_METRICS_LAG_BOUNDS, &h);
+  histogram(o, "eventflowdb_subscription_lag_seconds", &none, &h, true);
 }
 
 /* ---- the engine ---- */
@@ -528,6 +602,7 @@ int tp_metrics_render(struct tp_buf *out, struct evf_store *store,
   append_metrics(&o, totals);
   store_metrics(&o, store);
   connection_metrics(&o, totals);
+  subscription_metrics(&o, totals);
   free(totals);
   return o.error;
 }

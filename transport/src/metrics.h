@@ -43,7 +43,7 @@
 enum tp_metrics_transport { TP_METRICS_GRPC, TP_METRICS_HTTP, TP_METRICS_TRANSPORTS };
 
 /* The gRPC methods (label: "api.EventStore/AppendToStream", ...), then "unknown". */
-#define TP_METRICS_GRPC_METHODS 10
+#define TP_METRICS_GRPC_METHODS 13
 #define TP_METRICS_GRPC_UNKNOWN (TP_METRICS_GRPC_METHODS - 1)
 #define TP_METRICS_GRPC_CODES 17 /* OK .. UNAUTHENTICATED */
 
@@ -61,6 +61,8 @@ enum tp_metrics_route {
   TP_METRICS_ROUTE_HEALTHZ,      /* "healthz" */
   TP_METRICS_ROUTE_READYZ,       /* "readyz" */
   TP_METRICS_ROUTE_METRICS,      /* "metrics" */
+  TP_METRICS_ROUTE_SUBSCRIBE_ALL,    /* "subscribe_all" */
+  TP_METRICS_ROUTE_SUBSCRIBE_STREAM, /* "subscribe_stream" */
   TP_METRICS_ROUTE_UNKNOWN,      /* "unknown": no route matched */
   TP_METRICS_ROUTES
 };
@@ -74,6 +76,8 @@ enum tp_metrics_route {
 
 /* Request durations, 100 us to 10 s. */
 #define TP_METRICS_DURATION_BOUNDS 16
+/* Subscription lag: in events (0 to 10 M), in seconds (1 ms to 1 h). */
+#define TP_METRICS_LAG_BOUNDS 8
 
 struct tp_metrics_histogram {
   atomic_uint_least64_t buckets[TP_METRICS_DURATION_BOUNDS + 1]; /* per bound, then above all */
@@ -89,6 +93,10 @@ struct tp_metrics {
   atomic_uint_least64_t events_appended;
   atomic_uint_least64_t bytes_appended;
   atomic_int_least64_t connections[TP_METRICS_TRANSPORTS];
+  atomic_int_least64_t subscriptions[TP_METRICS_TRANSPORTS];
+  atomic_uint_least64_t events_delivered;
+  struct tp_metrics_histogram lag_events;   /* sum_ns holds events */
+  struct tp_metrics_histogram lag_seconds;
 };
 
 /** Zeroes the metrics. Main thread, before any shard thread runs. */
@@ -127,6 +135,20 @@ void tp_metrics_append(struct tp_metrics *m, int status, uint64_t events, uint64
 
 /** A connection opened (+1) or closed (-1) on this shard. Owner's thread. */
 void tp_metrics_connections(struct tp_metrics *m, enum tp_metrics_transport transport, int delta);
+
+/** A subscription started (+1) or ended (-1) on this shard. Owner's thread. */
+void tp_metrics_subscriptions(struct tp_metrics *m, enum tp_metrics_transport transport,
+                              int delta);
+
+/** Events sent to subscribers. Owner's thread. */
+void tp_metrics_delivered(struct tp_metrics *m, uint64_t events);
+
+/**
+ * One subscription's lag, observed periodically: events between its
+ * position and the watermark, and the age of its oldest undelivered event
+ * (0 when none). Owner's thread.
+ */
+void tp_metrics_subscription_lag(struct tp_metrics *m, uint64_t events, uint64_t age_ns);
 
 /**
  * Appends the text of every metric to out: shards[0..shard_count) are the

@@ -12,32 +12,13 @@
 #include "evf/store.h"
 #include "grpc.h"
 #include "health.pb-c.h"
+#include "rpc.h"
 #include "server.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
-/* Protobuf wire tags: field number << 3 | wire type (0 varint, 2 length-delimited). */
-#define TAG(field, type) ((uint8_t)((field) << 3 | (type)))
-#define VARINT 0
-#define BYTES 2
-
-/* Appends a varint field unless it is 0 (proto3 omits defaults). */
-static int put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
-  if (value == 0)
-    return 0;
-  int rc = tp_buf_append(b, &tag, 1);
-  return rc ? rc : tp_buf_append_varint(b, value);
-}
-
-static int put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
-  int rc = tp_buf_append(b, &tag, 1);
-  if (rc == 0)
-    rc = tp_buf_append_varint(b, len);
-  return rc ? rc : tp_buf_append(b, data, len);
-}
-
-static size_t field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
 
 static uint64_t max_message(struct tp_grpc_call *call) {
   return tp_grpc_server(call)->config->max_message_size;
@@ -104,10 +85,8 @@ static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uin
   return false;
 }
 
-/* Decodes the request, or fails the call with INVALID_ARGUMENT. */
-static ProtobufCMessage *unpack_request(struct tp_grpc_call *call,
-                                        const ProtobufCMessageDescriptor *desc,
-                                        const uint8_t *msg, size_t len) {
+ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
+                                 const uint8_t *msg, size_t len) {
   if (has_nul_in_strings(desc, msg, len)) {
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
     return NULL;
@@ -119,7 +98,7 @@ static ProtobufCMessage *unpack_request(struct tp_grpc_call *call,
 }
 
 #define UNPACK_OR_FAIL(type, call, msg, len)                                                  \
-  (void *)unpack_request(call, &type##__descriptor, msg, len);                               \
+  (void *)tp_rpc__unpack(call, &type##__descriptor, msg, len);                               \
   if (request == NULL)                                                                        \
     return;
 
@@ -134,10 +113,10 @@ struct page {
 
 /* Adds one entry of repeated field 1; returns non-zero to end the page. */
 static int add_to_page(struct page *p, const void *data, size_t len) {
-  size_t size = field_size(len);
+  size_t size = tp_pb_field_size(len);
   if (size > p->budget)
     return 1;
-  if ((p->error = put_bytes_field(p->out, TAG(1, BYTES), data, len)) != 0)
+  if ((p->error = tp_buf_put_bytes_field(p->out, TP_PB_TAG(1, TP_PB_BYTES), data, len)) != 0)
     return 1;
   p->budget -= size;
   return 0;
@@ -176,7 +155,7 @@ static void get_global_stream(struct tp_grpc_call *call, const uint8_t *msg, siz
   int rc = store_read_global(store_of(call), request->offset, request->limit, add_event, &page,
                              &checkpoint);
   if (rc == 0 && page.error == 0)
-    rc = put_varint_field(page.out, TAG(2, VARINT), checkpoint);
+    rc = tp_buf_put_varint_field(page.out, TP_PB_TAG(2, TP_PB_VARINT), checkpoint);
   if (rc != 0 || page.error != 0)
     fail_with(call, rc ? rc : page.error, NULL);
   else
@@ -207,7 +186,7 @@ static void get_event(struct tp_grpc_call *call, const uint8_t *msg, size_t len)
 
 static void reply_count(struct tp_grpc_call *call, int rc, int64_t count) {
   if (rc == 0)
-    rc = put_varint_field(tp_grpc_response(call), TAG(1, VARINT), (uint64_t)count);
+    rc = tp_buf_put_varint_field(tp_grpc_response(call), TP_PB_TAG(1, TP_PB_VARINT), (uint64_t)count);
   if (rc != 0)
     fail_with(call, rc, NULL);
   else
@@ -218,7 +197,7 @@ static void reply_count(struct tp_grpc_call *call, int rc, int64_t count) {
 static void answer_count(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
                          const uint8_t *msg, size_t len,
                          int (*counter)(struct evf_store *, int64_t *)) {
-  ProtobufCMessage *request = unpack_request(call, desc, msg, len);
+  ProtobufCMessage *request = tp_rpc__unpack(call, desc, msg, len);
   if (request == NULL)
     return;
   protobuf_c_message_free_unpacked(request, NULL);
@@ -251,7 +230,7 @@ static void list_streams(struct tp_grpc_call *call, const uint8_t *msg, size_t l
 static void version(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   Api__VersionRequest *request = UNPACK_OR_FAIL(api__version_request, call, msg, len);
   api__version_request__free_unpacked(request, NULL);
-  if (put_bytes_field(tp_grpc_response(call), TAG(1, BYTES), EVF_VERSION,
+  if (tp_buf_put_bytes_field(tp_grpc_response(call), TP_PB_TAG(1, TP_PB_BYTES), EVF_VERSION,
                       strlen(EVF_VERSION)) != 0)
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
   else
@@ -273,21 +252,20 @@ static void free_append_state(void *state) {
     api__append_to_stream_request__free_unpacked(s->request, NULL);
 }
 
-static int encode_append_response(struct tp_buf *out, const struct store_append *a) {
+int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append *a) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < a->request->n_events; i++) {
     char id[EVF_UUID_TEXT_LEN + 1];
     evf_uuid_format(&a->ids[i], id);
-    rc = put_bytes_field(out, TAG(1, BYTES), id, EVF_UUID_TEXT_LEN);
+    rc = tp_buf_put_bytes_field(out, TP_PB_TAG(1, TP_PB_BYTES), id, EVF_UUID_TEXT_LEN);
   }
   if (rc == 0)
-    rc = put_varint_field(out, TAG(2, VARINT), a->first_version);
-  return rc ? rc : put_varint_field(out, TAG(3, VARINT), a->first_position);
+    rc = tp_buf_put_varint_field(out, TP_PB_TAG(2, TP_PB_VARINT), a->first_version);
+  return rc ? rc : tp_buf_put_varint_field(out, TP_PB_TAG(3, TP_PB_VARINT), a->first_position);
 }
 
-/* Counts an answered append: its events' data and metadata bytes when it succeeded. */
-static void count_append(struct tp_grpc_call *call, const Api__AppendToStreamRequest *r,
-                         int status) {
+void tp_rpc__count_append(struct tp_grpc_call *call, const Api__AppendToStreamRequest *r,
+                          int status) {
   uint64_t bytes = 0;
   size_t events = r ? r->n_events : 0;
   for (size_t i = 0; status == 0 && i < events; i++)
@@ -295,20 +273,28 @@ static void count_append(struct tp_grpc_call *call, const Api__AppendToStreamReq
   tp_metrics_append(&tp_grpc_server(call)->metrics, status, events, bytes);
 }
 
+enum evf_grpc_status tp_rpc__append_failure(const struct store_append *append, int status,
+                                            char *message, size_t size) {
+  const Api__AppendToStreamRequest *r = append->request;
+  if (status == EVF_EVERSION)
+    snprintf(message, size, "wrong expected version for stream %s: expected %d, actual %u",
+             r->stream, r->version, append->actual_version);
+  else if (status == EVF_EEXIST)
+    snprintf(message, size, "an event id of this append is already used by another event");
+  else
+    snprintf(message, size, "%s", append->detail ? append->detail : evf_strerror(status));
+  return evf_err_grpc_status(status);
+}
+
 static void append_done(struct store_append *append, int status) {
   struct append_state *s = append->data;
   struct tp_grpc_call *call = s->call;
-  count_append(call, s->request, status);
-  if (status == EVF_EVERSION)
-    tp_grpc_fail(call, EVF_GRPC_ABORTED,
-                 "wrong expected version for stream %s: expected %d, actual %u",
-                 s->request->stream, s->request->version, append->actual_version);
-  else if (status == EVF_EEXIST)
-    tp_grpc_fail(call, EVF_GRPC_ALREADY_EXISTS,
-                 "an event id of this append is already used by another event");
-  else if (status != 0)
-    fail_with(call, status, NULL);
-  else if (encode_append_response(tp_grpc_response(call), append) != 0)
+  tp_rpc__count_append(call, s->request, status);
+  char message[512];
+  if (status != 0)
+    tp_grpc_fail(call, tp_rpc__append_failure(append, status, message, sizeof(message)), "%s",
+                 message);
+  else if (tp_rpc__encode_append_response(tp_grpc_response(call), append) != 0)
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
   else
     tp_grpc_reply(call);
@@ -318,14 +304,14 @@ static void append_done(struct store_append *append, int status) {
 static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   struct append_state *s = tp_grpc_state(call, sizeof(*s), free_append_state);
   if (s == NULL) {
-    count_append(call, NULL, -ENOMEM);
+    tp_rpc__count_append(call, NULL, -ENOMEM);
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  s->request = (Api__AppendToStreamRequest *)unpack_request(
+  s->request = (Api__AppendToStreamRequest *)tp_rpc__unpack(
       call, &api__append_to_stream_request__descriptor, msg, len);
   if (s->request == NULL) {
-    count_append(call, NULL, EVF_EINVAL);
+    tp_rpc__count_append(call, NULL, EVF_EINVAL);
     return;
   }
   s->call = call;
@@ -333,7 +319,7 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
   struct tp_server *server = tp_grpc_server(call);
   int rc = store_append(store_shard_port(server->store, server->shard), &s->append);
   if (rc != 0) {
-    count_append(call, s->request, rc);
+    tp_rpc__count_append(call, s->request, rc);
     fail_with(call, rc, s->append.detail);
     return;
   }
@@ -352,7 +338,7 @@ static void health_check(struct tp_grpc_call *call, const uint8_t *msg, size_t l
     uint64_t status = tp_grpc_server(call)->stopping
                           ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                           : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-    if (put_varint_field(tp_grpc_response(call), TAG(1, VARINT), status) != 0)
+    if (tp_buf_put_varint_field(tp_grpc_response(call), TP_PB_TAG(1, TP_PB_VARINT), status) != 0)
       tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     else
       tp_grpc_reply(call);
@@ -361,15 +347,20 @@ static void health_check(struct tp_grpc_call *call, const uint8_t *msg, size_t l
 }
 
 static const struct tp_grpc_method methods[] = {
-    {"/api.EventStore/AppendToStream", append_to_stream},
-    {"/api.EventStore/GetStream", get_stream},
-    {"/api.EventStore/GetGlobalStream", get_global_stream},
-    {"/api.EventStore/GetEvent", get_event},
-    {"/api.EventStore/EventCount", event_count},
-    {"/api.EventStore/StreamCount", stream_count},
-    {"/api.EventStore/ListStreams", list_streams},
-    {"/api.EventStore/Version", version},
-    {"/grpc.health.v1.Health/Check", health_check},
+    {.path = "/api.EventStore/AppendToStream", .handler = append_to_stream},
+    {.path = "/api.EventStore/GetStream", .handler = get_stream},
+    {.path = "/api.EventStore/GetGlobalStream", .handler = get_global_stream},
+    {.path = "/api.EventStore/GetEvent", .handler = get_event},
+    {.path = "/api.EventStore/EventCount", .handler = event_count},
+    {.path = "/api.EventStore/StreamCount", .handler = stream_count},
+    {.path = "/api.EventStore/ListStreams", .handler = list_streams},
+    {.path = "/api.EventStore/Version", .handler = version},
+    {.path = "/grpc.health.v1.Health/Check", .handler = health_check},
+    {.path = "/api.EventStore/SubscribeToAll", .handler = tp_rpc__subscribe_to_all},
+    {.path = "/api.EventStore/SubscribeToStream", .handler = tp_rpc__subscribe_to_stream},
+    {.path = "/api.EventStore/BatchAppend",
+     .on_message = tp_rpc__batch_append_message,
+     .on_request_end = tp_rpc__batch_append_end},
 };
 
 const struct tp_grpc_method *tp_rpc_find(const char *path, size_t len) {

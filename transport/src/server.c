@@ -68,6 +68,7 @@ void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, v
   struct tp_server *server = &((struct tp_server *)servers)[shard];
   server->store = store;
   server->loop = loop;
+  tp_hub_init(&server->hub, server);
   for (int p = 0; p < TP_PORTS; p++) {
     struct tp_listener *l = &server->listeners[p];
     l->tcp.data = l;
@@ -117,6 +118,7 @@ void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, vo
   for (struct tp_conn *conn = server->conns; conn; conn = tp_conn_next(conn))
     tp_conn_drain(conn);
   tp_h1_drain_all(server);
+  tp_hub_close(&server->hub); /* after the GOAWAYs: subscriptions end with UNAVAILABLE */
   if (server->conn_count + server->http_conn_count == 0)
     return;
   uv_timer_init(loop, &server->grace);

@@ -14,6 +14,7 @@
 #include "evf/config.h"
 #include "evf/store.h"
 #include "metrics.h"
+#include "subs.h"
 
 #include <stdbool.h>
 #include <uv.h>
@@ -53,6 +54,7 @@ struct tp_server {
   struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
   size_t http_conn_count;
   struct tp_metrics metrics;     /* written by this shard, read by any (metrics.h) */
+  struct tp_hub hub;             /* live subscriptions (subs.h) */
   char read_buffer[TP_READ_BUFFER_SIZE]; /* nghttp2 consumes reads at once: one per thread */
 };
 

@@ -24,6 +24,11 @@ struct evf_config {
   unsigned prom_port;        /* PROM_PORT, --prom-port, default 26543 */
   uint64_t max_message_size; /* MAX_MESSAGE_SIZE, --max-message-size, bytes, default 4 MiB */
   enum evf_log_level log_level; /* LOG_LEVEL, --log-level, default info */
+  uint64_t subscription_buffer; /* SUBSCRIPTION_BUFFER, bytes one subscription may hold unsent, default 1 MiB */
+  unsigned checkpoint_events;   /* SUBSCRIPTION_CHECKPOINT_EVENTS, events scanned between checkpoints, default 1000 */
+  unsigned checkpoint_ms;       /* SUBSCRIPTION_CHECKPOINT_MS, most ms between checkpoints, default 1000 */
+  unsigned heartbeat_ms;        /* SSE_HEARTBEAT_MS, ms between Server-Sent Events comments, default 15000 */
+  unsigned batch_append_in_flight; /* BATCH_APPEND_IN_FLIGHT, appends of one call in flight, default 1024 */
 };
 
 /** evf_config_load() result: --help (or -h) was given; nothing was loaded. */

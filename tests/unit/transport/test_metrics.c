@@ -264,6 +264,35 @@ static void test_requests_and_appends(void **state) {
   assert_true(value(text, "eventflowdb_connections{transport=\"http\"}") == 1);
 }
 
+/* Subscriptions: a gauge per transport, a counter, two lag histograms, summed over shards. */
+static void test_subscriptions(void **state) {
+  struct fixture *f = *state;
+  tp_metrics_subscriptions(f->metrics[0], TP_METRICS_GRPC, 1);
+  tp_metrics_subscriptions(f->metrics[1], TP_METRICS_GRPC, 1);
+  tp_metrics_subscriptions(f->metrics[1], TP_METRICS_HTTP, 1);
+  tp_metrics_subscriptions(f->metrics[1], TP_METRICS_GRPC, -1);
+  tp_metrics_delivered(f->metrics[0], 5);
+  tp_metrics_delivered(f->metrics[1], 7);
+  tp_metrics_subscription_lag(f->metrics[0], 0, 0);
+  tp_metrics_subscription_lag(f->metrics[1], 50, 20 * MS);
+  tp_metrics_subscription_lag(f->metrics[1], 20000000, 7200000 * MS); /* past the last bounds */
+
+  const char *text = render(f);
+  assert_promtool_clean(text);
+  assert_true(value(text, "eventflowdb_subscriptions{transport=\"grpc\"}") == 1);
+  assert_true(value(text, "eventflowdb_subscriptions{transport=\"http\"}") == 1);
+  assert_true(value(text, "eventflowdb_subscription_events_delivered_total") == 12);
+  assert_true(value(text, "eventflowdb_subscription_lag_events_bucket{le=\"0\"}") == 1);
+  assert_true(value(text, "eventflowdb_subscription_lag_events_bucket{le=\"100\"}") == 2);
+  assert_true(value(text, "eventflowdb_subscription_lag_events_bucket{le=\"10000000\"}") == 2);
+  assert_true(value(text, "eventflowdb_subscription_lag_events_bucket{le=\"+Inf\"}") == 3);
+  assert_true(value(text, "eventflowdb_subscription_lag_events_sum") == 20000050);
+  assert_true(value(text, "eventflowdb_subscription_lag_seconds_bucket{le=\"0.001\"}") == 1);
+  assert_true(value(text, "eventflowdb_subscription_lag_seconds_bucket{le=\"0.1\"}") == 2);
+  assert_true(value(text, "eventflowdb_subscription_lag_seconds_bucket{le=\"3600\"}") == 2);
+  assert_true(value(text, "eventflowdb_subscription_lag_seconds_count") == 3);
+}
+
 /* Every method the metrics name is served, in the order of rpc.c's table. */
 static void test_grpc_methods(void **state) {
   (void)state;
@@ -272,7 +301,8 @@ static void test_grpc_methods(void **state) {
       "/api.EventStore/GetGlobalStream", "/api.EventStore/GetEvent",
       "/api.EventStore/EventCount",     "/api.EventStore/StreamCount",
       "/api.EventStore/ListStreams",    "/api.EventStore/Version",
-      "/grpc.health.v1.Health/Check"};
+      "/grpc.health.v1.Health/Check",   "/api.EventStore/SubscribeToAll",
+      "/api.EventStore/SubscribeToStream", "/api.EventStore/BatchAppend"};
   assert_int_equal(sizeof(paths) / sizeof(paths[0]), TP_METRICS_GRPC_UNKNOWN);
   for (unsigned i = 0; i < TP_METRICS_GRPC_UNKNOWN; i++) {
     assert_int_equal(tp_metrics_grpc_method(paths[i], strlen(paths[i])), i);
@@ -336,6 +366,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_empty_store, setup, teardown),
       cmocka_unit_test_setup_teardown(test_engine_figures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_requests_and_appends, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_subscriptions, setup, teardown),
       cmocka_unit_test(test_grpc_methods),
       cmocka_unit_test_setup_teardown(test_render_while_counting, setup, teardown),
   };

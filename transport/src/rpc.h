@@ -1,0 +1,35 @@
+#ifndef TRANSPORT_RPC_H
+#define TRANSPORT_RPC_H
+
+/* What the method files share: rpc.c (unary methods) and rpc_stream.c (streaming ones). */
+
+#include "api.pb-c.h"
+#include "evf/status.h"
+#include "evf/store.h"
+#include "grpc.h"
+
+/**
+ * Decodes a request message, refusing NUL bytes in its strings. On failure
+ * fails the call with INVALID_ARGUMENT and returns NULL.
+ */
+ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
+                                 const uint8_t *msg, size_t len);
+
+/** Appends an AppendToStreamResponse for a successful append. Returns 0 or -ENOMEM. */
+int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append *append);
+
+/** The status and message of a failed append (status: its error code). */
+enum evf_grpc_status tp_rpc__append_failure(const struct store_append *append, int status,
+                                            char *message, size_t size);
+
+/** Counts an answered append in the metrics (r may be NULL when it could not be decoded). */
+void tp_rpc__count_append(struct tp_grpc_call *call, const Api__AppendToStreamRequest *r,
+                          int status);
+
+/* rpc_stream.c */
+void tp_rpc__subscribe_to_all(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
+void tp_rpc__subscribe_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
+void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
+void tp_rpc__batch_append_end(struct tp_grpc_call *call);
+
+#endif
