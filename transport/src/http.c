@@ -1,6 +1,7 @@
 /* HTTP exchanges: lifetime, and the error body shared by every route. */
 #include "http.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,21 @@ void tp_http_respond(struct tp_http_exchange *ex, int status, const struct tp_ht
   tp_buf_free(&empty);
 }
 
+int tp_http_stream_start(struct tp_http_exchange *ex, const struct tp_http_header *headers,
+                         size_t header_count) {
+  if (!tp_http_open(ex))
+    return -ENOTSUP;
+  if (ex->sink->stream_start == NULL)
+    return -ENOTSUP;
+  int rc = ex->sink->stream_start(ex, headers, header_count);
+  if (rc == 0) {
+    ex->answered = true;
+    tp_metrics_http_request(&ex->server->metrics, (enum tp_metrics_route)ex->route, 200,
+                            evf_monotonic_ns() - ex->started_ns);
+  }
+  return rc;
+}
+
 /* A JSON string body: escapes quotes, backslashes and control characters. */
 static int append_json_string(struct tp_buf *b, const char *s) {
   int rc = tp_buf_append(b, "\"", 1);
@@ -107,6 +123,7 @@ const char *tp_http_reason(int status) {
   case 414: return "URI Too Long";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
   case 503: return "Service Unavailable";
   case 505: return "HTTP Version Not Supported";
   case 507: return "Insufficient Storage";

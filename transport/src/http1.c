@@ -43,6 +43,7 @@ struct tp_h1_conn {
   bool reading;
   bool close_after_write;
   bool closing;
+  bool streaming;               /* the current exchange streams its response (chunked) */
   struct tp_h1_conn *prev, *next;
 };
 
@@ -127,6 +128,8 @@ static void write_cb(uv_write_t *req, int status) {
     return;
   }
   flush(c);
+  if (c->streaming && c->current->on_drain)
+    c->current->on_drain(c->current);
   process_input(c); /* output drained: pipelined requests may go on */
 }
 
@@ -167,7 +170,65 @@ static void respond(struct tp_http_exchange *ex, int status, const struct tp_htt
     process_input(c);
 }
 
-static const struct tp_http_sink h1_sink = {.respond = respond};
+/* ---- streamed responses: chunked, the connection's last ---- */
+
+static int stream_start(struct tp_http_exchange *ex, const struct tp_http_header *headers,
+                        size_t count) {
+  struct tp_h1_conn *c = ex->conn;
+  static const char head[] = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n";
+  int rc = tp_buf_append(&c->out, head, sizeof(head) - 1);
+  for (size_t i = 0; rc == 0 && i < count; i++) {
+    char line[256];
+    int n = snprintf(line, sizeof(line), "%s: %s\r\n", headers[i].name, headers[i].value);
+    rc = tp_buf_append(&c->out, line, (size_t)n);
+  }
+  if (rc == 0)
+    rc = tp_buf_append(&c->out, "\r\n", 2);
+  if (rc == 0)
+    c->streaming = true;
+  return rc;
+}
+
+static int stream_write(struct tp_http_exchange *ex, const void *data, size_t len) {
+  struct tp_h1_conn *c = ex->conn;
+  char size[24];
+  int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+  int rc = tp_buf_append(&c->out, size, (size_t)n);
+  if (rc == 0)
+    rc = tp_buf_append(&c->out, data, len);
+  return rc ? rc : tp_buf_append(&c->out, "\r\n", 2);
+}
+
+static size_t stream_unsent(struct tp_http_exchange *ex) {
+  struct tp_h1_conn *c = ex->conn;
+  return c->out.len + c->writing.len;
+}
+
+static void stream_flush(struct tp_http_exchange *ex) { flush(ex->conn); }
+
+/* The last chunk; the connection closes once it is written (it may have unread requests). */
+static void stream_end(struct tp_http_exchange *ex) {
+  struct tp_h1_conn *c = ex->conn;
+  if (tp_buf_append(&c->out, "0\r\n\r\n", 5) != 0) {
+    close_conn(c);
+    return;
+  }
+  c->streaming = false;
+  c->close_after_write = true;
+  c->current = NULL;
+  c->answering = false;
+  tp_http_exchange_release(ex);
+  flush(c);
+}
+
+static const struct tp_http_sink h1_sink = {
+    .respond = respond,
+    .stream_start = stream_start,
+    .stream_write = stream_write,
+    .stream_unsent = stream_unsent,
+    .stream_flush = stream_flush,
+    .stream_end = stream_end,
+};
 
 /* A request the parser refused: answer it, then close. */
 static void fail_request(struct tp_h1_conn *c, int status, const char *message) {
@@ -199,18 +260,24 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   struct tp_h1_conn *c = p->data;
-  /* Only short names matter here (expect); longer ones are just skipped. */
+  /* Only short names matter here (expect, last-event-id); longer ones are just skipped. */
   if (c->header_name_len + len < sizeof(c->header_name))
     memcpy(c->header_name + c->header_name_len, at, len);
   c->header_name_len += len;
   return 0;
 }
 
+static bool header_name_is(const struct tp_h1_conn *c, const char *name) {
+  size_t n = strlen(name);
+  return c->header_name_len == n && strncasecmp(c->header_name, name, n) == 0;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   struct tp_h1_conn *c = p->data;
-  if (c->header_name_len == 6 && strncasecmp(c->header_name, "expect", 6) == 0 && len == 12 &&
-      strncasecmp(at, "100-continue", 12) == 0)
+  if (header_name_is(c, "expect") && len == 12 && strncasecmp(at, "100-continue", 12) == 0)
     c->expect_continue = true;
+  if (header_name_is(c, "last-event-id"))
+    snprintf(c->current->last_event_id, sizeof(c->current->last_event_id), "%.*s", (int)len, at);
   c->header_name_len = 0;
   return 0;
 }

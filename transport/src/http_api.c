@@ -12,6 +12,7 @@
 #include "http.h"
 #include "json.h"
 #include "server.h"
+#include "subs.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -227,6 +228,127 @@ static void read_stream(struct tp_http_exchange *ex, const struct target *t, con
   }
   tp_buf_append(&body, "]}", 2);
   respond_json(ex, &body);
+}
+
+/* ---- subscriptions: Server-Sent Events (http_sse.c) ---- */
+
+#define LIST_TEXT_MAX (TP_SUB_FILTER_MAX_NAMES * (TP_SUB_FILTER_MAX_NAME + 1) + 1)
+
+static void free_list(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+}
+
+/* Splits "a,b,c" into names the caller owns. Returns 0 or -ENOMEM. */
+static int split_list(const char *text, char ***out, size_t *n) {
+  size_t count = 1;
+  for (const char *p = text; *p; p++)
+    count += *p == ',';
+  char **names = calloc(count, sizeof(*names));
+  if (names == NULL)
+    return -ENOMEM;
+  const char *start = text;
+  for (size_t i = 0; i < count; i++) {
+    const char *comma = strchr(start, ',');
+    size_t len = comma ? (size_t)(comma - start) : strlen(start);
+    if ((names[i] = strndup(start, len)) == NULL) {
+      free_list(names, i);
+      return -ENOMEM;
+    }
+    start += len + 1;
+  }
+  *out = names;
+  *n = count;
+  return 0;
+}
+
+/* A comma-separated query list (absent: none). Answers and returns false if bad. */
+static bool query_list(struct tp_http_exchange *ex, const struct target *t, const char *name,
+                       char ***out, size_t *n) {
+  char *text = malloc(LIST_TEXT_MAX);
+  bool bad = false, ok = true;
+  if (text == NULL) {
+    tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
+    return false;
+  }
+  if (query_param(t, name, text, LIST_TEXT_MAX, &bad)) {
+    if (bad) {
+      tp_http_error(ex, 400, "INVALID_ARGUMENT",
+                    "query parameter %s: bad percent-encoding, or over %d names of %d bytes", name,
+                    TP_SUB_FILTER_MAX_NAMES, TP_SUB_FILTER_MAX_NAME);
+      ok = false;
+    } else if (text[0] != '\0' && split_list(text, out, n) != 0) {
+      tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
+      ok = false;
+    }
+  }
+  free(text);
+  return ok;
+}
+
+/* The Last-Event-ID header, if any, as a number. Answers 400 and returns false if bad. */
+static bool last_event_id(struct tp_http_exchange *ex, uint64_t max, bool *present,
+                          uint64_t *value) {
+  const char *text = ex->last_event_id;
+  *present = text[0] != '\0';
+  if (!*present)
+    return true;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
+  if (end == NULL || *end != '\0' || errno != 0 || v > max) {
+    tp_http_error(ex, 400, "INVALID_ARGUMENT",
+                  "Last-Event-ID must be an integer from 0 to %" PRIu64, max);
+    return false;
+  }
+  *value = v;
+  return true;
+}
+
+static void subscribe_all(struct tp_http_exchange *ex, const struct target *t) {
+  struct tp_sse_request r = {0};
+  uint64_t interval = 0, id;
+  bool resume;
+  if (!query_uint(ex, t, "offset", UINT64_MAX, &r.offset) ||
+      !query_uint(ex, t, "checkpoint_interval", UINT32_MAX, &interval) ||
+      !last_event_id(ex, UINT64_MAX, &resume, &id))
+    return;
+  if (resume)
+    r.offset = id; /* the client's EventSource reconnects after what it saw */
+  r.checkpoint_interval = (uint32_t)interval;
+  if (!query_list(ex, t, "types", &r.types, &r.n_types) ||
+      !query_list(ex, t, "prefixes", &r.prefixes, &r.n_prefixes)) {
+    free_list(r.types, r.n_types);
+    return;
+  }
+  struct tp_sub_filter filter = {r.types, r.n_types, r.prefixes, r.n_prefixes};
+  const char *why = tp_sub_filter_check(&filter);
+  if (why != NULL) {
+    free_list(r.types, r.n_types);
+    free_list(r.prefixes, r.n_prefixes);
+    tp_http_error(ex, 400, "INVALID_ARGUMENT", "%s", why);
+    return;
+  }
+  tp_http_sse_subscribe(ex, &r);
+}
+
+static void subscribe_stream(struct tp_http_exchange *ex, const struct target *t,
+                             const char *stream, size_t stream_len) {
+  uint64_t version = 0, id;
+  bool resume;
+  if (!query_uint(ex, t, "version", UINT32_MAX, &version) ||
+      !last_event_id(ex, UINT32_MAX - 1, &resume, &id))
+    return;
+  if (!store_stream_name_valid(stream, stream_len)) {
+    tp_http_error(ex, 400, "INVALID_ARGUMENT",
+                  "a stream name must be 1 to 200 bytes of UTF-8, not all or count, and not "
+                  "start with $");
+    return;
+  }
+  struct tp_sse_request r = {.one_stream = true, .stream = stream,
+                             .version = resume ? (uint32_t)id + 1 : (uint32_t)version};
+  tp_http_sse_subscribe(ex, &r);
 }
 
 /* ---- single answers ---- */
@@ -493,6 +615,7 @@ static const struct {
     {"/api/v1/stream/count", stream_count, TP_METRICS_ROUTE_STREAM_COUNT},
     {"/api/v1/event/count", event_count, TP_METRICS_ROUTE_EVENT_COUNT},
     {"/api/v1/stream/all", read_global, TP_METRICS_ROUTE_READ_GLOBAL},
+    {"/api/v1/stream/all/subscribe", subscribe_all, TP_METRICS_ROUTE_SUBSCRIBE_ALL},
 };
 
 static bool route_fixed(struct tp_http_exchange *ex, const struct target *t) {
@@ -517,10 +640,34 @@ static bool route_fixed(struct tp_http_exchange *ex, const struct target *t) {
   return false;
 }
 
-/* /api/v1/stream/{id} (GET, POST) and /api/v1/event/{id} (GET). */
+/* The decoded {id} of /api/v1/stream/{id}/subscribe; false if the path is not that. */
+static bool subscribe_segment(const struct target *t, char *out, size_t out_size, ssize_t *len) {
+  static const char prefix[] = "/api/v1/stream/", suffix[] = "/subscribe";
+  size_t p = sizeof(prefix) - 1, s = sizeof(suffix) - 1;
+  if (t->path_len <= p + s || memcmp(t->path, prefix, p) != 0 ||
+      memcmp(t->path + t->path_len - s, suffix, s) != 0 ||
+      memchr(t->path + p, '/', t->path_len - p - s) != NULL)
+    return false;
+  *len = percent_decode(t->path + p, t->path_len - p - s, out, out_size);
+  if (*len > 0 && memchr(out, '\0', (size_t)*len) != NULL)
+    *len = -1;
+  return true;
+}
+
+/* /api/v1/stream/{id} (GET, POST), /api/v1/stream/{id}/subscribe and /api/v1/event/{id} (GET). */
 static bool route_segment(struct tp_http_exchange *ex, const struct target *t) {
   char id[1024];
   ssize_t len;
+  if (subscribe_segment(t, id, sizeof(id), &len)) {
+    ex->route = TP_METRICS_ROUTE_SUBSCRIBE_STREAM;
+    if (len < 0)
+      tp_http_error(ex, 400, "INVALID_ARGUMENT", "bad percent-encoding (or %%00) in the stream name");
+    else if (method_is(ex, "GET"))
+      subscribe_stream(ex, t, id, (size_t)len);
+    else
+      method_not_allowed(ex, "GET");
+    return true;
+  }
   if (segment_after(t, "/api/v1/stream/", id, sizeof(id), &len)) {
     ex->route = method_is(ex, "POST") ? TP_METRICS_ROUTE_APPEND : TP_METRICS_ROUTE_READ_STREAM;
     if (len < 0)

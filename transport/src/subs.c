@@ -504,6 +504,19 @@ static void tick_cb(uv_timer_t *timer) {
   }
 }
 
+static void beat_cb(uv_timer_t *timer) {
+  struct tp_hub *hub = timer->data;
+  struct tp_sub *sub, *next;
+  LIST_FOREACH_SAFE_(sub, &hub->subs, every, next) {
+    if (sub->sink->heartbeat == NULL)
+      continue;
+    if (sub->sink->heartbeat(sub) != 0)
+      end_failed(sub);
+    else
+      sub->sink->flush(sub);
+  }
+}
+
 /* ---- subscribing ---- */
 
 void tp_hub_init(struct tp_hub *hub, struct tp_server *server) {
@@ -516,8 +529,10 @@ void tp_hub_init(struct tp_hub *hub, struct tp_server *server) {
   TAILQ_INIT(&hub->ready);
   uv_idle_init(server->loop, &hub->worker);
   uv_timer_init(server->loop, &hub->ticker);
+  uv_timer_init(server->loop, &hub->beater);
   hub->worker.data = hub;
   hub->ticker.data = hub;
+  hub->beater.data = hub;
   hub->started = true;
 }
 
@@ -526,10 +541,12 @@ static void watch(struct tp_hub *hub, bool on) {
   store_watch_watermark(hub->store, hub->server->shard, on);
   if (on) {
     hub->tail = store_watermark(hub->store);
-    unsigned ms = config_of(hub)->checkpoint_ms;
+    unsigned ms = config_of(hub)->checkpoint_ms, beat = config_of(hub)->heartbeat_ms;
     uv_timer_start(&hub->ticker, tick_cb, ms, ms);
+    uv_timer_start(&hub->beater, beat_cb, beat, beat);
   } else {
     uv_timer_stop(&hub->ticker);
+    uv_timer_stop(&hub->beater);
   }
 }
 
@@ -580,6 +597,7 @@ void tp_hub_close(struct tp_hub *hub) {
   store_watch_watermark(hub->store, hub->server->shard, false);
   uv_close((uv_handle_t *)&hub->worker, NULL);
   uv_close((uv_handle_t *)&hub->ticker, NULL);
+  uv_close((uv_handle_t *)&hub->beater, NULL);
   tp_buf_free(&hub->chunk);
   free(hub->events);
   hub->events = NULL;

@@ -56,6 +56,8 @@ struct tp_sub_sink {
   void (*flush)(struct tp_sub *sub);
   /** Ends the subscription: the server is stopping (shutdown) or it failed (out of memory). */
   void (*end)(struct tp_sub *sub, bool shutdown);
+  /** Optional: keeps an idle connection open through proxies, every SSE_HEARTBEAT_MS. */
+  int (*heartbeat)(struct tp_sub *sub);
 };
 
 /* An event matches when its type is one of types (or there are none) and its stream starts with one of prefixes (or there are none). */
@@ -106,6 +108,7 @@ struct tp_hub {
   struct evf_store *store;
   uv_idle_t worker;            /* runs while there is work: ready subscriptions, a tail to serve */
   uv_timer_t ticker;           /* checkpoints and lag, every SUBSCRIPTION_CHECKPOINT_MS */
+  uv_timer_t beater;           /* heartbeats, every SSE_HEARTBEAT_MS */
   bool started, working, ticking, closed;
   uint64_t tail;               /* live subscriptions were served up to this position */
   struct tp_sub_list subs;
