@@ -144,10 +144,6 @@ static void unschedule(struct tp_sub *sub) {
   }
 }
 
-static bool tail_behind(const struct tp_hub *hub) {
-  return hub->live_count > 0 && hub->tail < store_watermark(hub->store);
-}
-
 static void go_live(struct tp_sub *sub) {
   struct tp_hub *hub = sub->hub;
   unschedule(sub);
@@ -159,8 +155,6 @@ static void go_live(struct tp_sub *sub) {
   } else {
     LIST_INSERT_HEAD(&hub->live_all, sub, live_link);
   }
-  if (tail_behind(hub))
-    start_work(hub);
 }
 
 static void fall_behind(struct tp_sub *sub) {
@@ -417,10 +411,11 @@ static void serve_streams(struct tp_hub *hub, const struct tp_hub_event *e) {
   }
 }
 
-static void serve_tail(struct tp_hub *hub) {
+/* Serves the next committed range; returns whether more was left (the range was cut). */
+static bool serve_tail(struct tp_hub *hub) {
   uint64_t to = read_range(hub);
   if (to == hub->tail)
-    return;
+    return false;
   struct tp_sub *sub, *next;
   LIST_FOREACH_SAFE_(sub, &hub->live_all, live_link, next)
     serve_all(sub, to);
@@ -429,22 +424,31 @@ static void serve_tail(struct tp_hub *hub) {
   hub->tail = to;
   if (hub->chunk.cap > CHUNK_MAX_BYTES * 2)
     tp_buf_free(&hub->chunk); /* one outsized event: do not keep its buffer */
+  return hub->chunk_full || hub->n_events >= config_of(hub)->page_size;
 }
 
 /* ---- the loop's work ---- */
 
+/*
+ * The idle handle runs only while there is work: catch-up pages, or the
+ * rest of a range too large for one read. New commits are served from the
+ * watermark hook, so a loop whose subscribers are all live sleeps between
+ * commits.
+ */
 static void work_cb(uv_idle_t *handle) {
   struct tp_hub *hub = handle->data;
-  if (hub->live_count == 0)
+  if (hub->live_count == 0) {
+    hub->tail_cut = false;
     hub->tail = store_watermark(hub->store);
-  else if (hub->tail < store_watermark(hub->store))
-    serve_tail(hub);
+  } else if (hub->tail_cut) {
+    hub->tail_cut = serve_tail(hub);
+  }
   for (int i = 0; i < PAGES_PER_TURN && !TAILQ_EMPTY(&hub->ready); i++) {
     struct tp_sub *sub = TAILQ_FIRST(&hub->ready);
     unschedule(sub);
     catch_up(sub);
   }
-  if (TAILQ_EMPTY(&hub->ready) && !tail_behind(hub)) {
+  if (TAILQ_EMPTY(&hub->ready) && !hub->tail_cut) {
     hub->working = false;
     uv_idle_stop(&hub->worker);
   }
@@ -460,10 +464,12 @@ static void start_work(struct tp_hub *hub) {
 void tp_hub_watermark(struct evf_store *store, unsigned shard, uint64_t watermark, void *servers) {
   struct tp_hub *hub = &((struct tp_server *)servers)[shard].hub;
   (void)store;
-  if (hub->live_count == 0)
+  if (hub->live_count == 0) {
     hub->tail = watermark; /* nobody to serve: behind ones read storage up to here */
-  else
+  } else if (!hub->tail_cut && serve_tail(hub)) {
+    hub->tail_cut = true;
     start_work(hub);
+  }
 }
 
 /* The age of the first event after a position, from its added_at (0 when none). */

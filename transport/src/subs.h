@@ -25,8 +25,11 @@
  * order, never past the watermark, and a slow consumer costs at most its
  * buffer and never slows writers or other subscribers.
  *
- * Work (storage pages, tail ranges) runs from an idle handle, a page at a
- * time, so a loop with many subscriptions still serves its connections.
+ * New ranges are served from the store's watermark hook, so a loop whose
+ * subscribers are live sleeps between commits. Other work (catch-up pages,
+ * the rest of a range too large for one read) runs from an idle handle a
+ * page at a time, so a loop with many subscriptions still serves its
+ * connections.
  */
 
 #include "buf.h"
@@ -109,7 +112,8 @@ struct tp_hub {
   uv_idle_t worker;            /* runs while there is work: ready subscriptions, a tail to serve */
   uv_timer_t ticker;           /* checkpoints and lag, every SUBSCRIPTION_CHECKPOINT_MS */
   uv_timer_t beater;           /* heartbeats, every SSE_HEARTBEAT_MS */
-  bool started, working, ticking, closed;
+  bool started, working, closed;
+  bool tail_cut;               /* the last range read stopped short of the watermark */
   uint64_t tail;               /* live subscriptions were served up to this position */
   struct tp_sub_list subs;
   size_t count;
