@@ -92,6 +92,7 @@ static void close_conn(struct tp_h1_conn *c) {
     tp_http_exchange_release(c->current); /* a pending append finds no one to answer */
     c->current = NULL;
   }
+  c->streaming = false;
   uv_close((uv_handle_t *)&c->tcp, closed_cb);
 }
 
@@ -128,7 +129,7 @@ static void write_cb(uv_write_t *req, int status) {
     return;
   }
   flush(c);
-  if (c->streaming && c->current->on_drain)
+  if (c->streaming && c->current != NULL && c->current->on_drain)
     c->current->on_drain(c->current);
   process_input(c); /* output drained: pipelined requests may go on */
 }

@@ -183,10 +183,6 @@ static bool send_event(struct tp_sub *sub, const uint8_t *event, size_t len, uin
     return false;
   }
   tp_metrics_delivered(&sub->hub->server->metrics, 1);
-  if (!sub->one_stream) {
-    sub->reported = position;
-    sub->scanned = 0;
-  }
   return true;
 }
 

@@ -90,7 +90,7 @@ struct tp_sub {
   bool live;
   bool ready;
   bool caught_up_sent;
-  uint64_t reported;           /* the last position an event or checkpoint told the consumer */
+  uint64_t reported;           /* the position of the last checkpoint sent */
   uint64_t scanned;            /* events scanned since */
 };
 

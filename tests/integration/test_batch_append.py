@@ -1,0 +1,303 @@
+"""
+BatchAppend (a bidirectional gRPC stream of appends) against the real server
+binary: many appends pipelined on one call with valid and invalid ones mixed
+(one response per correlation id, each with the outcome AppendToStream would
+give, versions per stream in the order sent, counts that add up), a message
+that cannot be decoded ends the call with INVALID_ARGUMENT, and a client that
+half-closes with appends outstanding gets every response, then OK.
+
+One server for the module (SHARDS=2, SYNC=none) unless a test needs its own.
+
+Sizes (environment knobs):
+    EVF_BATCH_APPENDS  appends pipelined on one call (default 100000)
+    EVF_SEED           seed of the random mix (default: random, printed on failure)
+"""
+
+import os
+import random
+import time
+import uuid
+
+import grpc
+import pytest
+
+from conftest import (
+    RPC_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, identity, read_stream_all, unique,
+)
+
+SEED = int(os.environ.get("EVF_SEED") or random.randrange(1 << 30))
+BATCH_APPENDS = int(os.environ.get("EVF_BATCH_APPENDS") or 100_000)
+CALL_TIMEOUT = 240.0
+BATCH_METHOD = "/api.EventStore/BatchAppend"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Shown with a failure's captured output: EVF_SEED=<this> replays the same random choices."""
+    print(f"EVF_SEED={SEED}")
+
+OK_ = grpc.StatusCode.OK
+INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]  # 3
+ABORTED = grpc.StatusCode.ABORTED.value[0]  # 10
+ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS.value[0]  # 6
+
+
+def batch_request(pb, cid, stream, events, version=-1):
+    return pb.BatchAppendRequest(correlation_id=cid, append=pb.AppendToStreamRequest(
+        stream=stream, version=version, events=events))
+
+
+class Plan:
+    """Requests to send and, per correlation id, the outcome AppendToStream would give in that order."""
+
+    def __init__(self):
+        self.requests = []
+        self.expect = {}  # cid -> ("ok", stream, first_version, n_events, ids or None, position or None) | ("err", code, why)
+        self.order = []
+
+    def ok(self, req, stream, first_version, n, ids=None, position=None):
+        self.requests.append(req)
+        self.order.append(req.correlation_id)
+        self.expect[req.correlation_id] = ("ok", stream, first_version, n, ids, position)
+
+    def err(self, req, code, why):
+        self.requests.append(req)
+        self.order.append(req.correlation_id)
+        self.expect[req.correlation_id] = ("err", code, why)
+
+
+def check_responses(plan, responses, label):
+    """Exactly one response per correlation id, each with its expected outcome. Returns {cid: response}."""
+    got, dups = {}, []
+    for r in responses:
+        if r.correlation_id in got:
+            dups.append(r.correlation_id)
+        got[r.correlation_id] = r
+    assert not dups, f"{label}: {len(dups)} correlation ids answered twice, e.g. {dups[:5]}"
+    unknown = set(got) - set(plan.expect)
+    missing = [c for c in plan.order if c not in got]
+    assert not unknown, f"{label}: responses for correlation ids never sent: {sorted(unknown)[:5]}"
+    assert not missing, f"{label}: {len(missing)} of {len(plan.order)} requests got no response, e.g. {missing[:5]}"
+    bad = []
+    for cid in plan.order:
+        r, e = got[cid], plan.expect[cid]
+        which = r.WhichOneof("result")
+        if e[0] == "err":
+            if which != "error" or r.error.code != e[1] or not r.error.message:
+                bad.append(f"cid {cid} ({e[2]}): want error code {e[1]} with a message, got {r}")
+            continue
+        _, stream, first_version, n, ids, position = e
+        if which != "success":
+            bad.append(f"cid {cid} (append of {n} to {stream}, expect version {first_version}): got {r}")
+            continue
+        s = r.success
+        if s.first_version != first_version or len(s.events) != n or s.first_position < 1:
+            bad.append(f"cid {cid} ({stream}): want first_version {first_version}, {n} ids; got {s}")
+        elif ids is not None and list(s.events) != [i.lower() for i in ids]:
+            bad.append(f"cid {cid}: ids {list(s.events)}, sent {ids}")
+        elif ids is None and not all(UUID_RE.match(i) for i in s.events):
+            bad.append(f"cid {cid}: generated ids {list(s.events)}")
+        elif position is not None and s.first_position != position:
+            bad.append(f"cid {cid}: an exact retry answered first_position {s.first_position}, want {position}")
+    assert not bad, f"{label}: {len(bad)} wrong outcomes:\n" + "\n".join(bad[:10])
+    return got
+
+
+def check_stream_order(plan, got, stub, streams, label):
+    """Per stream: the successes in the order sent hold consecutive versions, ascending positions, and the store agrees."""
+    per = {s: [] for s in streams}
+    for cid in plan.order:
+        e = plan.expect[cid]
+        if e[0] == "ok" and e[1] in per and e[5] is None:
+            per[e[1]].append(got[cid].success)
+    for s, acks in per.items():
+        stored = read_stream_all(stub, s)
+        versions = [a.first_version for a in acks]
+        positions = [a.first_position for a in acks]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions), \
+            f"{label}: {s}: positions not ascending in the order sent: {positions[:20]}"
+        v = 0
+        for a in acks:
+            assert a.first_version == v, f"{label}: {s}: versions in the order sent: {versions[:20]}"
+            for k, eid in enumerate(a.events):
+                ev = stored[v + k] if v + k < len(stored) else None
+                assert ev is not None and ev.id == eid and ev.position == a.first_position + k, \
+                    f"{label}: {s} version {v + k}: stored {ev}, acknowledged id {eid} at {a.first_position + k}"
+            v += len(a.events)
+        assert len(stored) == v, f"{label}: {s} holds {len(stored)} events, the successes add up to {v}"
+
+
+# --------------------------------------------------------------------------
+# Many appends pipelined, valid and invalid mixed
+# --------------------------------------------------------------------------
+
+def test_pipelined_mixed_appends(server, stub, pb):
+    rng = random.Random(SEED)
+    tag = unique("ba")
+    pool = [f"{tag}-{i}" for i in range(64)]
+    # Set up before the call, so their outcomes do not depend on ordering across streams:
+    # ids that are already stored (reusing one elsewhere is ALREADY_EXISTS) and an append
+    # to retry exactly (it succeeds again without writing).
+    pre_ids = [str(uuid.uuid4()) for _ in range(20)]
+    stub.AppendToStream(pb.AppendToStreamRequest(stream=f"{tag}-pre", version=0,
+                                                 events=[event_data(id=i) for i in pre_ids]), timeout=RPC_TIMEOUT)
+    retry_events = [event_data("Retried", b"r%d" % k, id=str(uuid.uuid4())) for k in range(3)]
+    retry = stub.AppendToStream(pb.AppendToStreamRequest(stream=f"{tag}-retry", version=0, events=retry_events),
+                                timeout=RPC_TIMEOUT)
+    count_before = event_count(stub)
+
+    predicted = {s: 0 for s in pool}
+    plan = Plan()
+    bad_names = ["", "n" * 201, "é" * 100 + "x", "$x", "all", "count"]
+    base = 1 << 40  # correlation ids use the full uint64 width, not 1, 2, 3
+    for i in range(BATCH_APPENDS):
+        cid = base + i * 7 + rng.randrange(7)
+        stream = rng.choice(pool)
+        x = rng.random()
+        if x < 0.70:
+            n = rng.randint(1, 3)
+            ids = [str(uuid.uuid4()).upper() if rng.random() < 0.5 else str(uuid.uuid4()) for _ in range(n)] \
+                if rng.random() < 0.2 else None
+            events = [event_data(f"T{rng.randrange(4)}", b'{"i":%d}' % i, id=ids[k] if ids else "")
+                      for k in range(n)]
+            version = -1 if rng.random() < 0.5 else predicted[stream]
+            plan.ok(batch_request(pb, cid, stream, events, version), stream, predicted[stream], n, ids)
+            predicted[stream] += n
+        elif x < 0.77:
+            wrong = predicted[stream] + 1 + rng.randrange(3)
+            if predicted[stream] and rng.random() < 0.5:
+                wrong = rng.randrange(predicted[stream])
+            plan.err(batch_request(pb, cid, stream, [event_data()], wrong), ABORTED,
+                     f"expected version {wrong} of {stream}, actual {predicted[stream]}")
+        elif x < 0.82:
+            name = rng.choice(bad_names)
+            plan.err(batch_request(pb, cid, name, [event_data()]), INVALID, f"stream name {name!r}")
+        elif x < 0.86:
+            plan.err(batch_request(pb, cid, stream, []), INVALID, "no events")
+        elif x < 0.89:
+            plan.err(batch_request(pb, cid, stream, [event_data(), event_data(type_="")]), INVALID, "empty type")
+        elif x < 0.895:
+            plan.err(pb.BatchAppendRequest(correlation_id=cid), INVALID, "no append in the request")
+        elif x < 0.91:
+            dup = str(uuid.uuid4())
+            plan.err(batch_request(pb, cid, stream, [event_data(id=dup), event_data(id=dup)]), INVALID,
+                     "one id twice in an append")
+        elif x < 0.98:
+            reused = rng.choice(pre_ids)
+            plan.err(batch_request(pb, cid, stream, [event_data(id=str(uuid.uuid4())), event_data(id=reused)]),
+                     ALREADY_EXISTS, f"event id {reused} already stored elsewhere")
+        else:
+            plan.ok(batch_request(pb, cid, f"{tag}-retry", retry_events, 0), f"{tag}-retry", 0, 3,
+                    [e.id for e in retry_events], retry.first_position)
+
+    t0 = time.monotonic()
+    call = stub.BatchAppend(iter(plan.requests), timeout=CALL_TIMEOUT)
+    responses = list(call)
+    elapsed = time.monotonic() - t0
+    assert call.code() == OK_, f"the call ended with {call.code()} {call.details()!r} after {len(responses)} responses"
+    got = check_responses(plan, responses, "pipelined")
+    check_stream_order(plan, got, stub, pool, "pipelined")
+
+    written = sum(e[3] for e in plan.expect.values() if e[0] == "ok" and e[5] is None)
+    positions = [got[c].success.first_position + k for c, e in plan.expect.items()
+                 if e[0] == "ok" and e[5] is None for k in range(e[3])]
+    assert len(set(positions)) == len(positions) == written, "a global position was handed out twice"
+    assert event_count(stub) - count_before == written, \
+        f"EventCount moved by {event_count(stub) - count_before}, the successes wrote {written}"
+    assert [e.id for e in read_stream_all(stub, f"{tag}-retry")] == [e.id for e in retry_events]
+    assert [e.id for e in read_stream_all(stub, f"{tag}-pre")] == pre_ids
+    kinds = {}
+    for e in plan.expect.values():
+        kinds[e[0] if e[0] == "ok" else e[1]] = kinds.get(e[0] if e[0] == "ok" else e[1], 0) + 1
+    print(f"\nBatchAppend: {BATCH_APPENDS} appends ({kinds}) in {elapsed:.1f} s, "
+          f"{BATCH_APPENDS / elapsed:.0f}/s, {written} events")
+
+
+# --------------------------------------------------------------------------
+# A message that cannot be decoded
+# --------------------------------------------------------------------------
+
+GARBAGE = {
+    "tag varint too long": b"\xff" * 11,
+    "invalid wire type": b"\x0f",
+    "truncated length-delimited field": b"\x12\x10\x0a",
+    "undecodable nested append": b"\x08\x01\x12\x02\xff\xff",
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE))
+@pytest.mark.parametrize("where", ["alone", "between valid appends"])
+def test_undecodable_message_ends_the_call_invalid_argument(server, stub, pb, case, where):
+    channel = server.channel()
+    call_raw = channel.stream_stream(BATCH_METHOD, request_serializer=identity, response_deserializer=identity)
+    before, after = unique("before"), unique("after")
+    msgs = [GARBAGE[case]]
+    if where != "alone":
+        msgs = ([batch_request(pb, 1, before, [event_data()]).SerializeToString()] + msgs +
+                [batch_request(pb, 2, after, [event_data()]).SerializeToString()])
+    responses = []
+    call = call_raw(iter(msgs), timeout=RPC_TIMEOUT)
+    try:
+        for r in call:
+            responses.append(pb.BatchAppendResponse.FromString(r))
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{case}: {e.code()} {e.details()!r}"
+    else:
+        pytest.fail(f"{case}: the call ended OK after an undecodable message; responses {responses}")
+    assert all(r.correlation_id == 1 for r in responses), \
+        f"only the append sent before the bad message may be answered: {responses}"
+    assert read_stream_all(stub, after) == [], "an append sent after the undecodable message was applied"
+    # The server goes on: a new call works.
+    ok = list(stub.BatchAppend(iter([batch_request(pb, 9, unique("next"), [event_data()])]), timeout=RPC_TIMEOUT))
+    assert len(ok) == 1 and ok[0].HasField("success"), ok
+
+
+# --------------------------------------------------------------------------
+# Half-close with appends outstanding
+# --------------------------------------------------------------------------
+
+def ordered_plan(pb, streams, n, cid0=1):
+    """n appends round-robin over streams, each with the exact expected version: out of order would be ABORTED."""
+    plan = Plan()
+    length = {s: 0 for s in streams}
+    for i in range(n):
+        s = streams[i % len(streams)]
+        k = 1 + i % 3
+        plan.ok(batch_request(pb, cid0 + i, s, [event_data("H", b'{"i":%d}' % i) for _ in range(k)], length[s]),
+                s, length[s], k)
+        length[s] += k
+    return plan
+
+
+def test_half_close_with_appends_outstanding(server_factory, pb):
+    """
+    SYNC=full (every commit syncs) and BATCH_APPEND_IN_FLIGHT=16: when the client
+    half-closes right after its last request, most appends are still to do. Every
+    request gets its response, then the call ends OK.
+    """
+    s = server_factory.new(env={"SYNC": "full", "BATCH_APPEND_IN_FLIGHT": "16"})
+    stub = s.stub()
+    n = 300
+
+    # A bare HTTP/2 client: every request and END_STREAM are written before anything is read.
+    streams = [unique("raw") for _ in range(10)]
+    plan = ordered_plan(pb, streams, n)
+    body = b"".join(grpc_frame(r.SerializeToString()) for r in plan.requests)
+    with RawH2(s.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        raw.data(sid, body, end_stream=True, timeout=60)
+        r = raw.response(sid, timeout=60)
+    assert r.http_status == 200 and r.ended, r
+    assert r.grpc_status == 0, f"after a half-close the call must end OK: {r!r}"
+    responses = [pb.BatchAppendResponse.FromString(m) for m in r.messages()]
+    got = check_responses(plan, responses, "raw half-close")
+    check_stream_order(plan, got, stub, streams, "raw half-close")
+
+    # The same with grpcio: the request iterator ends, the responses still all come.
+    streams = [unique("grpcio") for _ in range(10)]
+    plan = ordered_plan(pb, streams, n, cid0=1000)
+    call = stub.BatchAppend(iter(plan.requests), timeout=CALL_TIMEOUT)
+    responses = list(call)
+    assert call.code() == OK_, f"{call.code()} {call.details()!r}"
+    got = check_responses(plan, responses, "grpcio half-close")
+    check_stream_order(plan, got, stub, streams, "grpcio half-close")
