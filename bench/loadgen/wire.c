@@ -1,4 +1,5 @@
 /* Bytes on the wire: buffers, varints, and the response scanners. */
+#define _GNU_SOURCE /* memmem */
 #include "wire.h"
 
 #include <errno.h>
@@ -201,36 +202,31 @@ bool lg_pb_scan_complete(const struct lg_pb_scan *s) {
 #define POSITION_KEY "\"position\":"
 #define CHECKPOINT_KEY "\"checkpoint\":"
 
-/* True when the n bytes at p are a proper beginning of key. */
-static bool starts_key(const uint8_t *p, size_t n, const char *key, size_t key_len) {
-  return n < key_len && memcmp(p, key, n) == 0;
-}
-
+/*
+ * memmem (glibc's skips ahead by the key's length) is about twice as fast
+ * here as stopping at every quote: a page has some 20 quotes per event.
+ */
 size_t lg_json_scan(struct lg_json_scan *s, const uint8_t *p, size_t n, bool final) {
   const size_t plen = sizeof(POSITION_KEY) - 1, clen = sizeof(CHECKPOINT_KEY) - 1;
+  /* Not final: keep the last LG_JSON_LOOKAHEAD bytes for the next call, so a key cut by the
+   * chunk's end is found whole then, and the final call sees the body's last bytes. */
+  size_t cut = final ? n : n > LG_JSON_LOOKAHEAD ? n - LG_JSON_LOOKAHEAD : 0;
   const uint8_t *q = p, *end = p + n;
-  while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
-    size_t left = (size_t)(end - q);
-    if (left >= plen && memcmp(q, POSITION_KEY, plen) == 0) {
-      s->count++;
-      q += plen;
-      continue;
-    }
-    if (left >= clen && memcmp(q, CHECKPOINT_KEY, clen) == 0) {
-      const uint8_t *d = q + clen;
+  while (q < end && (q = memmem(q, (size_t)(end - q), POSITION_KEY, plen)) != NULL && q < p + cut) {
+    s->count++;
+    q += plen;
+  }
+  if (final) {
+    /* The checkpoint is the page's last key: look in the last bytes only. */
+    size_t from = n > LG_JSON_LOOKAHEAD ? n - LG_JSON_LOOKAHEAD : 0;
+    const uint8_t *k = memmem(p + from, n - from, CHECKPOINT_KEY, clen);
+    if (k != NULL) {
       uint64_t v = 0;
-      while (d < end && *d >= '0' && *d <= '9' && d - (q + clen) < 20)
-        v = v * 10 + (uint64_t)(*d++ - '0');
-      if (d == end && !final)
-        return (size_t)(q - p); /* the number may go on */
+      for (const uint8_t *d = k + clen; d < end && *d >= '0' && *d <= '9' && d - (k + clen) < 20; d++)
+        v = v * 10 + (uint64_t)(*d - '0');
       s->checkpoint = v;
       s->has_checkpoint = true;
-      q = d;
-      continue;
     }
-    if (!final && (starts_key(q, left, POSITION_KEY, plen) || starts_key(q, left, CHECKPOINT_KEY, clen)))
-      return (size_t)(q - p);
-    q++;
   }
-  return n;
+  return cut;
 }

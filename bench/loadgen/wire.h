@@ -13,10 +13,10 @@
  *   checkpoint of GetGlobalStreamResponse). Its state survives any split
  *   of the input, so nothing is copied.
  * - lg_json_scan reads an HTTP/JSON read page: it counts "position": keys
- *   (one per event) and takes the "checkpoint": value, jumping from quote to
- *   quote with memchr. It needs its input contiguous around a key: it
- *   leaves an unfinished key at the end of a chunk unconsumed, and the
- *   caller hands those bytes back in front of the next chunk.
+ *   (one per event) with memmem and takes the "checkpoint": value, which
+ *   the server writes as the page's last key. It needs its input contiguous
+ *   around a key: it leaves the last LG_JSON_LOOKAHEAD bytes of a chunk
+ *   unconsumed, and the caller hands them back in front of the next chunk.
  *
  * Everything here is reentrant: any thread, no shared state.
  */
@@ -84,7 +84,7 @@ bool lg_pb_scan_complete(const struct lg_pb_scan *s);
 
 /* ---- HTTP/JSON read page scanner ---- */
 
-/* The most bytes lg_json_scan may leave unconsumed when not final. */
+/* The bytes lg_json_scan leaves unconsumed when not final (a key, 20 digits, '}'). */
 #define LG_JSON_LOOKAHEAD 40
 
 struct lg_json_scan {
@@ -95,9 +95,9 @@ struct lg_json_scan {
 
 /**
  * Scans n bytes of a JSON body. Returns how many it consumed: n when final
- * (the body ends here), else possibly fewer, leaving at most
- * LG_JSON_LOOKAHEAD bytes that may start a key; the next call must begin
- * with them.
+ * (the body ends here), else all but the last LG_JSON_LOOKAHEAD (0 when n
+ * is not more than that); the next call must begin with the bytes left.
+ * "checkpoint": is looked for in the body's last LG_JSON_LOOKAHEAD bytes.
  */
 size_t lg_json_scan(struct lg_json_scan *s, const uint8_t *p, size_t n, bool final);
 
