@@ -141,6 +141,8 @@ static void close_driver(struct driver *d) {
   uv_close((uv_handle_t *)&d->progress, NULL);
 }
 
+static void progress_cb(uv_timer_t *t);
+
 static void notify_cb(uv_async_t *h) {
   struct driver *d = h->data;
   struct lg_run *run = d->run;
@@ -167,6 +169,8 @@ static void notify_cb(uv_async_t *h) {
     d->last_ns = now;
     atomic_store_explicit(&run->go, 1, memory_order_release);
     wake_all(d);
+    if (d->show_progress)
+      uv_timer_start(&d->progress, progress_cb, 1000, 1000);
   }
 }
 
@@ -190,7 +194,8 @@ static void progress_cb(uv_timer_t *t) {
     errors += atomic_load_explicit(&d->workers[i].live_errors, memory_order_relaxed);
   }
   double s = (double)(now - d->last_ns) / 1e9, since = (double)(now - run->t_start) / 1e9;
-  const char *phase = now < run->t_measure ? "warmup" : run->label;
+  /* The phase of the second shown: its middle. */
+  const char *phase = d->last_ns + (now - d->last_ns) / 2 < run->t_measure ? "warmup" : run->label;
   char line[200];
   int n = snprintf(line, sizeof(line),
                    "[%5.1f s %s] %.0f req/s  %.0f events/s  %.1f MB/s  %llu errors", since, phase,
@@ -231,8 +236,7 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, struct lg
   d->notify.data = d->sigint.data = d->sigterm.data = d->progress.data = d;
   uv_signal_start(&d->sigint, signal_cb, SIGINT);
   uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
-  if (progress)
-    uv_timer_start(&d->progress, progress_cb, 1000, 1000);
+  d->show_progress = progress;
   run->notify = &d->notify;
 
   int rc = 0;

@@ -183,8 +183,16 @@ static void call_done(struct lg_call *call) {
   w->inflight--;
   uint64_t events = 0;
   enum lg_outcome out = lg_ops[s->op].complete(s, &call->reply, &events);
-  if (out == LG_OUTCOME_OK && lg_ops[s->op].appends)
-    w->appended_events += events;
+  if (out == LG_OUTCOME_OK) {
+    w->seen_ok++;
+    w->seen_events += events;
+    if (lg_ops[s->op].appends)
+      w->appended_events += events;
+    else
+      w->seen_bytes += call->reply.bytes;
+  } else if (out == LG_OUTCOME_ERROR) {
+    w->seen_errors++;
+  }
   if (is_measured(w, s, now))
     record(w, s, out, events, now);
   if (w->phase == LG_RUNNING) {
@@ -316,17 +324,10 @@ static void finish(struct lg_worker *w) {
 }
 
 static void publish(struct lg_worker *w) {
-  struct lg_op_stats t = {0};
-  for (unsigned i = 0; i < LG_OP_COUNT; i++) {
-    t.ok += w->stats->op[i].ok;
-    t.events += w->stats->op[i].events;
-    t.bytes += w->stats->op[i].bytes;
-    t.errors += w->stats->op[i].errors;
-  }
-  atomic_store_explicit(&w->live_ok, t.ok, memory_order_relaxed);
-  atomic_store_explicit(&w->live_events, t.events, memory_order_relaxed);
-  atomic_store_explicit(&w->live_bytes, t.bytes, memory_order_relaxed);
-  atomic_store_explicit(&w->live_errors, t.errors, memory_order_relaxed);
+  atomic_store_explicit(&w->live_ok, w->seen_ok, memory_order_relaxed);
+  atomic_store_explicit(&w->live_events, w->seen_events, memory_order_relaxed);
+  atomic_store_explicit(&w->live_bytes, w->seen_bytes, memory_order_relaxed);
+  atomic_store_explicit(&w->live_errors, w->seen_errors, memory_order_relaxed);
 }
 
 static void tick_cb(uv_timer_t *t) {

@@ -144,6 +144,8 @@ struct lg_worker {
   int setup_error;
   char fatal[256];              /* why the run failed here, or "" */
 
+  /* Every completion, measured or not (warmup, prefill): the progress line. */
+  uint64_t seen_ok, seen_events, seen_bytes, seen_errors;
   atomic_uint_fast64_t live_ok, live_events, live_errors, live_bytes;
 };
 
