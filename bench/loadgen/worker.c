@@ -394,7 +394,7 @@ static void worker_main(void *arg) {
     uv_timer_start(&w->tick, tick_cb, TICK_MS, TICK_MS);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   publish(w);
-  uv_loop_close(&w->loop);
+  /* The loop stays open: the main thread may still wake it (its eventfd) until it joins us. */
   atomic_fetch_add_explicit(&w->run->done, 1, memory_order_release);
   uv_async_send(w->run->notify);
 }
@@ -502,5 +502,6 @@ void lg_worker_wake(struct lg_worker *w) { uv_async_send(&w->wake); }
 
 void lg_worker_join(struct lg_worker *w) {
   uv_thread_join(&w->thread);
+  uv_loop_close(&w->loop);
   free_slots(w);
 }

@@ -155,10 +155,14 @@ bool lg_slot_usable(const struct lg_run *run, unsigned index);
 /** Prepares w (storage owned by the caller) and starts its thread. Main thread. */
 int lg_worker_start(struct lg_worker *w, struct lg_run *run, unsigned index);
 
-/** Wakes w to look at run->go and run->stop_ns. Any thread. */
+/** Wakes w to look at run->go and run->stop_ns. Any thread, until lg_worker_join. */
 void lg_worker_wake(struct lg_worker *w);
 
-/** Joins w's thread and frees what it allocated except stats (the caller frees w->stats). */
+/**
+ * Joins w's thread, closes its loop (only now: lg_worker_wake may be called
+ * until the join) and frees what lg_worker_start allocated except stats
+ * (the caller frees w->stats).
+ */
 void lg_worker_join(struct lg_worker *w);
 
 #endif
