@@ -322,12 +322,17 @@ def test_help(tmp_path):
         assert word in run.stdout
 
 
-def test_unreachable_target_fails_fast(tmp_path):
+@pytest.mark.parametrize("scenario", ["append", "read-global", "http-read"])
+def test_unreachable_target_fails_fast(scenario, tmp_path):
+    """Whether the measured run or a setup phase (probe, prefill) meets it: exit 1, a report."""
     port = free_port()
-    run = run_bench(["--target", f"{HOST}:{port}", "--duration", 30], tmp_path, timeout=FAIL_FAST)
+    run = run_bench(["--target", f"{HOST}:{port}", "--scenario", scenario, "--duration", 30],
+                    tmp_path, timeout=FAIL_FAST)
     assert run.rc == 1, run
     assert run.elapsed < FAIL_FAST
-    assert "connect" in run.report["failure"] and run.report["exit_code"] == 1
+    r = run.report
+    assert "connection refused" in r["failure"] and r["exit_code"] == 1
+    assert r["requests"] == 0 and r["scenario"] == scenario
 
 
 def test_silent_server_ends_the_run(tmp_path):
@@ -363,3 +368,28 @@ def test_sigint_ends_the_run_with_results(server, stub, target, tmp_path):
     assert r["interrupted"] is True
     assert r["requests"] > 0 and 0 < r["duration_s"] < 120
     wait_count(stub, before + r["appended_events_all_phases"], "every acknowledged append")
+
+
+def test_server_killed_mid_run(server_factory, tmp_path):
+    """The server dies under load (two worker threads): exit 1 soon after, with the figures so far."""
+    s = server_factory.new()
+    stub = s.stub()
+    path = tmp_path / "killed.json"
+    proc = subprocess.Popen([bench_binary(), "--target", s.target, "--duration", "120",
+                             "--warmup", "0", "--threads", "2", "--json", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        poll(lambda: event_count(stub) > 100, timeout=30.0, what="the tool's appends")
+        s.kill()
+        killed = time.monotonic()
+        out, err = proc.communicate(timeout=FAIL_FAST)
+        elapsed = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{out}\n{err}"
+    assert elapsed < 10
+    r = json.loads(path.read_text())
+    assert r["requests"] > 0 and r["failure"] and r["exit_code"] == 1
