@@ -58,11 +58,12 @@ static void base_run(struct lg_run *run, const struct lg_options *o,
  * Runs a setup phase, whose every request must succeed. Returns 0, or -1
  * with the reason in why. res is filled either way; the caller frees it.
  */
-static int setup_phase(struct lg_run *run, uv_loop_t *loop, bool progress, uint32_t limit_stream,
-                       uint32_t limit_global, struct lg_result *res, char *why, size_t why_len) {
+static int setup_phase(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t deadline,
+                       uint32_t limit_stream, uint32_t limit_global, struct lg_result *res,
+                       char *why, size_t why_len) {
   int rc = lg_run_prepare(run, limit_stream, limit_global);
   if (rc == 0)
-    rc = lg_run_execute(run, loop, progress, res);
+    rc = lg_run_execute(run, loop, progress, deadline, res);
   else
     memset(res, 0, sizeof(*res));
   lg_run_deinit(run);
@@ -130,6 +131,7 @@ int main(int argc, char **argv) {
   unsigned weights[LG_OP_COUNT] = {0};
   o.scenario->weights(&o, weights);
   bool progress = !o.quiet && isatty(STDERR_FILENO);
+  uint64_t deadline = o.max_time_s > 0 ? evf_monotonic_ns() + (uint64_t)(o.max_time_s * 1e9) : 0;
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct lg_result res = {0};
@@ -145,7 +147,7 @@ int main(int argc, char **argv) {
     probe.weights[LG_OP_READ_GLOBAL] = 1;
     probe.items = 1;
     probe.threads = probe.connections = probe.concurrency = 1;
-    failed = setup_phase(&probe, &loop, false, 1, 1, &res, why, sizeof(why));
+    failed = setup_phase(&probe, &loop, false, deadline, 1, 1, &res, why, sizeof(why));
     struct lg_op_stats t = {0};
     if (res.stats)
       lg_stats_total(res.stats, &t);
@@ -171,8 +173,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "eventflowdb-bench: prefill: %u events into each of %u streams...\n",
               o.prefill, o.streams);
     uint64_t t0 = evf_monotonic_ns();
-    failed = setup_phase(&fill, &loop, progress, o.limit_stream, o.limit_global, &res, why,
-                         sizeof(why));
+    failed = setup_phase(&fill, &loop, progress, deadline, o.limit_stream, o.limit_global, &res,
+                         why, sizeof(why));
     prefill_s = (double)(evf_monotonic_ns() - t0) / 1e9;
     prefill_events = res.appended_events;
     lg_result_free(&res);
@@ -192,7 +194,7 @@ int main(int argc, char **argv) {
     run.concurrency = o.concurrency;
     int rc = lg_run_prepare(&run, o.limit_stream, o.limit_global);
     if (rc == 0) {
-      lg_run_execute(&run, &loop, progress, &res);
+      lg_run_execute(&run, &loop, progress, deadline, &res);
     } else {
       snprintf(why, sizeof(why), "cannot build the requests: %s", strerror(-rc));
       failed = -1;

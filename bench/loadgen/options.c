@@ -60,6 +60,9 @@ void lg_options_usage(FILE *f) {
           "                           bench-PID-TIME-, new for every run)\n"
           "  --timeout SECONDS        bound on connecting, on each request and on a\n"
           "                           silent server (default 10)\n"
+          "  --max-time SECONDS       deadline of the whole run, prefill included: then\n"
+          "                           it stops, reports and exits 1 (default with\n"
+          "                           --requests: 3600; 0: none)\n"
           "  --json FILE              also write every figure as JSON to FILE\n"
           "  --max-error-rate F       exit 1 when errors / requests is above F\n"
           "                           (default 0.01)\n"
@@ -156,7 +159,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   enum {
     OPT_TARGET = 256, OPT_SCENARIO, OPT_CONNECTIONS, OPT_CONCURRENCY, OPT_THREADS, OPT_DURATION,
     OPT_REQUESTS, OPT_WARMUP, OPT_EVENT_SIZE, OPT_EPA, OPT_STREAMS, OPT_RATE, OPT_LIMIT,
-    OPT_PREFILL, OPT_MIX, OPT_HTTP_MODE, OPT_PREFIX, OPT_TIMEOUT, OPT_JSON, OPT_MAX_ERROR_RATE,
+    OPT_PREFILL, OPT_MIX, OPT_HTTP_MODE, OPT_PREFIX, OPT_TIMEOUT, OPT_MAX_TIME, OPT_JSON, OPT_MAX_ERROR_RATE,
     OPT_QUIET, OPT_HELP
   };
   static const struct option options[] = {
@@ -178,6 +181,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       {"http-mode", required_argument, NULL, OPT_HTTP_MODE},
       {"stream-prefix", required_argument, NULL, OPT_PREFIX},
       {"timeout", required_argument, NULL, OPT_TIMEOUT},
+      {"max-time", required_argument, NULL, OPT_MAX_TIME},
       {"json", required_argument, NULL, OPT_JSON},
       {"max-error-rate", required_argument, NULL, OPT_MAX_ERROR_RATE},
       {"quiet", no_argument, NULL, OPT_QUIET},
@@ -205,7 +209,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   o->mix[LG_OP_READ_STREAM] = 20;
   o->mix[LG_OP_READ_GLOBAL] = 10;
   const char *target = NULL, *prefix = NULL;
-  bool duration_set = false, mix_set = false, http_mode_set = false;
+  bool duration_set = false, mix_set = false, http_mode_set = false, max_time_set = false;
   uint64_t v;
   int opt;
   opterr = 0;
@@ -279,6 +283,10 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     case OPT_TIMEOUT:
       ok = parse_double(optarg, 0.01, 3600, &o->timeout_s);
       break;
+    case OPT_MAX_TIME:
+      ok = parse_double(optarg, 0, 86400 * 30, &o->max_time_s);
+      max_time_set = true;
+      break;
     case OPT_JSON:
       ok = optarg[0] != '\0';
       o->json_path = optarg;
@@ -310,6 +318,12 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   }
   if (duration_set && o->requests) {
     bad("give --duration or --requests, not both");
+    return LG_PARSE_BAD;
+  }
+  if (!max_time_set)
+    o->max_time_s = o->requests ? 3600 : 0; /* a --duration run is bounded by itself */
+  if (o->max_time_s > 0 && !o->requests && o->max_time_s < o->warmup_s + o->duration_s) {
+    bad("--max-time %g is shorter than --warmup + --duration", o->max_time_s);
     return LG_PARSE_BAD;
   }
   if (o->threads > o->connections) {

@@ -37,6 +37,7 @@ struct lg_options {
   const char *json_path;
   double max_error_rate;
   double timeout_s;
+  double max_time_s;            /* deadline of the whole run, setup included; 0: none */
   bool quiet;
 };
 

@@ -107,7 +107,9 @@ struct driver {
   uv_async_t notify;
   uv_signal_t sigint, sigterm;
   uv_timer_t progress;
+  uv_timer_t deadline;
   bool show_progress;
+  bool deadline_passed;
   bool going;
   bool closing;
   bool interrupted;
@@ -139,6 +141,7 @@ static void close_driver(struct driver *d) {
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->progress, NULL);
+  uv_close((uv_handle_t *)&d->deadline, NULL);
 }
 
 static void progress_cb(uv_timer_t *t);
@@ -172,6 +175,12 @@ static void notify_cb(uv_async_t *h) {
     if (d->show_progress)
       uv_timer_start(&d->progress, progress_cb, 1000, 1000);
   }
+}
+
+static void deadline_cb(uv_timer_t *t) {
+  struct driver *d = t->data;
+  d->deadline_passed = true;
+  stop_all(d);
 }
 
 static void signal_cb(uv_signal_t *h, int signum) {
@@ -212,7 +221,8 @@ static void progress_cb(uv_timer_t *t) {
   d->last_ns = now;
 }
 
-int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, struct lg_result *out) {
+int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t deadline_ns,
+                   struct lg_result *out) {
   memset(out, 0, sizeof(*out));
   out->stats = malloc(sizeof(*out->stats));
   struct driver *d = calloc(1, sizeof(*d));
@@ -233,7 +243,13 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, struct lg
   uv_signal_init(loop, &d->sigint);
   uv_signal_init(loop, &d->sigterm);
   uv_timer_init(loop, &d->progress);
-  d->notify.data = d->sigint.data = d->sigterm.data = d->progress.data = d;
+  uv_timer_init(loop, &d->deadline);
+  d->notify.data = d->sigint.data = d->sigterm.data = d->progress.data = d->deadline.data = d;
+  if (deadline_ns != 0) {
+    uint64_t now = evf_monotonic_ns();
+    uv_timer_start(&d->deadline, deadline_cb,
+                   deadline_ns > now ? (deadline_ns - now + 999999) / 1000000 : 0, 0);
+  }
   uv_signal_start(&d->sigint, signal_cb, SIGINT);
   uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
   d->show_progress = progress;
@@ -268,6 +284,9 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, struct lg
     free(w->stats);
   }
   out->interrupted = d->interrupted;
+  if (d->deadline_passed && out->failure[0] == '\0')
+    snprintf(out->failure, sizeof(out->failure),
+             "the run was still going at its deadline (--max-time %g s)", run->opt->max_time_s);
   uint64_t stop = atomic_load(&run->stop_ns);
   if (run->items || run->requests) {
     uint64_t from = run->items ? run->t_start : run->t_measure;

@@ -39,10 +39,13 @@ void lg_run_deinit(struct lg_run *run);
 
 /**
  * Runs it to the end on loop (the main thread's), filling *out. progress:
- * print the progress line. Returns 0, or a negative errno when the workers
- * could not be started (out->failure says why).
+ * print the progress line. deadline_ns (monotonic; 0: none): then the run
+ * is stopped as by Ctrl-C, and out->failure says so. Returns 0, or a
+ * negative errno when the workers could not be started (out->failure says
+ * why).
  */
-int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, struct lg_result *out);
+int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t deadline_ns,
+                   struct lg_result *out);
 
 /** Frees out's memory. */
 void lg_result_free(struct lg_result *out);

@@ -307,6 +307,7 @@ def test_errors_are_counted_by_status_and_fail_the_run(server_factory, tmp_path)
     ["--max-error-rate", 2],
     ["--http-mode", "stream"],
     ["--stream-prefix", "$system-"],
+    ["--duration", 5, "--max-time", 2],
     ["unexpected"],
 ])
 def test_bad_usage_exits_2(args, tmp_path):
@@ -346,6 +347,15 @@ def test_silent_server_ends_the_run(tmp_path):
     assert run.rc == 1, run
     assert run.elapsed < 10
     assert "sent nothing" in run.report["failure"]
+
+
+def test_max_time_ends_a_run_that_goes_on(target, tmp_path):
+    run = run_bench(["--target", target, "--requests", 10**9, "--warmup", 0, "--max-time", 1],
+                    tmp_path, timeout=FAIL_FAST)
+    assert run.rc == 1, run
+    assert run.elapsed < FAIL_FAST
+    r = run.report
+    assert "--max-time" in r["failure"] and r["requests"] > 0 and r["exit_code"] == 1
 
 
 def test_sigint_ends_the_run_with_results(server, stub, target, tmp_path):
