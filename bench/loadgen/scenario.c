@@ -1,0 +1,247 @@
+/* The operations and the scenarios, as tables. */
+#include "scenario.h"
+
+#include "options.h"
+#include "worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define METHOD(name) "/api.EventStore/" name
+
+bool lg_reply_ok(const struct lg_reply *r) {
+  return (r->kind == LG_REPLY_GRPC && r->status == 0) ||
+         (r->kind == LG_REPLY_HTTP && r->status == 200);
+}
+
+static void point_call(struct lg_slot *s, const struct lg_tmpl *t) {
+  s->call.path = lg_ops[s->op].grpc_path;
+  s->call.path_len = strlen(s->call.path);
+  s->call.body = t->data;
+  s->call.len = t->len;
+}
+
+static int copy_template(struct lg_slot *s, enum lg_op_id op) {
+  return lg_tmpl_copy(&s->req[op], &s->worker->run->proto_req[op]);
+}
+
+static enum lg_outcome count_events(struct lg_slot *s, const struct lg_reply *r, uint64_t *events) {
+  (void)s;
+  if (!lg_reply_ok(r))
+    return LG_OUTCOME_ERROR;
+  *events = r->count;
+  return LG_OUTCOME_OK;
+}
+
+/* ---- append: version -1, streams round robin ---- */
+
+static int append_init(struct lg_slot *s) { return copy_template(s, LG_OP_APPEND); }
+
+static void append_prepare(struct lg_slot *s) {
+  struct lg_worker *w = s->worker;
+  struct lg_tmpl *t = &s->req[LG_OP_APPEND];
+  s->stream = w->next_stream;
+  w->next_stream = w->next_stream + 1 == w->run->opt->streams ? 0 : w->next_stream + 1;
+  lg_tmpl_set_name(t, w->run->name_width, s->stream);
+  point_call(s, t);
+}
+
+/* ---- append-occ: one writer per stream, exact expected versions ---- */
+
+/* Slot g of S owns streams g, g + S, g + 2S, ...: no two slots write one stream. */
+static int occ_init(struct lg_slot *s) {
+  const struct lg_run *run = s->worker->run;
+  uint32_t streams = run->opt->streams;
+  s->occ_count = s->index < streams ? (streams - s->index + run->total_slots - 1) / run->total_slots : 0;
+  if (s->occ_count == 0) {
+    s->unused = true;
+    return 0;
+  }
+  s->occ_versions = calloc(s->occ_count, sizeof(*s->occ_versions));
+  if (s->occ_versions == NULL)
+    return -1;
+  return copy_template(s, LG_OP_APPEND_OCC);
+}
+
+static void occ_prepare(struct lg_slot *s) {
+  const struct lg_run *run = s->worker->run;
+  struct lg_tmpl *t = &s->req[LG_OP_APPEND_OCC];
+  uint32_t k = s->occ_next;
+  s->occ_current = k;
+  s->occ_next = k + 1 == s->occ_count ? 0 : k + 1;
+  s->stream = s->index + (uint64_t)k * run->total_slots;
+  lg_tmpl_set_name(t, run->name_width, s->stream);
+  lg_tmpl_set_tail(t, s->occ_versions[k]);
+  point_call(s, t);
+}
+
+/* "wrong expected version for stream S: expected E, actual A": A, or -1. */
+static long long actual_version(const char *message) {
+  const char *at = strstr(message, "actual ");
+  if (at == NULL)
+    return -1;
+  char *end;
+  long long v = strtoll(at + 7, &end, 10);
+  return end == at + 7 || v < 0 || v > INT32_MAX ? -1 : v;
+}
+
+static enum lg_outcome occ_complete(struct lg_slot *s, const struct lg_reply *r, uint64_t *events) {
+  if (lg_reply_ok(r)) {
+    s->occ_versions[s->occ_current] += (uint32_t)r->count;
+    *events = r->count;
+    return LG_OUTCOME_OK;
+  }
+  if (r->kind == LG_REPLY_GRPC && r->status == 10 /* ABORTED */) {
+    long long actual = actual_version(r->message);
+    if (actual >= 0) {
+      s->occ_versions[s->occ_current] = (uint32_t)actual; /* resync, go on */
+      return LG_OUTCOME_CONFLICT;
+    }
+  }
+  return LG_OUTCOME_ERROR;
+}
+
+/* ---- read-stream: a random stream from version 0 ---- */
+
+static int read_stream_init(struct lg_slot *s) { return copy_template(s, LG_OP_READ_STREAM); }
+
+static void read_stream_prepare(struct lg_slot *s) {
+  struct lg_worker *w = s->worker;
+  struct lg_tmpl *t = &s->req[LG_OP_READ_STREAM];
+  uint64_t x = w->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  w->rng = x;
+  s->stream = x % w->run->opt->streams;
+  lg_tmpl_set_name(t, w->run->name_width, s->stream);
+  point_call(s, t);
+}
+
+/* ---- read-global: each slot a catch-up reader, from 0 again at the end ---- */
+
+static int read_global_init(struct lg_slot *s) { return copy_template(s, LG_OP_READ_GLOBAL); }
+
+static void read_global_prepare(struct lg_slot *s) {
+  struct lg_tmpl *t = &s->req[LG_OP_READ_GLOBAL];
+  lg_tmpl_set_tail(t, s->global_offset);
+  point_call(s, t);
+}
+
+static enum lg_outcome read_global_complete(struct lg_slot *s, const struct lg_reply *r,
+                                            uint64_t *events) {
+  if (!lg_reply_ok(r))
+    return LG_OUTCOME_ERROR;
+  *events = r->count;
+  if (r->count == 0)
+    s->global_offset = 0;
+  else if (r->has_checkpoint && r->checkpoint > s->global_offset)
+    s->global_offset = r->checkpoint;
+  else
+    return LG_OUTCOME_ERROR; /* a page that does not move on: the reader would spin */
+  return LG_OUTCOME_OK;
+}
+
+/* ---- prefill: each stream gets --prefill events in chunks ---- */
+
+static int prefill_init(struct lg_slot *s) {
+  const struct lg_run *run = s->worker->run;
+  int rc = copy_template(s, LG_OP_PREFILL);
+  if (rc == 0 && run->prefill_last != run->prefill_chunk)
+    rc = lg_tmpl_copy(&s->req_last, &run->proto_prefill_last);
+  return rc;
+}
+
+static void prefill_prepare(struct lg_slot *s) {
+  const struct lg_run *run = s->worker->run;
+  uint64_t k = s->item % run->prefill_per_stream;
+  bool last = k + 1 == run->prefill_per_stream;
+  struct lg_tmpl *t = last && run->prefill_last != run->prefill_chunk ? &s->req_last
+                                                                       : &s->req[LG_OP_PREFILL];
+  s->stream = s->item / run->prefill_per_stream;
+  s->events = last ? run->prefill_last : run->prefill_chunk;
+  lg_tmpl_set_name(t, run->name_width, s->stream);
+  point_call(s, t);
+}
+
+static enum lg_outcome prefill_complete(struct lg_slot *s, const struct lg_reply *r,
+                                        uint64_t *events) {
+  if (!lg_reply_ok(r))
+    return LG_OUTCOME_ERROR;
+  *events = s->events;
+  return LG_OUTCOME_OK;
+}
+
+const struct lg_op lg_ops[LG_OP_COUNT] = {
+    [LG_OP_APPEND] = {"append", METHOD("AppendToStream"), true, append_init, append_prepare,
+                      count_events},
+    [LG_OP_APPEND_OCC] = {"append-occ", METHOD("AppendToStream"), true, occ_init, occ_prepare,
+                          occ_complete},
+    [LG_OP_READ_STREAM] = {"read-stream", METHOD("GetStream"), false, read_stream_init,
+                           read_stream_prepare, count_events},
+    [LG_OP_READ_GLOBAL] = {"read-global", METHOD("GetGlobalStream"), false, read_global_init,
+                           read_global_prepare, read_global_complete},
+    [LG_OP_PREFILL] = {"prefill", METHOD("AppendToStream"), true, prefill_init, prefill_prepare,
+                       prefill_complete},
+};
+
+int lg_op_find_mixable(const char *name) {
+  static const enum lg_op_id mixable[] = {LG_OP_APPEND, LG_OP_READ_STREAM, LG_OP_READ_GLOBAL};
+  for (unsigned i = 0; i < sizeof(mixable) / sizeof(mixable[0]); i++)
+    if (strcmp(lg_ops[mixable[i]].name, name) == 0)
+      return (int)mixable[i];
+  return -1;
+}
+
+/* ---- scenarios ---- */
+
+static void only_append(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_APPEND] = 1;
+}
+
+static void only_occ(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_APPEND_OCC] = 1;
+}
+
+static void only_read_stream(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_READ_STREAM] = 1;
+}
+
+static void only_read_global(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_READ_GLOBAL] = 1;
+}
+
+static void from_mix(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  memcpy(w, o->mix, sizeof(o->mix));
+}
+
+static void http_reads(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  w[o->http_mode == LG_HTTP_STREAM ? LG_OP_READ_STREAM : LG_OP_READ_GLOBAL] = 1;
+}
+
+const struct lg_scenario lg_scenarios[] = {
+    {"append", "AppendToStream, version -1, streams in turn", LG_PROTO_GRPC, only_append},
+    {"append-occ", "AppendToStream, exact expected version, one writer per stream",
+     LG_PROTO_GRPC, only_occ},
+    {"read-stream", "GetStream of a random prefilled stream, from version 0", LG_PROTO_GRPC,
+     only_read_stream},
+    {"read-global", "GetGlobalStream, a catch-up reader per call in flight", LG_PROTO_GRPC,
+     only_read_global},
+    {"mixed", "appends and reads in the --mix shares, on the same connections", LG_PROTO_GRPC,
+     from_mix},
+    {"http-read", "reads over the HTTP/JSON API, HTTP/1.1 keep-alive (--http-mode)",
+     LG_PROTO_HTTP, http_reads},
+};
+
+const unsigned lg_scenario_count = sizeof(lg_scenarios) / sizeof(lg_scenarios[0]);
+
+const struct lg_scenario *lg_scenario_find(const char *name) {
+  for (unsigned i = 0; i < lg_scenario_count; i++)
+    if (strcmp(lg_scenarios[i].name, name) == 0)
+      return &lg_scenarios[i];
+  return NULL;
+}

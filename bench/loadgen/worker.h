@@ -1,0 +1,168 @@
+#ifndef LOADGEN_WORKER_H
+#define LOADGEN_WORKER_H
+
+/*
+ * DESIGN
+ * A run is one phase of load: the measured load, or a setup phase (a probe
+ * of the global stream, a prefill of streams) that sends a fixed number of
+ * requests. run.c, on the main thread, starts one worker thread per
+ * thread of the run. A worker owns a uv loop, its share of the connections,
+ * their in-flight slots (one struct lg_call each, with its own copy of the
+ * request templates), and its stats: no other thread touches them while it
+ * runs. Crossing threads are only:
+ *  - run->ready and run->done (atomic counters) then uv_async_send(run->notify):
+ *    a worker tells the main loop it is connected, or finished;
+ *  - the run's times, written by the main thread before its release store to
+ *    run->go, then uv_async_send(w->wake): every worker is connected, start;
+ *  - run->stop_ns (atomic, set once: Ctrl-C, or a worker whose connection
+ *    failed), then uv_async_send(w->wake) to each worker: stop and drain;
+ *  - w->live_* (atomic, relaxed): progress counters the main loop reads once
+ *    a second for the progress line.
+ * The main thread reads a worker's stats only after joining its thread.
+ *
+ * In a worker, a slot keeps one call in flight. Closed loop: its answer
+ * sends the slot's next request. With --rate: requests are due at fixed
+ * intervals from the start (the worker's share of the rate); a slot that
+ * is free takes the oldest due request, and its latency counts from the
+ * time it was due, so a server that falls behind shows its queueing
+ * (no coordinated omission). The due times are kept with a timerfd (libuv
+ * timers have millisecond resolution).
+ */
+
+#include "call.h"
+#include "grpc_conn.h"
+#include "http_conn.h"
+#include "options.h"
+#include "request.h"
+#include "scenario.h"
+#include "stats.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+struct lg_run {
+  /* Set before the workers start; read-only afterwards. */
+  const struct lg_options *opt;
+  const char *label;            /* "prefill", "measure": for messages */
+  enum lg_proto proto;
+  struct sockaddr_storage addr;
+  const char *authority;
+  unsigned weights[LG_OP_COUNT];
+  unsigned weight_total;
+  uint64_t items;               /* > 0: exactly this many requests, all counted, then stop */
+  uint64_t requests;            /* measured requests in total; 0 with items 0: run for duration */
+  double duration_s, warmup_s, rate;
+  unsigned threads, connections, concurrency;
+  unsigned total_slots;
+  unsigned name_width;
+  uint64_t timeout_ns;
+  uint32_t prefill_chunk;       /* events per prefill append */
+  uint32_t prefill_last;        /* events in each stream's last prefill append */
+  uint32_t prefill_per_stream;  /* prefill appends per stream */
+  struct lg_tmpl proto_req[LG_OP_COUNT];
+  struct lg_tmpl proto_prefill_last;
+
+  /* Written by the main thread before its release store to go. */
+  uint64_t t_start, t_measure, t_end;
+
+  atomic_int go;
+  atomic_uint_fast64_t stop_ns;
+  atomic_uint ready;
+  atomic_uint done;
+  uv_async_t *notify;
+};
+
+struct lg_worker;
+
+/* One connection of a worker. */
+struct lg_wconn {
+  struct lg_worker *worker;
+  struct lg_grpc_conn *grpc;
+  struct lg_http_conn *http;
+  bool up;
+  bool dead;
+};
+
+/* One call kept in flight. */
+struct lg_slot {
+  struct lg_call call;
+  struct lg_worker *worker;
+  struct lg_wconn *conn;
+  unsigned index;               /* across the run's workers */
+  enum lg_op_id op;             /* of the call in flight */
+  bool busy;
+  bool measured;                /* --requests: sent after the warmup, within the quota */
+  bool unused;                  /* nothing for it to do (append-occ with fewer streams than slots) */
+  uint64_t intended_ns;         /* when it was due (closed loop: when it was sent) */
+  uint64_t stream;              /* of the call in flight */
+  uint64_t item;                /* items runs: which item the call in flight is */
+  uint32_t events;              /* prefill: events the call in flight writes */
+  struct lg_tmpl req[LG_OP_COUNT];
+  struct lg_tmpl req_last;      /* prefill: a stream's last, shorter, append */
+  uint64_t global_offset;       /* read-global: where this reader is */
+  uint32_t *occ_versions;       /* append-occ: the next version of each stream it owns */
+  uint32_t occ_count, occ_next, occ_current;
+};
+
+enum lg_phase { LG_CONNECTING, LG_WAITING, LG_RUNNING, LG_DRAINING, LG_CLOSING };
+
+struct lg_worker {
+  struct lg_run *run;
+  unsigned index;
+  uv_thread_t thread;
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_timer_t tick;              /* timeouts, progress */
+  uv_timer_t end_timer;         /* the end of the measured time, then the drain bound */
+  uv_poll_t pacer;              /* --rate: the timerfd */
+  int timer_fd;
+  enum lg_phase phase;
+  struct lg_wconn *conns;
+  unsigned n_conns, conns_up;
+  struct lg_slot *slots;
+  unsigned n_slots;
+  struct lg_slot **free_slots;  /* --rate: slots waiting for a due request */
+  unsigned n_free;
+  uint64_t inflight;
+  uint64_t quota;               /* --requests: this worker's share */
+  uint64_t measured_sent;
+  uint64_t next_item, end_item; /* items runs: this worker's share */
+  uint64_t rng;
+  uint64_t next_stream;
+  double interval_ns;           /* --rate: between this worker's due times */
+  uint64_t sched_start;
+  uint64_t sched_sent;
+
+  /* Results: read by the main thread after the join. */
+  struct lg_stats *stats;
+  uint64_t appended_events;     /* acknowledged by appends in every phase (warmup, drain too) */
+  uint64_t last_measured_ns;
+  uint64_t rate_missed;         /* --rate: requests due before the end but never sent */
+  int setup_error;
+  char fatal[256];              /* why the run failed here, or "" */
+
+  /* Every completion, measured or not (warmup, prefill): the progress line. */
+  uint64_t seen_ok, seen_events, seen_bytes, seen_errors;
+  atomic_uint_fast64_t live_ok, live_events, live_errors, live_bytes;
+};
+
+/** True when slot index of run has work (append-occ: it owns at least one stream). */
+bool lg_slot_usable(const struct lg_run *run, unsigned index);
+
+/** Prepares w (storage owned by the caller) and starts its thread. Main thread. */
+int lg_worker_start(struct lg_worker *w, struct lg_run *run, unsigned index);
+
+/** Wakes w to look at run->go and run->stop_ns. Any thread, until lg_worker_join. */
+void lg_worker_wake(struct lg_worker *w);
+
+/**
+ * Joins w's thread, closes its loop (only now: lg_worker_wake may be called
+ * until the join) and frees what lg_worker_start allocated except stats
+ * (the caller frees w->stats).
+ */
+void lg_worker_join(struct lg_worker *w);
+
+#endif
