@@ -39,6 +39,8 @@ struct lg_call;
 typedef void (*lg_call_cb)(struct lg_call *call);
 
 struct lg_call {
+  int h2_kind;                  /* the connection's: 0 (a gRPC connection tells it from a stream's) */
+
   /* Set by the caller before each submission. */
   const char *path;             /* gRPC method path ("/api.EventStore/GetStream"); static storage */
   size_t path_len;

@@ -28,6 +28,7 @@ struct lg_grpc_conn {
   struct lg_buf writing;        /* handed to the one uv_write in flight */
   struct lg_conn_events ev;
   struct lg_call *head, *tail;  /* calls in flight, oldest first */
+  struct lg_grpc_stream *streams; /* streaming calls open */
   size_t inflight;
   uint64_t timeout_ns;
   uint64_t last_progress_ns;    /* last byte received, or the first call after an idle time */
@@ -51,7 +52,10 @@ struct lg_grpc_conn {
    NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}
 #define NVS(name, value) NV(name, value, sizeof(value) - 1)
 
+#define H2_STREAMING 1        /* h2_kind of a struct lg_grpc_stream */
+
 static void teardown(struct lg_grpc_conn *c);
+static void end_stream(struct lg_grpc_conn *c, struct lg_grpc_stream *s);
 
 /* ---- the list of calls in flight ---- */
 
@@ -125,6 +129,13 @@ static void teardown(struct lg_grpc_conn *c) {
     snprintf(call->reply.message, sizeof(call->reply.message), "%s",
              c->fail_reason[0] ? c->fail_reason : "connection closed");
     call->cb(call);
+  }
+  while (c->streams) {
+    struct lg_grpc_stream *s = c->streams;
+    s->reply.kind = LG_REPLY_CLOSED;
+    snprintf(s->reply.message, sizeof(s->reply.message), "%s",
+             c->fail_reason[0] ? c->fail_reason : "connection closed");
+    end_stream(c, s);
   }
   if (c->session) {
     nghttp2_session_del(c->session);
@@ -272,6 +283,18 @@ static int on_header_cb(nghttp2_session *session, const nghttp2_frame *frame, co
   struct lg_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (call == NULL)
     return 0;
+  if (call->h2_kind == H2_STREAMING) {
+    struct lg_grpc_stream *s = (struct lg_grpc_stream *)call;
+    if (name_is(name, namelen, ":status")) {
+      s->http_status = parse_int(value, valuelen);
+    } else if (name_is(name, namelen, "grpc-status")) {
+      s->reply.status = parse_int(value, valuelen);
+      s->status_seen = s->reply.status >= 0;
+    } else if (name_is(name, namelen, "grpc-message")) {
+      percent_decode(value, valuelen, s->reply.message, sizeof(s->reply.message));
+    }
+    return 0;
+  }
   if (name_is(name, namelen, ":status")) {
     call->http_status = parse_int(value, valuelen);
   } else if (name_is(name, namelen, "grpc-status")) {
@@ -283,12 +306,77 @@ static int on_header_cb(nghttp2_session *session, const nghttp2_frame *frame, co
   return 0;
 }
 
+/* Cuts the response body into messages: whole ones straight from the frame, split ones via s->in. */
+static void stream_input(struct lg_grpc_stream *s, const uint8_t *data, size_t len) {
+  s->reply.bytes += len;
+  if (s->bad)
+    return;
+  while (len > 0) {
+    const uint8_t *p = data;
+    size_t avail = len;
+    if (s->in.len > 0) {
+      /* Complete the buffered start: its prefix first, then the message. */
+      if (s->in.len < 5) {
+        size_t take = 5 - s->in.len < len ? 5 - s->in.len : len;
+        if (lg_buf_append(&s->in, data, take) != 0) {
+          s->bad = true;
+          return;
+        }
+        data += take;
+        len -= take;
+        if (s->in.len < 5)
+          return;
+      }
+      const uint8_t *q = s->in.data;
+      size_t want = 5 + ((size_t)q[1] << 24 | (size_t)q[2] << 16 | (size_t)q[3] << 8 | q[4]);
+      size_t take = want - s->in.len < len ? want - s->in.len : len;
+      if (lg_buf_append(&s->in, data, take) != 0) {
+        s->bad = true;
+        return;
+      }
+      data += take;
+      len -= take;
+      if (s->in.len < want)
+        return;
+      if (s->in.data[0] != 0) {
+        s->bad = true;
+        return;
+      }
+      s->in.len = 0;
+      s->message_cb(s, s->in.data + 5, want - 5);
+      continue;
+    }
+    if (avail >= 5) {
+      size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+      if (p[0] != 0) {
+        s->bad = true;
+        return;
+      }
+      if (avail >= 5 + mlen) {
+        data += 5 + mlen;
+        len -= 5 + mlen;
+        s->message_cb(s, p + 5, mlen);
+        continue;
+      }
+    }
+    if (lg_buf_append(&s->in, data, len < 5 ? len : 5) != 0) {
+      s->bad = true;
+      return;
+    }
+    size_t took = len < 5 ? len : 5;
+    data += took;
+    len -= took;
+  }
+}
+
 static int on_data_chunk_recv_cb(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                                  const uint8_t *data, size_t len, void *user_data) {
   (void)flags;
   (void)user_data;
   struct lg_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (call != NULL) {
+  if (call != NULL && call->h2_kind == H2_STREAMING) {
+    stream_input((struct lg_grpc_stream *)call, data, len);
+  } else if (call != NULL) {
     call->reply.bytes += len;
     lg_pb_scan_feed(&call->scan, data, len);
   }
@@ -325,6 +413,46 @@ static void settle_reply(struct lg_call *call, uint32_t error_code) {
   }
 }
 
+/* Unlinks s, frees its buffers and tells its owner. */
+static void end_stream(struct lg_grpc_conn *c, struct lg_grpc_stream *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->streams = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+  s->conn = NULL;
+  lg_buf_free(&s->out);
+  lg_buf_free(&s->in);
+  s->closed_cb(s);
+}
+
+static void settle_stream(struct lg_grpc_conn *c, struct lg_grpc_stream *s, uint32_t error_code) {
+  struct lg_reply *r = &s->reply;
+  if (s->bad) {
+    r->kind = LG_REPLY_BAD;
+    snprintf(r->message, sizeof(r->message), "an undecodable or compressed message");
+  } else if (s->status_seen) {
+    r->kind = LG_REPLY_GRPC;
+    if (r->status == 0 && s->in.len > 0) {
+      r->kind = LG_REPLY_BAD;
+      snprintf(r->message, sizeof(r->message), "OK after a partial message");
+    }
+  } else if (error_code != NGHTTP2_NO_ERROR) {
+    r->kind = LG_REPLY_RESET;
+    snprintf(r->message, sizeof(r->message), "stream reset: %s",
+             nghttp2_http2_strerror(error_code));
+  } else if (s->http_status > 0 && s->http_status != 200) {
+    r->kind = LG_REPLY_HTTP;
+    r->status = s->http_status;
+  } else {
+    r->kind = LG_REPLY_BAD;
+    snprintf(r->message, sizeof(r->message), "response without grpc-status");
+  }
+  end_stream(c, s);
+}
+
 static int on_stream_close_cb(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                               void *user_data) {
   struct lg_grpc_conn *c = user_data;
@@ -332,6 +460,10 @@ static int on_stream_close_cb(nghttp2_session *session, int32_t stream_id, uint3
   if (call == NULL || c->torn_down)
     return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+  if (call->h2_kind == H2_STREAMING) {
+    settle_stream(c, (struct lg_grpc_stream *)call, error_code);
+    return 0;
+  }
   unlink_call(c, call);
   settle_reply(call, error_code);
   call->cb(call);
@@ -361,6 +493,36 @@ static ssize_t body_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
   call->sent += n;
   if (call->sent == call->len)
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+/* The queued request bytes; deferred (resumed by the next send) while there are none. */
+static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                              size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                              void *user_data) {
+  (void)session;
+  (void)stream_id;
+  (void)user_data;
+  struct lg_grpc_stream *s = source->ptr;
+  size_t n = s->out.len - s->out_sent;
+  if (n == 0) {
+    if (s->half_closed) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      return 0;
+    }
+    s->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (n > length)
+    n = length;
+  memcpy(buf, s->out.data + s->out_sent, n);
+  s->out_sent += n;
+  if (s->out_sent == s->out.len) {
+    s->out.len = 0;
+    s->out_sent = 0;
+    if (s->half_closed)
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  }
   return (ssize_t)n;
 }
 
@@ -544,4 +706,77 @@ void lg_grpc_conn_check(struct lg_grpc_conn *c, uint64_t now) {
     nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
     schedule_flush(c);
   }
+}
+
+/* ---- streaming calls ---- */
+
+int lg_grpc_stream_open(struct lg_grpc_conn *c, struct lg_grpc_stream *s) {
+  if (c->failed || !c->connected)
+    return -ENOTCONN;
+  const nghttp2_nv headers[] = {
+      NVS(":method", "POST"),
+      NVS(":scheme", "http"),
+      NV(":path", s->path, s->path_len),
+      NV(":authority", c->authority, strlen(c->authority)),
+      NVS("content-type", "application/grpc"),
+      NVS("te", "trailers"),
+  };
+  s->h2_kind = H2_STREAMING;
+  memset(&s->reply, 0, sizeof(s->reply));
+  s->out = (struct lg_buf){0};
+  s->in = (struct lg_buf){0};
+  s->out_sent = 0;
+  s->http_status = 0;
+  s->status_seen = s->deferred = s->half_closed = s->bad = false;
+  nghttp2_data_provider body = {.source.ptr = s, .read_callback = stream_read_cb};
+  int32_t id = nghttp2_submit_request(c->session, NULL, headers, sizeof(headers) / sizeof(headers[0]),
+                                      &body, s);
+  if (id < 0)
+    return id == NGHTTP2_ERR_NOMEM ? -ENOMEM : -ENOTCONN;
+  s->stream_id = id;
+  s->conn = c;
+  s->prev = NULL;
+  s->next = c->streams;
+  if (c->streams)
+    c->streams->prev = s;
+  c->streams = s;
+  schedule_flush(c);
+  return 0;
+}
+
+static void stream_kick(struct lg_grpc_stream *s) {
+  struct lg_grpc_conn *c = s->conn;
+  if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(c->session, s->stream_id);
+  }
+  schedule_flush(c);
+}
+
+int lg_grpc_stream_send(struct lg_grpc_stream *s, const uint8_t *msg, size_t len) {
+  if (s->conn == NULL || s->conn->failed || s->half_closed)
+    return -EPIPE;
+  uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                       (uint8_t)len};
+  size_t before = s->out.len;
+  if (lg_buf_append(&s->out, prefix, 5) != 0 || lg_buf_append(&s->out, msg, len) != 0) {
+    s->out.len = before;
+    return -ENOMEM;
+  }
+  stream_kick(s);
+  return 0;
+}
+
+void lg_grpc_stream_half_close(struct lg_grpc_stream *s) {
+  if (s->conn == NULL || s->conn->failed || s->half_closed)
+    return;
+  s->half_closed = true;
+  stream_kick(s);
+}
+
+void lg_grpc_stream_cancel(struct lg_grpc_stream *s) {
+  if (s->conn == NULL || s->conn->failed)
+    return;
+  nghttp2_submit_rst_stream(s->conn->session, NGHTTP2_FLAG_NONE, s->stream_id, NGHTTP2_CANCEL);
+  schedule_flush(s->conn);
 }

@@ -38,6 +38,57 @@ size_t lg_varint_put(uint8_t *p, uint64_t v) {
   return n;
 }
 
+static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; shift < 70 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int lg_pb_next(const uint8_t **p, const uint8_t *end, struct lg_pb_field *f) {
+  uint64_t key;
+  if (*p >= end)
+    return 0;
+  if (varint_get(p, end, &key) != 0 || key >> 3 == 0 || key >> 3 > UINT32_MAX)
+    return -1;
+  f->number = (uint32_t)(key >> 3);
+  f->wire_type = (uint8_t)(key & 7);
+  f->data = NULL;
+  f->len = 0;
+  f->value = 0;
+  switch (f->wire_type) {
+  case 0:
+    return varint_get(p, end, &f->value) == 0 ? 1 : -1;
+  case 1:
+  case 5: {
+    size_t n = f->wire_type == 1 ? 8 : 4;
+    if ((size_t)(end - *p) < n)
+      return -1;
+    for (size_t i = 0; i < n; i++)
+      f->value |= (uint64_t)(*p)[i] << (8 * i);
+    *p += n;
+    return 1;
+  }
+  case 2: {
+    uint64_t n;
+    if (varint_get(p, end, &n) != 0 || n > (uint64_t)(end - *p))
+      return -1;
+    f->data = *p;
+    f->len = (size_t)n;
+    *p += n;
+    return 1;
+  }
+  default:
+    return -1;
+  }
+}
+
 void lg_digits_put(uint8_t *p, unsigned width, uint64_t v) {
   for (unsigned i = width; i > 0; i--) {
     p[i - 1] = (uint8_t)('0' + v % 10);

@@ -54,6 +54,22 @@ unsigned lg_digits_count(uint64_t v);
 /** Standard base64 with padding of n bytes into out (room for 4 * ((n + 2) / 3)); returns its length. */
 size_t lg_base64_put(const uint8_t *in, size_t n, char *out);
 
+/* ---- Decoding one whole message ---- */
+
+struct lg_pb_field {
+  uint32_t number;
+  uint8_t wire_type;            /* 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32 */
+  uint64_t value;               /* varint and fixed values */
+  const uint8_t *data;          /* length-delimited: the bytes (borrowed from the message) */
+  size_t len;
+};
+
+/**
+ * Reads the field at *p (before end) into *f and moves *p past it. Returns
+ * 1 with a field, 0 at the end, -1 for a malformed message.
+ */
+int lg_pb_next(const uint8_t **p, const uint8_t *end, struct lg_pb_field *f);
+
 /* ---- gRPC response scanner ---- */
 
 struct lg_pb_scan {
