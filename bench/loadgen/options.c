@@ -34,7 +34,10 @@ void lg_options_usage(FILE *f) {
           "  --scenario NAME          one of the scenarios above (default append)\n"
           "  --connections N          TCP connections (default 4)\n"
           "  --concurrency N          calls in flight per HTTP/2 connection, 1 to 1024\n"
-          "                           (default 16; http-read: 1 per connection)\n"
+          "                           (default 16; http-read: 1 per connection;\n"
+          "                           batch-append: BatchAppend calls per connection)\n"
+          "  --batch-window N         batch-append: appends in flight on each call\n"
+          "                           (default 256)\n"
           "  --threads N              threads, each with its own event loop and its\n"
           "                           share of the connections (default 1)\n"
           "  --duration SECONDS       measured time (default 10)\n"
@@ -160,7 +163,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     OPT_TARGET = 256, OPT_SCENARIO, OPT_CONNECTIONS, OPT_CONCURRENCY, OPT_THREADS, OPT_DURATION,
     OPT_REQUESTS, OPT_WARMUP, OPT_EVENT_SIZE, OPT_EPA, OPT_STREAMS, OPT_RATE, OPT_LIMIT,
     OPT_PREFILL, OPT_MIX, OPT_HTTP_MODE, OPT_PREFIX, OPT_TIMEOUT, OPT_MAX_TIME, OPT_JSON, OPT_MAX_ERROR_RATE,
-    OPT_QUIET, OPT_HELP
+    OPT_BATCH_WINDOW, OPT_QUIET, OPT_HELP
   };
   static const struct option options[] = {
       {"target", required_argument, NULL, OPT_TARGET},
@@ -184,6 +187,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       {"max-time", required_argument, NULL, OPT_MAX_TIME},
       {"json", required_argument, NULL, OPT_JSON},
       {"max-error-rate", required_argument, NULL, OPT_MAX_ERROR_RATE},
+      {"batch-window", required_argument, NULL, OPT_BATCH_WINDOW},
       {"quiet", no_argument, NULL, OPT_QUIET},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -201,6 +205,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       .limit_stream = 100,
       .limit_global = 1000,
       .prefill = 100,
+      .batch_window = 256,
       .http_mode = LG_HTTP_GLOBAL,
       .max_error_rate = 0.01,
       .timeout_s = 10,
@@ -210,6 +215,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   o->mix[LG_OP_READ_GLOBAL] = 10;
   const char *target = NULL, *prefix = NULL;
   bool duration_set = false, mix_set = false, http_mode_set = false, max_time_set = false;
+  bool batch_window_set = false;
   uint64_t v;
   int opt;
   opterr = 0;
@@ -294,6 +300,11 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     case OPT_MAX_ERROR_RATE:
       ok = parse_double(optarg, 0, 1, &o->max_error_rate);
       break;
+    case OPT_BATCH_WINDOW:
+      if ((ok = parse_u64(optarg, 1, 65536, &v)))
+        o->batch_window = (uint32_t)v;
+      batch_window_set = true;
+      break;
     case OPT_QUIET:
       o->quiet = true;
       break;
@@ -339,6 +350,15 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   }
   if (http_mode_set && !http) {
     bad("--http-mode is for --scenario http-read");
+    return LG_PARSE_BAD;
+  }
+  bool batch = strcmp(o->scenario->name, "batch-append") == 0;
+  if (batch_window_set && !batch) {
+    bad("--batch-window is for --scenario batch-append");
+    return LG_PARSE_BAD;
+  }
+  if (batch && o->rate > 0) {
+    bad("--rate is not supported by --scenario batch-append (a closed window per call)");
     return LG_PARSE_BAD;
   }
   if ((uint64_t)o->events_per_append * ((uint64_t)o->event_size + 32) > (64u << 20)) {

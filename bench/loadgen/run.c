@@ -19,6 +19,11 @@ static int build_template(struct lg_run *run, enum lg_op_id op, const char *name
   bool grpc = run->proto == LG_PROTO_GRPC;
   int rc;
   switch (op) {
+  case LG_OP_BATCH_APPEND:
+    if (!grpc)
+      return -ENOTSUP;
+    /* the same AppendToStreamRequest, wrapped per send */
+    __attribute__((fallthrough));
   case LG_OP_APPEND:
     rc = grpc ? lg_req_grpc_append(t, name, width, o->events_per_append, payload, o->event_size)
               : lg_req_http_append(t, run->authority, name, width, o->events_per_append, payload,

@@ -4,6 +4,10 @@
 #include "options.h"
 #include "worker.h"
 
+#include "evf/clock.h"
+
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,6 +176,129 @@ static enum lg_outcome prefill_complete(struct lg_slot *s, const struct lg_reply
   return LG_OUTCOME_OK;
 }
 
+/* ---- batch-append: a BatchAppend call per slot, a window of appends in flight ---- */
+
+/* correlation_id = sequence * window + entry: the answer names its window entry. */
+static int batch_init(struct lg_slot *s) {
+  const struct lg_run *run = s->worker->run;
+  uint32_t n = run->opt->batch_window;
+  s->window = n;
+  s->win_free = calloc(n, sizeof(*s->win_free));
+  s->win_sent_ns = calloc(n, sizeof(*s->win_sent_ns));
+  s->win_measured = calloc(n, sizeof(*s->win_measured));
+  if (s->win_free == NULL || s->win_sent_ns == NULL || s->win_measured == NULL)
+    return -1;
+  for (uint32_t i = 0; i < n; i++)
+    s->win_free[i] = n - 1 - i;
+  s->win_nfree = n;
+  return copy_template(s, LG_OP_BATCH_APPEND);
+}
+
+static void batch_fill(struct lg_slot *s) {
+  struct lg_worker *w = s->worker;
+  struct lg_tmpl *t = &s->req[LG_OP_BATCH_APPEND];
+  uint64_t now = evf_monotonic_ns();
+  while (s->win_nfree > 0 && s->stream_open && lg_worker_may_send(s, now)) {
+    uint32_t entry = s->win_free[s->win_nfree - 1];
+    uint64_t corr = s->win_seq * s->window + entry;
+    s->stream = w->next_stream;
+    w->next_stream = w->next_stream + 1 == w->run->opt->streams ? 0 : w->next_stream + 1;
+    lg_tmpl_set_name(t, w->run->name_width, s->stream);
+    const uint8_t *append = t->data + 5; /* the framed AppendToStreamRequest, unframed */
+    size_t append_len = t->len - 5;
+    uint8_t head[1 + LG_VARINT_MAX + 1 + LG_VARINT_MAX];
+    size_t n = 0;
+    head[n++] = 1 << 3 | 0;
+    n += lg_varint_put(head + n, corr);
+    head[n++] = 2 << 3 | 2;
+    n += lg_varint_put(head + n, append_len);
+    s->scratch.len = 0;
+    if (lg_buf_append(&s->scratch, head, n) != 0 ||
+        lg_buf_append(&s->scratch, append, append_len) != 0 ||
+        lg_grpc_stream_send(&s->grpc_stream, s->scratch.data, s->scratch.len) != 0)
+      return; /* the call is failing: its closed_cb follows */
+    s->win_nfree--;
+    s->win_seq++;
+    s->win_sent_ns[entry] = now;
+    s->win_measured[entry] = lg_worker_sent(s, now);
+  }
+}
+
+static void batch_message_cb(struct lg_grpc_stream *st, const uint8_t *msg, size_t len) {
+  struct lg_slot *s = st->data;
+  const uint8_t *p = msg, *end = msg + len;
+  struct lg_pb_field f;
+  uint64_t corr = 0; /* proto3 leaves a zero correlation_id out */
+  struct lg_reply reply = {.kind = LG_REPLY_GRPC};
+  bool result = false;
+  int rc;
+  while ((rc = lg_pb_next(&p, end, &f)) == 1) {
+    if (f.number == 1 && f.wire_type == 0) {
+      corr = f.value;
+    } else if (f.number == 2 && f.wire_type == 2) {
+      result = true;
+    } else if (f.number == 3 && f.wire_type == 2) {
+      result = true;
+      reply.status = 2; /* UNKNOWN unless the error says */
+      const uint8_t *q = f.data, *qend = f.data + f.len;
+      struct lg_pb_field g;
+      while (lg_pb_next(&q, qend, &g) == 1) {
+        if (g.number == 1 && g.wire_type == 0)
+          reply.status = (int)(int32_t)g.value;
+        else if (g.number == 2 && g.wire_type == 2)
+          snprintf(reply.message, sizeof(reply.message), "%.*s", (int)g.len, (const char *)g.data);
+      }
+    }
+  }
+  uint64_t entry = corr % s->window;
+  if (rc < 0 || !result || s->win_sent_ns[entry] == 0) {
+    /* Nothing to match it with: an error that answers no request of ours. */
+    reply.kind = LG_REPLY_BAD;
+    snprintf(reply.message, sizeof(reply.message), "a BatchAppendResponse that matches no request");
+    lg_worker_count(s, LG_OUTCOME_ERROR, 0, len, &reply, evf_monotonic_ns(), false, false);
+    return;
+  }
+  uint64_t sent = s->win_sent_ns[entry];
+  bool measured = s->win_measured[entry];
+  s->win_sent_ns[entry] = 0;
+  s->win_free[s->win_nfree++] = (uint32_t)entry;
+  bool ok = reply.status == 0;
+  lg_worker_count(s, ok ? LG_OUTCOME_OK : LG_OUTCOME_ERROR,
+                  ok ? s->worker->run->opt->events_per_append : 0, len, &reply, sent, measured,
+                  true);
+  batch_fill(s);
+}
+
+static void batch_closed_cb(struct lg_grpc_stream *st) {
+  struct lg_slot *s = st->data;
+  s->stream_open = false;
+  uint64_t lost = s->window - s->win_nfree;
+  for (uint32_t i = 0; i < s->window; i++)
+    s->win_sent_ns[i] = 0;
+  lg_worker_call_ended(s, &st->reply, lost);
+}
+
+static int batch_open(struct lg_slot *s) {
+  if (s->conn->grpc == NULL)
+    return -ENOTCONN;
+  s->grpc_stream.path = METHOD("BatchAppend");
+  s->grpc_stream.path_len = strlen(s->grpc_stream.path);
+  s->grpc_stream.message_cb = batch_message_cb;
+  s->grpc_stream.closed_cb = batch_closed_cb;
+  s->grpc_stream.data = s;
+  int rc = lg_grpc_stream_open(s->conn->grpc, &s->grpc_stream);
+  if (rc != 0)
+    return rc;
+  s->stream_open = true;
+  batch_fill(s);
+  return 0;
+}
+
+static void batch_stop(struct lg_slot *s) {
+  if (s->stream_open)
+    lg_grpc_stream_half_close(&s->grpc_stream);
+}
+
 const struct lg_op lg_ops[LG_OP_COUNT] = {
     [LG_OP_APPEND] = {"append", METHOD("AppendToStream"), true, append_init, append_prepare,
                       count_events},
@@ -183,6 +310,8 @@ const struct lg_op lg_ops[LG_OP_COUNT] = {
                            read_global_prepare, read_global_complete},
     [LG_OP_PREFILL] = {"prefill", METHOD("AppendToStream"), true, prefill_init, prefill_prepare,
                        prefill_complete},
+    [LG_OP_BATCH_APPEND] = {"batch-append", METHOD("BatchAppend"), true, batch_init, NULL, NULL,
+                            batch_open, batch_stop},
 };
 
 int lg_op_find_mixable(const char *name) {
@@ -215,6 +344,11 @@ static void only_read_global(const struct lg_options *o, unsigned w[LG_OP_COUNT]
   w[LG_OP_READ_GLOBAL] = 1;
 }
 
+static void only_batch_append(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_BATCH_APPEND] = 1;
+}
+
 static void from_mix(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
   memcpy(w, o->mix, sizeof(o->mix));
 }
@@ -231,6 +365,8 @@ const struct lg_scenario lg_scenarios[] = {
      only_read_stream},
     {"read-global", "GetGlobalStream, a catch-up reader per call in flight", LG_PROTO_GRPC,
      only_read_global},
+    {"batch-append", "BatchAppend calls, --batch-window appends in flight on each",
+     LG_PROTO_GRPC, only_batch_append},
     {"mixed", "appends and reads in the --mix shares, on the same connections", LG_PROTO_GRPC,
      from_mix},
     {"http-read", "reads over the HTTP/JSON API, HTTP/1.1 keep-alive (--http-mode)",

@@ -14,8 +14,14 @@
  * gets them prefilled first; one that reads the global stream gets the
  * store prefilled when it is empty.
  *
- * To add one (say batch-append): an operation entry (and its template in
- * run.c), then a scenario entry naming it.
+ * To add one: an operation entry (and its template in run.c), then a
+ * scenario entry naming it.
+ *
+ * A streaming operation (open and stop set, prepare and complete NULL)
+ * keeps one streaming call per slot open for the whole run and drives it
+ * itself: it asks lg_worker_may_send before each request, tells
+ * lg_worker_sent after it, lg_worker_count for each answer, and
+ * lg_worker_call_ended when its call is over.
  */
 
 #include "call.h"
@@ -31,6 +37,7 @@ enum lg_op_id {
   LG_OP_READ_STREAM,            /* GetStream from version 0, a random stream */
   LG_OP_READ_GLOBAL,            /* GetGlobalStream, paging from the slot's checkpoint */
   LG_OP_PREFILL,                /* AppendToStream of prefill chunks (setup, not measured) */
+  LG_OP_BATCH_APPEND,           /* BatchAppend calls, a window of appends in flight on each */
   LG_OP_COUNT
 };
 
@@ -49,6 +56,10 @@ struct lg_op {
   /** Reads the reply; sets *events to the events written or read. */
   enum lg_outcome (*complete)(struct lg_slot *slot, const struct lg_reply *reply,
                               uint64_t *events);
+  /** Streaming: opens the slot's call and starts sending; returns 0 or a negative errno. */
+  int (*open)(struct lg_slot *slot);
+  /** Streaming: no more requests; end the call once what is in flight is answered. */
+  void (*stop)(struct lg_slot *slot);
 };
 
 extern const struct lg_op lg_ops[LG_OP_COUNT];

@@ -144,10 +144,9 @@ static void pacer_cb(uv_poll_t *h, int status, int events) {
 
 /* ---- calls ---- */
 
-static void record(struct lg_worker *w, struct lg_slot *s, enum lg_outcome out, uint64_t events,
-                   uint64_t now) {
+static void record(struct lg_worker *w, struct lg_slot *s, const struct lg_reply *r,
+                   enum lg_outcome out, uint64_t events, uint64_t now) {
   struct lg_op_stats *st = &w->stats->op[s->op];
-  const struct lg_reply *r = &s->call.reply;
   switch (out) {
   case LG_OUTCOME_OK:
     st->ok++;
@@ -194,7 +193,7 @@ static void call_done(struct lg_call *call) {
     w->seen_errors++;
   }
   if (is_measured(w, s, now))
-    record(w, s, out, events, now);
+    record(w, s, &call->reply, out, events, now);
   if (w->phase == LG_RUNNING) {
     if (run->rate > 0) {
       w->free_slots[w->n_free++] = s;
@@ -236,6 +235,98 @@ static void issue(struct lg_worker *w, struct lg_slot *s, uint64_t intended, uin
   w->inflight++;
 }
 
+/* ---- streaming operations ---- */
+
+static bool streaming(const struct lg_run *run) {
+  for (unsigned op = 0; op < LG_OP_COUNT; op++)
+    if (run->weights[op] && lg_ops[op].open)
+      return true;
+  return false;
+}
+
+bool lg_worker_may_send(struct lg_slot *s, uint64_t now) { return may_issue(s->worker, now); }
+
+bool lg_worker_sent(struct lg_slot *s, uint64_t now) {
+  struct lg_worker *w = s->worker;
+  const struct lg_run *run = w->run;
+  bool measured = run->requests && now >= run->t_measure && w->measured_sent < w->quota;
+  if (measured)
+    w->measured_sent++;
+  w->stream_pending++;
+  return measured;
+}
+
+void lg_worker_count(struct lg_slot *s, enum lg_outcome out, uint64_t events, uint64_t bytes,
+                     const struct lg_reply *reply, uint64_t intended_ns, bool measured,
+                     bool answers_sent) {
+  struct lg_worker *w = s->worker;
+  uint64_t now = evf_monotonic_ns();
+  struct lg_reply ok = {.kind = LG_REPLY_GRPC, .bytes = bytes};
+  if (out == LG_OUTCOME_OK) {
+    reply = &ok;
+    w->seen_ok++;
+    w->seen_events += events;
+    if (lg_ops[s->op].appends)
+      w->appended_events += events;
+    else
+      w->seen_bytes += bytes;
+  } else if (out == LG_OUTCOME_ERROR) {
+    w->seen_errors++;
+  }
+  s->measured = measured;
+  s->intended_ns = intended_ns;
+  if (is_measured(w, s, now))
+    record(w, s, reply, out, events, now);
+  if (answers_sent && w->stream_pending > 0)
+    w->stream_pending--;
+  if (w->phase == LG_RUNNING && w->stream_pending == 0 && !may_issue(w, now))
+    begin_stop(w);
+}
+
+void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint64_t lost) {
+  struct lg_worker *w = s->worker;
+  uint64_t now = evf_monotonic_ns();
+  s->busy = false;
+  w->inflight--;
+  w->stream_pending = w->stream_pending > lost ? w->stream_pending - lost : 0;
+  bool failed = !lg_reply_ok(reply);
+  if (failed || lost > 0) {
+    w->seen_errors += lost ? lost : 1;
+    if (is_measured(w, s, now)) {
+      w->stats->op[s->op].errors += lost ? lost : 1;
+      lg_stats_error(w->stats, reply);
+    }
+  }
+  if (w->phase == LG_RUNNING) {
+    char reason[300];
+    snprintf(reason, sizeof(reason), "a %s call ended before the run did: %s", lg_ops[s->op].name,
+             reply->message[0] ? reply->message : "the server closed it");
+    fatal(w, reason);
+  } else if (w->phase == LG_DRAINING && w->inflight == 0) {
+    finish(w);
+  }
+}
+
+static void open_streams(struct lg_worker *w) {
+  for (unsigned i = 0; i < w->n_slots && w->phase == LG_RUNNING; i++) {
+    struct lg_slot *s = &w->slots[i];
+    if (s->unused)
+      continue;
+    s->op = pick_op(w);
+    s->busy = true;
+    w->inflight++;
+    int rc = lg_ops[s->op].open(s);
+    if (rc != 0) {
+      s->busy = false;
+      w->inflight--;
+      char reason[128];
+      snprintf(reason, sizeof(reason), "cannot open a %s call: %s", lg_ops[s->op].name,
+               uv_strerror(rc));
+      fatal(w, reason);
+    }
+  }
+}
+
 /* ---- phases ---- */
 
 static void end_cb(uv_timer_t *t) { begin_stop(t->data); }
@@ -247,6 +338,10 @@ static void start(struct lg_worker *w) {
   if (!run->items && !run->requests) {
     uint64_t left = run->t_end > now ? run->t_end - now : 0;
     uv_timer_start(&w->end_timer, end_cb, (left + 999999) / 1000000, 0);
+  }
+  if (streaming(run)) {
+    open_streams(w);
+    return;
   }
   if (run->rate > 0) {
     w->interval_ns = 1e9 * run->threads / run->rate;
@@ -288,6 +383,11 @@ static void begin_stop(struct lg_worker *w) {
     finish(w);
     return;
   }
+  for (unsigned i = 0; i < w->n_slots; i++)
+    if (w->slots[i].busy && lg_ops[w->slots[i].op].stop)
+      lg_ops[w->slots[i].op].stop(&w->slots[i]);
+  if (w->phase == LG_CLOSING)
+    return;
   uv_timer_stop(&w->end_timer);
   uv_timer_start(&w->end_timer, drain_timeout_cb, (run->timeout_ns + 999999) / 1000000, 0);
 }
@@ -408,6 +508,10 @@ static void free_slots(struct lg_worker *w) {
       lg_tmpl_free(&s->req[op]);
     lg_tmpl_free(&s->req_last);
     free(s->occ_versions);
+    lg_buf_free(&s->scratch);
+    free(s->win_free);
+    free(s->win_sent_ns);
+    free(s->win_measured);
   }
   free(w->slots);
   free(w->free_slots);

@@ -105,6 +105,16 @@ struct lg_slot {
   uint64_t global_offset;       /* read-global: where this reader is */
   uint32_t *occ_versions;       /* append-occ: the next version of each stream it owns */
   uint32_t occ_count, occ_next, occ_current;
+  /* Streaming operations. */
+  struct lg_grpc_stream grpc_stream;
+  bool stream_open;             /* between a successful open and its closed_cb */
+  struct lg_buf scratch;        /* the request being encoded */
+  uint32_t window;              /* batch-append: requests in flight at most */
+  uint32_t *win_free;           /* free entries of the window */
+  uint32_t win_nfree;
+  uint64_t *win_sent_ns;        /* per entry: when its request was sent; 0: free */
+  bool *win_measured;
+  uint64_t win_seq;
 };
 
 enum lg_phase { LG_CONNECTING, LG_WAITING, LG_RUNNING, LG_DRAINING, LG_CLOSING };
@@ -126,7 +136,8 @@ struct lg_worker {
   unsigned n_slots;
   struct lg_slot **free_slots;  /* --rate: slots waiting for a due request */
   unsigned n_free;
-  uint64_t inflight;
+  uint64_t inflight;            /* unary calls; streaming: calls open */
+  uint64_t stream_pending;      /* streaming: requests sent, not answered yet */
   uint64_t quota;               /* --requests: this worker's share */
   uint64_t measured_sent;
   uint64_t next_item, end_item; /* items runs: this worker's share */
@@ -151,6 +162,28 @@ struct lg_worker {
 
 /** True when slot index of run has work (append-occ: it owns at least one stream). */
 bool lg_slot_usable(const struct lg_run *run, unsigned index);
+
+/*
+ * For streaming operations, on the worker's thread (see scenario.h).
+ */
+
+/** True while the slot may send another request. */
+bool lg_worker_may_send(struct lg_slot *s, uint64_t now);
+
+/** A request went out at now; returns whether it is measured (pass that to lg_worker_count). */
+bool lg_worker_sent(struct lg_slot *s, uint64_t now);
+
+/**
+ * An answer to a request sent at intended_ns (or, for a subscription, an
+ * event): counts it. out ERROR: reply says which error. answers_sent: it
+ * answers a request counted by lg_worker_sent.
+ */
+void lg_worker_count(struct lg_slot *s, enum lg_outcome out, uint64_t events, uint64_t bytes,
+                     const struct lg_reply *reply, uint64_t intended_ns, bool measured,
+                     bool answers_sent);
+
+/** The slot's streaming call ended (reply: how); lost requests still unanswered are errors. */
+void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint64_t lost);
 
 /** Prepares w (storage owned by the caller) and starts its thread. Main thread. */
 int lg_worker_start(struct lg_worker *w, struct lg_run *run, unsigned index);

@@ -143,6 +143,19 @@ def test_append_with_warmup_and_duration(server, stub, target, tmp_path):
     wait_count(stub, before + r["appended_events_all_phases"], "every acknowledged append")
 
 
+def test_batch_append_counts_what_the_server_stored(server, stub, target, tmp_path):
+    before = event_count(stub)
+    run = run_bench(["--target", target, "--scenario", "batch-append", "--requests", 2000,
+                     "--warmup", 0, "--connections", 2, "--concurrency", 2,
+                     "--batch-window", 64], tmp_path)
+    assert run.rc == 0, run
+    r = run.report
+    check_report(r, "batch-append")
+    assert r["requests"] == 2000 and r["events"] == 2000 and r["errors"] == 0
+    assert r["appended_events_all_phases"] == r["events"]  # no warmup: every append measured
+    wait_count(stub, before + r["events"], "the BatchAppend calls' events")
+
+
 def test_append_occ_no_conflicts_on_fresh_streams_then_resyncs(server, stub, target, tmp_path):
     prefix = f"occ-{uuid.uuid4().hex[:8]}-"
     args = ["--target", target, "--scenario", "append-occ", "--requests", 1000, "--warmup", 0,
