@@ -300,18 +300,23 @@ static void batch_stop(struct lg_slot *s) {
 }
 
 const struct lg_op lg_ops[LG_OP_COUNT] = {
-    [LG_OP_APPEND] = {"append", METHOD("AppendToStream"), true, append_init, append_prepare,
-                      count_events},
-    [LG_OP_APPEND_OCC] = {"append-occ", METHOD("AppendToStream"), true, occ_init, occ_prepare,
-                          occ_complete},
-    [LG_OP_READ_STREAM] = {"read-stream", METHOD("GetStream"), false, read_stream_init,
-                           read_stream_prepare, count_events},
-    [LG_OP_READ_GLOBAL] = {"read-global", METHOD("GetGlobalStream"), false, read_global_init,
-                           read_global_prepare, read_global_complete},
-    [LG_OP_PREFILL] = {"prefill", METHOD("AppendToStream"), true, prefill_init, prefill_prepare,
-                       prefill_complete},
-    [LG_OP_BATCH_APPEND] = {"batch-append", METHOD("BatchAppend"), true, batch_init, NULL, NULL,
-                            batch_open, batch_stop},
+    [LG_OP_APPEND] = {.name = "append", .grpc_path = METHOD("AppendToStream"), .appends = true,
+                      .init = append_init, .prepare = append_prepare, .complete = count_events},
+    [LG_OP_APPEND_OCC] = {.name = "append-occ", .grpc_path = METHOD("AppendToStream"),
+                          .appends = true, .init = occ_init, .prepare = occ_prepare,
+                          .complete = occ_complete},
+    [LG_OP_READ_STREAM] = {.name = "read-stream", .grpc_path = METHOD("GetStream"),
+                           .init = read_stream_init, .prepare = read_stream_prepare,
+                           .complete = count_events},
+    [LG_OP_READ_GLOBAL] = {.name = "read-global", .grpc_path = METHOD("GetGlobalStream"),
+                           .init = read_global_init, .prepare = read_global_prepare,
+                           .complete = read_global_complete},
+    [LG_OP_PREFILL] = {.name = "prefill", .grpc_path = METHOD("AppendToStream"), .appends = true,
+                       .init = prefill_init, .prepare = prefill_prepare,
+                       .complete = prefill_complete},
+    [LG_OP_BATCH_APPEND] = {.name = "batch-append", .grpc_path = METHOD("BatchAppend"),
+                            .appends = true, .init = batch_init, .open = batch_open,
+                            .stop = batch_stop},
 };
 
 int lg_op_find_mixable(const char *name) {
