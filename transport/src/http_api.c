@@ -88,6 +88,17 @@ static bool query_param(const struct target *t, const char *name, char *out, siz
   return false;
 }
 
+/* Decimal digits only, at most max. Returns false otherwise. */
+static bool parse_uint(const char *text, uint64_t max, uint64_t *value) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
+  if (end == NULL || *end != '\0' || errno != 0 || v > max)
+    return false;
+  *value = v;
+  return true;
+}
+
 /* An unsigned query parameter (absent: *value untouched). Answers 400 and returns false if bad. */
 static bool query_uint(struct tp_http_exchange *ex, const struct target *t, const char *name,
                        uint64_t max, uint64_t *value) {
@@ -95,15 +106,11 @@ static bool query_uint(struct tp_http_exchange *ex, const struct target *t, cons
   bool bad = false;
   if (!query_param(t, name, text, sizeof(text), &bad))
     return true;
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = bad || !isdigit((unsigned char)text[0]) ? 0 : strtoull(text, &end, 10);
-  if (bad || end == NULL || *end != '\0' || errno != 0 || v > max) {
+  if (bad || !parse_uint(text, max, value)) {
     tp_http_error(ex, 400, "INVALID_ARGUMENT",
                   "query parameter %s must be an integer from 0 to %" PRIu64, name, max);
     return false;
   }
-  *value = v;
   return true;
 }
 
@@ -290,19 +297,12 @@ static bool query_list(struct tp_http_exchange *ex, const struct target *t, cons
 /* The Last-Event-ID header, if any, as a number. Answers 400 and returns false if bad. */
 static bool last_event_id(struct tp_http_exchange *ex, uint64_t max, bool *present,
                           uint64_t *value) {
-  const char *text = ex->last_event_id;
-  *present = text[0] != '\0';
-  if (!*present)
-    return true;
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
-  if (end == NULL || *end != '\0' || errno != 0 || v > max) {
+  *present = ex->last_event_id[0] != '\0';
+  if (*present && !parse_uint(ex->last_event_id, max, value)) {
     tp_http_error(ex, 400, "INVALID_ARGUMENT",
                   "Last-Event-ID must be an integer from 0 to %" PRIu64, max);
     return false;
   }
-  *value = v;
   return true;
 }
 

@@ -31,17 +31,6 @@ static void fail_with(struct tp_grpc_call *call, int err, const char *detail) {
   tp_grpc_fail(call, evf_err_grpc_status(err), "%s", detail ? detail : evf_strerror(err));
 }
 
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
-  *value = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t b = *(*p)++;
-    *value |= (uint64_t)(b & 0x7F) << shift;
-    if (!(b & 0x80))
-      return true;
-  }
-  return false;
-}
-
 /*
  * Whether a string field (at any depth) holds a NUL byte. protobuf-c keeps
  * strings NUL-terminated without their length, so a NUL would silently cut
@@ -52,10 +41,10 @@ static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uin
                                size_t len) {
   const uint8_t *end = p + len;
   uint64_t key, n;
-  while (p < end && read_varint(&p, end, &key)) {
+  while (p < end && tp_pb_read_varint(&p, end, &key)) {
     switch (key & 7) {
     case 0:
-      if (!read_varint(&p, end, &n))
+      if (!tp_pb_read_varint(&p, end, &n))
         return false;
       break;
     case 1:
@@ -67,7 +56,7 @@ static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uin
       break;
     }
     case 2: {
-      if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+      if (!tp_pb_read_varint(&p, end, &n) || n > (uint64_t)(end - p))
         return false;
       const ProtobufCFieldDescriptor *f =
           protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));

@@ -28,25 +28,14 @@ struct event_fields {
   int64_t added_at;
 };
 
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
-  *value = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t b = *(*p)++;
-    *value |= (uint64_t)(b & 0x7F) << shift;
-    if (!(b & 0x80))
-      return true;
-  }
-  return false;
-}
-
 /* Reads the fields subscriptions look at; the store wrote the bytes, so they are well formed. */
 static void parse_event(const uint8_t *p, size_t len, struct event_fields *f) {
   const uint8_t *end = p + len;
   uint64_t key, value;
   *f = (struct event_fields){0};
-  while (p < end && read_varint(&p, end, &key)) {
+  while (p < end && tp_pb_read_varint(&p, end, &key)) {
     if ((key & 7) == 2) {
-      if (!read_varint(&p, end, &value) || value > (uint64_t)(end - p))
+      if (!tp_pb_read_varint(&p, end, &value) || value > (uint64_t)(end - p))
         return;
       if (key >> 3 == 2) {
         f->stream = p;
@@ -57,7 +46,7 @@ static void parse_event(const uint8_t *p, size_t len, struct event_fields *f) {
       }
       p += value;
     } else if ((key & 7) == 0) {
-      if (!read_varint(&p, end, &value))
+      if (!tp_pb_read_varint(&p, end, &value))
         return;
       if (key >> 3 == 3)
         f->version = (uint32_t)value;
