@@ -90,12 +90,14 @@ struct shard {
   bool stop_hook_called;
   bool closed;
   bool watches_watermark;        /* call on_watermark when it moves */
+  unsigned watermark_watch;      /* the reasons last told to the sequencer */
   uint64_t watermark_seen;       /* the last one on_watermark was called with */
 
   /* Loop-owned. */
   struct append_queue pending;
   enum shard_state state;
   struct batch batch;
+  struct append_queue unseen;    /* durable, answered once the watermark covers them */
   uint64_t next_stream_id;
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
@@ -146,6 +148,8 @@ int shard__start(struct shard *shard);
 void shard__join(struct shard *shard);
 /** Queues an append on its owner, from the owner's own thread. */
 void shard__enqueue_local(struct shard *shard, struct store_append *req);
+/** Tells the sequencer whether this shard needs wake-ups on watermark moves. Shard thread. */
+void shard__update_watermark_watch(struct shard *shard);
 /** Wakes every shard (closing, or the last append completed). Any thread. */
 void store__wake_all(struct evf_store *store);
 

@@ -72,7 +72,7 @@ int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_po
   for (unsigned i = 0; i < shard_count; i++) {
     ck_ring_init(&seq->channels[i].to_seq, SEQ_RING_SIZE);
     ck_ring_init(&seq->channels[i].from_seq, SEQ_RING_SIZE);
-    atomic_init(&seq->channels[i].watches_watermark, false);
+    atomic_init(&seq->channels[i].watermark_watch, 0);
   }
   seq_state_init(&seq->state, shard_count, last_position, grants);
   atomic_init(&seq->watermark, last_position);
@@ -114,7 +114,7 @@ static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *
 static void announce_watermark(struct sequencer *seq) {
   for (unsigned i = 0; i < seq->state.shard_count; i++) {
     struct seq_channel *ch = &seq->channels[i];
-    if (atomic_load(&ch->watches_watermark))
+    if (atomic_load(&ch->watermark_watch) != 0)
       uv_async_send(ch->shard_wake);
   }
 }

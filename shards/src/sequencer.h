@@ -20,7 +20,10 @@
  * watches the watermark (for live subscriptions) is woken after it moves:
  * the sequencer stores the watermark then reads the flag, the shard sets the
  * flag then reads the watermark, both sequentially consistent, so one of the
- * two always sees the other and no advance goes unnoticed.
+ * two always sees the other and no advance goes unnoticed. A shard watches
+ * for its live subscriptions, and while it holds acknowledgements of
+ * durable appends that global reads cannot see yet (positions above the
+ * watermark).
  */
 
 #include <ck_ring.h>
@@ -72,7 +75,7 @@ struct seq_channel {
   struct seq_msg to_seq_buf[8];
   struct seq_msg from_seq_buf[8];
   uv_async_t *shard_wake;    /* set before the sequencer starts */
-  atomic_bool watches_watermark; /* wake the shard whenever the watermark moves */
+  atomic_uint watermark_watch; /* nonzero: wake the shard whenever the watermark moves */
 };
 
 struct sequencer {
@@ -99,9 +102,13 @@ void sequencer_deinit(struct sequencer *seq);
 /** Sends a message from a shard's thread and wakes the sequencer. */
 void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg);
 
-/** Whether the sequencer wakes the shard after each watermark move. Shard's thread. */
-static inline void sequencer_watch_watermark(struct sequencer *seq, unsigned shard, bool on) {
-  atomic_store(&seq->channels[shard].watches_watermark, on);
+/* Why a shard watches the watermark: a bit set of these (0: it does not). */
+enum { SEQ_WATCH_SUBSCRIBERS = 1, SEQ_WATCH_ACKS = 2 };
+
+/** Whether (reasons != 0) the sequencer wakes the shard after each watermark move. Shard's thread. */
+static inline void sequencer_watch_watermark(struct sequencer *seq, unsigned shard,
+                                             unsigned reasons) {
+  atomic_store(&seq->channels[shard].watermark_watch, reasons);
 }
 
 /** Takes the next message for a shard, on the shard's thread. Returns false when none. */

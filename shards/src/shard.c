@@ -4,7 +4,8 @@
  * One batch at a time goes through: prepare (on the loop: check every
  * pending append against stored state and the batch so far, with a read
  * transaction) -> ask the sequencer for positions -> write and commit on the
- * thread pool -> settle with the sequencer and reply. Appends arriving
+ * thread pool -> settle with the sequencer -> reply once the watermark covers
+ * the batch (read-your-writes on the global stream). Appends arriving
  * meanwhile wait in `pending` and form the next batch: one sync for many.
  */
 #include "internal.h"
@@ -210,6 +211,43 @@ static bool stream_deferred(const struct append_queue *deferred, const struct st
   return false;
 }
 
+void shard__update_watermark_watch(struct shard *shard) {
+  unsigned reasons = (shard->watches_watermark ? SEQ_WATCH_SUBSCRIBERS : 0) |
+                     (shard->unseen.head != NULL ? SEQ_WATCH_ACKS : 0);
+  if (reasons == shard->watermark_watch)
+    return;
+  shard->watermark_watch = reasons;
+  sequencer_watch_watermark(&shard->store->sequencer, shard->index, reasons);
+}
+
+static uint64_t last_position(const struct store_append *req) {
+  return req->first_position + req->request->n_events - 1;
+}
+
+/*
+ * Replies to a failed append at once, and holds a durable one until the
+ * watermark covers it: once acknowledged, an append is visible to global
+ * reads and subscriptions (read-your-writes), not only durable.
+ */
+static void answer(struct shard *shard, struct store_append *req) {
+  if (req->status == 0)
+    append_queue_push(&shard->unseen, req);
+  else
+    port__reply(shard, req);
+}
+
+/* Replies to the held appends that the watermark now covers. */
+static void answer_visible(struct shard *shard) {
+  shard__update_watermark_watch(shard);
+  /* seq_cst after the watch flag: a move published before the sequencer saw it is seen here. */
+  uint64_t watermark = atomic_load(&shard->store->sequencer.watermark);
+  struct store_append *head;
+  while ((head = shard->unseen.head) != NULL && last_position(head) <= watermark)
+    port__reply(shard, append_queue_pop(&shard->unseen));
+  port__flush_replies(shard);
+  shard__update_watermark_watch(shard);
+}
+
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -256,8 +294,8 @@ static void prepare_batch(struct shard *shard) {
   /* Answered only now: their origins free them, and the batch index borrowed their names. */
   struct store_append *req;
   while ((req = append_queue_pop(&answered)) != NULL)
-    port__reply(shard, req);
-  port__flush_replies(shard);
+    answer(shard, req);
+  answer_visible(shard);
   if (batch->event_count == 0)
     return;
   batch->next_stream_id = shard->next_stream_id;
@@ -270,9 +308,9 @@ static void reply_batch(struct shard *shard, int status) {
   struct store_append *req;
   while ((req = append_queue_pop(&shard->batch.writes)) != NULL) {
     req->status = status;
-    port__reply(shard, req);
+    answer(shard, req);
   }
-  port__flush_replies(shard);
+  answer_visible(shard);
 }
 
 static void maybe_stop(struct shard *shard);
@@ -383,6 +421,8 @@ static void wake_cb(uv_async_t *handle) {
   port__drain_replies(&shard->store->ports[shard->index]);
   receive_grants(shard);
   notice_watermark(shard);
+  if (shard->unseen.head != NULL)
+    answer_visible(shard);
   maybe_stop(shard);
 }
 

@@ -332,8 +332,8 @@ void store_set_watermark_hook(struct evf_store *s,
 
 void store_watch_watermark(struct evf_store *s, unsigned shard, bool on) {
   struct shard *sh = &s->shards[shard];
-  sequencer_watch_watermark(&s->sequencer, shard, on);
   sh->watches_watermark = on;
+  shard__update_watermark_watch(sh);
   /* seq_cst after the flag: a move published before it is seen here. */
   sh->watermark_seen = atomic_load(&s->sequencer.watermark);
 }

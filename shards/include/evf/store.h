@@ -158,7 +158,8 @@ struct store_append {
 /**
  * Submits an append on the port's thread. Returns 0 and later calls req->cb
  * on the port's loop with status:
- *   0               durable; first_version, first_position and ids set
+ *   0               durable and visible to global reads (the watermark covers
+ *                   it); first_version, first_position and ids set
  *                   (also for an idempotent retry, which writes nothing)
  *   EVF_EVERSION    expected version differs; actual_version set
  *   EVF_EEXIST      an event id is already used otherwise

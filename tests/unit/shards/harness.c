@@ -76,6 +76,7 @@ void harness_client_deinit(struct harness_client *c) {
 
 struct wait_state {
   bool done;
+  struct evf_store *store;
   struct harness_result *result;
 };
 
@@ -87,6 +88,7 @@ static void append_cb(struct store_append *req, int status) {
   r->first_version = req->first_version;
   r->first_position = req->first_position;
   r->actual_version = req->actual_version;
+  r->watermark_at_ack = store_watermark(w->store);
   r->n_ids = req->request->n_events < 128 ? req->request->n_events : 128;
   memcpy(r->ids, req->ids, r->n_ids * sizeof(r->ids[0]));
 }
@@ -94,7 +96,7 @@ static void append_cb(struct store_append *req, int status) {
 int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *request,
                    struct harness_result *result) {
   struct harness_result local;
-  struct wait_state w = {.result = result ? result : &local};
+  struct wait_state w = {.store = c->store, .result = result ? result : &local};
   struct store_append req = {.request = request, .cb = append_cb, .data = &w};
   int rc = store_append(c->port, &req);
   if (rc != 0) {
@@ -108,6 +110,9 @@ int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *r
       fail_msg("append did not complete within %d ms", HARNESS_WAIT_MS);
   }
   store_append_deinit(&req);
+  /* Read-your-writes: an acknowledged append is already below the watermark. */
+  if (w.result->status == 0)
+    assert_true(w.result->watermark_at_ack >= w.result->first_position + request->n_events - 1);
   return w.result->status;
 }
 

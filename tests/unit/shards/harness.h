@@ -48,6 +48,7 @@ struct harness_result {
   uint32_t first_version;
   uint64_t first_position;
   uint32_t actual_version;
+  uint64_t watermark_at_ack;  /* store_watermark() in the callback */
   size_t n_ids;
   struct evf_uuid ids[128];
 };
