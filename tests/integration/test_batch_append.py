@@ -4,7 +4,9 @@ binary: many appends pipelined on one call with valid and invalid ones mixed
 (one response per correlation id, each with the outcome AppendToStream would
 give, versions per stream in the order sent, counts that add up), a message
 that cannot be decoded ends the call with INVALID_ARGUMENT, and a client that
-half-closes with appends outstanding gets every response, then OK.
+half-closes with appends outstanding gets every response, then OK. On
+SIGTERM an open call gets every append the server read answered, then
+UNAVAILABLE, and the store holds exactly the acknowledged appends.
 
 One server for the module (SHARDS=2, SYNC=none) unless a test needs its own.
 
@@ -15,6 +17,8 @@ Sizes (environment knobs):
 
 import os
 import random
+import signal
+import threading
 import time
 import uuid
 
@@ -22,7 +26,7 @@ import grpc
 import pytest
 
 from conftest import (
-    RPC_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, identity, read_stream_all, unique,
+    RPC_TIMEOUT, STOP_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, identity, read_stream_all, unique,
 )
 
 SEED = int(os.environ.get("EVF_SEED") or random.randrange(1 << 30))
@@ -301,3 +305,64 @@ def test_half_close_with_appends_outstanding(server_factory, pb):
     assert call.code() == OK_, f"{call.code()} {call.details()!r}"
     got = check_responses(plan, responses, "grpcio half-close")
     check_stream_order(plan, got, stub, streams, "grpcio half-close")
+
+
+# --------------------------------------------------------------------------
+# Shutdown with a call open
+# --------------------------------------------------------------------------
+
+def test_sigterm_answers_what_was_read_then_ends_unavailable(server_factory, pb):
+    """
+    SIGTERM while a client streams appends it never ends: the server reads no
+    more, answers every append it took (so what is stored is exactly what was
+    acknowledged), then ends the call with UNAVAILABLE from the server itself
+    (not a dropped connection) and exits 0 well within the shutdown grace.
+    """
+    s = server_factory.new(env={"SYNC": "full", "BATCH_APPEND_IN_FLIGHT": "16"})
+    stub = s.stub()
+    streams = [unique("term") for _ in range(5)]
+    plan = ordered_plan(pb, streams, 200_000)
+    stop_sending = threading.Event()
+
+    def requests():
+        for r in plan.requests:
+            if stop_sending.is_set():
+                break
+            yield r
+        stop_sending.wait(STOP_TIMEOUT)  # never half-close before the server ends the call
+
+    call = stub.BatchAppend(requests(), timeout=CALL_TIMEOUT)
+    responses = []
+    try:
+        for r in call:
+            responses.append(r)
+            if len(responses) == 500:
+                t0 = time.monotonic()
+                s.proc.send_signal(signal.SIGTERM)
+    except grpc.RpcError:
+        pass  # the status is checked below
+    finally:
+        stop_sending.set()
+    code, details = call.code(), call.details()
+    assert len(responses) >= 500, f"the call ended after {len(responses)} responses: {call.code()} {call.details()!r}"
+    assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in (details or ""), \
+        f"after SIGTERM the server must end the call itself with UNAVAILABLE: {code} {details!r}"
+    assert len(responses) < len(plan.requests), "the server went on reading after SIGTERM"
+    rc = s.proc.wait(timeout=STOP_TIMEOUT)
+    assert rc == 0, f"exit code {rc} after SIGTERM"
+    assert time.monotonic() - t0 < 4.0, "the server waited for the shutdown grace instead of ending the call"
+    # Read while the store was closing: refused with UNAVAILABLE, and not stored.
+    refused = [r for r in responses if r.WhichOneof("result") != "success"]
+    assert all(r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] for r in refused), refused[:3]
+    # Restarted on the same data: exactly the acknowledged appends are stored, in order.
+    s.stop(check=True)
+    s.start()
+    got = {r.correlation_id: r for r in responses if r.WhichOneof("result") == "success"}
+    sub_plan = Plan()
+    for cid in plan.order:
+        if cid in got:
+            kind, stream, first, n, _, _ = plan.expect[cid]
+            sub_plan.ok(plan.requests[cid - 1], stream, first, n)
+    check_stream_order(sub_plan, got, s.stub(), streams, "after SIGTERM")
+    assert event_count(s.stub()) == sum(plan.expect[c][3] for c in got), \
+        "the store holds events whose appends were never acknowledged"

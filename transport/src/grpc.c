@@ -301,13 +301,16 @@ static void end_stream(struct tp_grpc_call *call, enum evf_grpc_status status, c
   tp_grpc_flush(call);
 }
 
-void tp_grpc_finish(struct tp_grpc_call *call) {
+void tp_grpc_finish_with(struct tp_grpc_call *call, enum evf_grpc_status status,
+                         const char *message) {
   if (!tp_grpc_open(call))
     return;
   if (!call->streaming)
     start_stream(call);
-  end_stream(call, EVF_GRPC_OK, "", false);
+  end_stream(call, status, message, false);
 }
+
+void tp_grpc_finish(struct tp_grpc_call *call) { tp_grpc_finish_with(call, EVF_GRPC_OK, ""); }
 
 void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const char *fmt, ...) {
   if (!tp_grpc_open(call))

@@ -93,6 +93,10 @@ void tp_grpc_on_drain(struct tp_grpc_call *call, void (*on_drain)(struct tp_grpc
 /** Ends a streaming call with status OK once the queued messages are sent. */
 void tp_grpc_finish(struct tp_grpc_call *call);
 
+/** Ends a streaming call with a status and message once the queued messages are sent. */
+void tp_grpc_finish_with(struct tp_grpc_call *call, enum evf_grpc_status status,
+                         const char *message);
+
 /** Client streaming: stop or go on handing over request messages. */
 void tp_grpc_pause(struct tp_grpc_call *call);
 void tp_grpc_resume(struct tp_grpc_call *call);

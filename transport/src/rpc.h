@@ -31,5 +31,7 @@ void tp_rpc__subscribe_to_all(struct tp_grpc_call *call, const uint8_t *msg, siz
 void tp_rpc__subscribe_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
 void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
 void tp_rpc__batch_append_end(struct tp_grpc_call *call);
+/** Server stopping: BatchAppend calls read no more, answer what they hold, end UNAVAILABLE. */
+void tp_rpc__batch_append_shutdown(struct tp_server *server);
 
 #endif

@@ -175,27 +175,56 @@ void tp_rpc__subscribe_to_stream(struct tp_grpc_call *call, const uint8_t *msg, 
 
 /* ---- BatchAppend ---- */
 
-struct batch_call {
+struct tp_batch_call {
   struct tp_grpc_call *call;
+  struct tp_server *server;
+  struct tp_batch_call *prev, *next; /* the server's open BatchAppend calls */
   size_t in_flight;
   bool ended;                  /* the client half-closed */
+  bool shutting_down;          /* reads no more; ends UNAVAILABLE once all are answered */
   struct tp_buf inner, outer;  /* encoding responses */
 };
 
 struct batch_append {
   struct store_append append;
   Api__BatchAppendRequest *request;
-  struct batch_call *batch;
+  struct tp_batch_call *batch;
 };
 
 static void free_batch_call(void *state) {
-  struct batch_call *b = state;
+  struct tp_batch_call *b = state;
+  if (b->server != NULL) {
+    if (b->prev != NULL)
+      b->prev->next = b->next;
+    else
+      b->server->batch_calls = b->next;
+    if (b->next != NULL)
+      b->next->prev = b->prev;
+  }
   tp_buf_free(&b->inner);
   tp_buf_free(&b->outer);
 }
 
+/* The call's state, listed in its server on first use. NULL: out of memory (the call failed). */
+static struct tp_batch_call *batch_call_of(struct tp_grpc_call *call) {
+  struct tp_batch_call *b = tp_grpc_state(call, sizeof(*b), free_batch_call);
+  if (b == NULL) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  if (b->server == NULL) {
+    b->call = call;
+    b->server = tp_grpc_server(call);
+    b->next = b->server->batch_calls;
+    if (b->next != NULL)
+      b->next->prev = b;
+    b->server->batch_calls = b;
+  }
+  return b;
+}
+
 /* One BatchAppendResponse: the correlation id and inner as field 2 (success) or 3 (error). */
-static void send_result(struct batch_call *b, uint64_t correlation_id, unsigned field) {
+static void send_result(struct tp_batch_call *b, uint64_t correlation_id, unsigned field) {
   b->outer.len = 0;
   if (tp_buf_put_varint_field(&b->outer, TP_PB_TAG(1, TP_PB_VARINT), correlation_id) != 0 ||
       tp_buf_put_bytes_field(&b->outer, TP_PB_TAG(field, TP_PB_BYTES), b->inner.data,
@@ -206,7 +235,7 @@ static void send_result(struct batch_call *b, uint64_t correlation_id, unsigned 
   tp_grpc_send(b->call, b->outer.data, b->outer.len, NULL, 0);
 }
 
-static void send_error(struct batch_call *b, uint64_t correlation_id,
+static void send_error(struct tp_batch_call *b, uint64_t correlation_id,
                        enum evf_grpc_status code, const char *message) {
   b->inner.len = 0;
   if (tp_buf_put_varint_field(&b->inner, TP_PB_TAG(1, TP_PB_VARINT), (uint64_t)code) != 0 ||
@@ -217,7 +246,7 @@ static void send_error(struct batch_call *b, uint64_t correlation_id,
   send_result(b, correlation_id, 3);
 }
 
-static void send_success(struct batch_call *b, uint64_t correlation_id,
+static void send_success(struct tp_batch_call *b, uint64_t correlation_id,
                          const struct store_append *append) {
   b->inner.len = 0;
   if (tp_rpc__encode_append_response(&b->inner, append) != 0) {
@@ -233,15 +262,33 @@ static void free_batch_append(struct batch_append *a) {
   free(a);
 }
 
-/* The call ends once the client half-closed and every append is answered. */
-static void finish_if_done(struct batch_call *b) {
-  if (b->ended && b->in_flight == 0)
+/*
+ * The call ends once every append is answered and the client half-closed, or
+ * the server is shutting down: then with UNAVAILABLE, so the client knows the
+ * appends it got no result for were never read and may send them elsewhere.
+ */
+static void finish_if_done(struct tp_batch_call *b) {
+  if (b->in_flight > 0)
+    return;
+  if (b->shutting_down)
+    tp_grpc_finish_with(b->call, EVF_GRPC_UNAVAILABLE, "the server is shutting down");
+  else if (b->ended)
     tp_grpc_finish(b->call);
+}
+
+void tp_rpc__batch_append_shutdown(struct tp_server *server) {
+  struct tp_batch_call *next;
+  for (struct tp_batch_call *b = server->batch_calls; b != NULL; b = next) {
+    next = b->next; /* finishing may free the call and b */
+    b->shutting_down = true;
+    tp_grpc_pause(b->call);
+    finish_if_done(b);
+  }
 }
 
 static void batch_append_done(struct store_append *append, int status) {
   struct batch_append *a = append->data;
-  struct batch_call *b = a->batch;
+  struct tp_batch_call *b = a->batch;
   struct tp_grpc_call *call = b->call;
   tp_rpc__count_append(call, a->request->append, status);
   if (status == 0) {
@@ -255,14 +302,14 @@ static void batch_append_done(struct store_append *append, int status) {
   b->in_flight--;
   finish_if_done(b);
   tp_grpc_flush(call);
-  if (b->in_flight < tp_grpc_server(call)->config->batch_append_in_flight)
+  if (!b->shutting_down && b->in_flight < tp_grpc_server(call)->config->batch_append_in_flight)
     tp_grpc_resume(call);
   if (b->in_flight == 0)
     tp_grpc_release(call); /* may free the call: last */
 }
 
 /* Submits one decoded request; answers at once what the store refuses. */
-static void submit(struct batch_call *b, struct batch_append *a) {
+static void submit(struct tp_batch_call *b, struct batch_append *a) {
   struct tp_grpc_call *call = b->call;
   struct tp_server *server = tp_grpc_server(call);
   a->batch = b;
@@ -284,14 +331,14 @@ static void submit(struct batch_call *b, struct batch_append *a) {
 }
 
 void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
-  struct batch_call *b = tp_grpc_state(call, sizeof(*b), free_batch_call);
+  struct tp_batch_call *b = batch_call_of(call);
+  if (b == NULL)
+    return;
   struct batch_append *a = calloc(1, sizeof(*a));
-  if (b == NULL || a == NULL) {
-    free(a);
+  if (a == NULL) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  b->call = call;
   a->request = (Api__BatchAppendRequest *)tp_rpc__unpack(
       call, &api__batch_append_request__descriptor, msg, len);
   if (a->request == NULL) {
@@ -309,12 +356,9 @@ void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg,
 }
 
 void tp_rpc__batch_append_end(struct tp_grpc_call *call) {
-  struct batch_call *b = tp_grpc_state(call, sizeof(*b), free_batch_call);
-  if (b == NULL) {
-    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  struct tp_batch_call *b = batch_call_of(call);
+  if (b == NULL)
     return;
-  }
-  b->call = call;
   b->ended = true;
   finish_if_done(b);
   tp_grpc_flush(call);

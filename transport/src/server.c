@@ -7,6 +7,7 @@
 #include "h2.h"
 #include "http1.h"
 #include "listener.h"
+#include "rpc.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -119,6 +120,7 @@ void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, vo
     tp_conn_drain(conn);
   tp_h1_drain_all(server);
   tp_hub_close(&server->hub); /* after the GOAWAYs: subscriptions end with UNAVAILABLE */
+  tp_rpc__batch_append_shutdown(server);
   if (server->conn_count + server->http_conn_count == 0)
     return;
   uv_timer_init(loop, &server->grace);

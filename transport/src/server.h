@@ -55,6 +55,7 @@ struct tp_server {
   size_t http_conn_count;
   struct tp_metrics metrics;     /* written by this shard, read by any (metrics.h) */
   struct tp_hub hub;             /* live subscriptions (subs.h) */
+  struct tp_batch_call *batch_calls; /* open BatchAppend calls (rpc_stream.c) */
   char read_buffer[TP_READ_BUFFER_SIZE]; /* nghttp2 consumes reads at once: one per thread */
 };
 
