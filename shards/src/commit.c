@@ -41,12 +41,12 @@ static int put_event(MDB_txn *txn, struct shard_db *db, const struct store_appen
   uint8_t key[RECORD_POSITION_LEN];
   record_position_key(key, event.position);
   MDB_val k = {sizeof(key), key};
-  MDB_val v = {protobuf_c_message_get_packed_size(&event.base), NULL};
+  MDB_val v = {record_event_size(&event), NULL};
   /* Positions rise within a shard: appending is exact and cheap. */
   int rc = mdb_put(txn, db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
   if (rc != 0)
     return rc;
-  protobuf_c_message_pack(&event.base, v.mv_data);
+  record_event_encode(&event, v.mv_data);
   return 0;
 }
 

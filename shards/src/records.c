@@ -1,5 +1,7 @@
 #include "records.h"
 
+#include <string.h>
+
 void record_put_u32(uint8_t *out, uint32_t v) {
   for (int i = 0; i < 4; i++)
     out[i] = (uint8_t)(v >> (24 - 8 * i));
@@ -63,4 +65,74 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
   r->stream_id = record_get_u64(p + 8);
   r->version = record_get_u32(p + 16);
   return true;
+}
+
+/* ---- api.Event in protobuf wire format ---- */
+
+enum { WIRE_VARINT = 0, WIRE_LENGTH = 2 };
+
+static size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static uint8_t *put_varint(uint8_t *out, uint64_t v) {
+  while (v >= 0x80) {
+    *out++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *out++ = (uint8_t)v;
+  return out;
+}
+
+/* Every field of api.Event has a number below 16: its tag is one byte. */
+static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + varint_size(v); }
+
+static size_t bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
+
+static size_t string_field_size(const char *s) { return bytes_field_size(s ? strlen(s) : 0); }
+
+static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
+  if (v == 0)
+    return out;
+  *out++ = (uint8_t)(field << 3 | WIRE_VARINT);
+  return put_varint(out, v);
+}
+
+static uint8_t *put_bytes_field(uint8_t *out, unsigned field, const void *data, size_t len) {
+  if (len == 0)
+    return out;
+  *out++ = (uint8_t)(field << 3 | WIRE_LENGTH);
+  out = put_varint(out, len);
+  memcpy(out, data, len);
+  return out + len;
+}
+
+static uint8_t *put_string_field(uint8_t *out, unsigned field, const char *s) {
+  return put_bytes_field(out, field, s, s ? strlen(s) : 0);
+}
+
+size_t record_event_size(const Api__Event *e) {
+  return string_field_size(e->id) + string_field_size(e->stream) + varint_field_size(e->version) +
+         string_field_size(e->type) + bytes_field_size(e->data.len) +
+         bytes_field_size(e->metadata.len) + string_field_size(e->causation_id) +
+         string_field_size(e->correlation_id) + varint_field_size((uint64_t)e->added_at) +
+         varint_field_size(e->position);
+}
+
+void record_event_encode(const Api__Event *e, uint8_t *out) {
+  out = put_string_field(out, 1, e->id);
+  out = put_string_field(out, 2, e->stream);
+  out = put_varint_field(out, 3, e->version);
+  out = put_string_field(out, 4, e->type);
+  out = put_bytes_field(out, 5, e->data.data, e->data.len);
+  out = put_bytes_field(out, 6, e->metadata.data, e->metadata.len);
+  out = put_string_field(out, 7, e->causation_id);
+  out = put_string_field(out, 8, e->correlation_id);
+  out = put_varint_field(out, 9, (uint64_t)e->added_at);
+  put_varint_field(out, 10, e->position);
 }

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -68,6 +69,49 @@ static void event_id_record_round_trips(void **state) {
   assert_false(record_event_id_decode(buf, sizeof(buf) + 1, &out));
 }
 
+/* Our encoder must give protobuf-c's bytes exactly, for every field being empty or not. */
+static void assert_encoded_like_protobuf_c(const Api__Event *e) {
+  size_t size = record_event_size(e);
+  assert_int_equal(size, protobuf_c_message_get_packed_size(&e->base));
+  uint8_t *ours = malloc(size + 1), *theirs = malloc(size + 1);
+  assert_non_null(ours);
+  assert_non_null(theirs);
+  ours[size] = 0xEE; /* must stay: nothing written past the size */
+  record_event_encode(e, ours);
+  protobuf_c_message_pack(&e->base, theirs);
+  assert_memory_equal(ours, theirs, size);
+  assert_int_equal(ours[size], 0xEE);
+  free(ours);
+  free(theirs);
+}
+
+static void events_encode_like_protobuf_c(void **state) {
+  (void)state;
+  static uint8_t data[70000 + 3];
+  for (size_t i = 0; i < sizeof(data); i++)
+    data[i] = (uint8_t)(i * 7);
+  static const char *const strings[] = {"", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "s",
+                                        "account-42 \xc3\xa9"};
+  static const size_t data_lens[] = {0, 1, 127, 128, 200, 16383, 16384, 70000};
+  static const int64_t times[] = {0, 1, 1764115200000, -1, INT64_MIN};
+  static const uint64_t positions[] = {0, 1, 127, 128, UINT64_MAX};
+  srand(7);
+  for (int round = 0; round < 2000; round++) {
+    Api__Event e = API__EVENT__INIT;
+    e.id = (char *)strings[rand() % 4];
+    e.stream = (char *)strings[rand() % 4];
+    e.version = round % 3 == 0 ? 0 : (uint32_t)rand() * 2654435761u;
+    e.type = (char *)strings[rand() % 4];
+    e.data = (ProtobufCBinaryData){data_lens[rand() % 8], data};
+    e.metadata = (ProtobufCBinaryData){data_lens[rand() % 8], data + 3};
+    e.causation_id = (char *)strings[rand() % 4];
+    e.correlation_id = (char *)strings[rand() % 4];
+    e.added_at = times[rand() % 5];
+    e.position = positions[rand() % 5];
+    assert_encoded_like_protobuf_c(&e);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(integers_are_big_endian),
@@ -75,6 +119,7 @@ int main(void) {
       cmocka_unit_test(index_keys_group_by_stream_then_version),
       cmocka_unit_test(stream_record_round_trips),
       cmocka_unit_test(event_id_record_round_trips),
+      cmocka_unit_test(events_encode_like_protobuf_c),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
