@@ -96,7 +96,7 @@ int commit__batch(struct shard *shard) {
     return db__error(rc, "beginning a write transaction");
   for (struct store_append *req = shard->batch.writes.head; rc == 0 && req; req = req->next)
     rc = write_append(txn, db, req);
-  if (rc == 0)
+  if (rc == 0 && shard->batch.creates_streams)
     rc = db__put_next_stream_id(txn, db, shard->batch.next_stream_id);
   if (rc != 0) {
     mdb_txn_abort(txn);

@@ -73,7 +73,8 @@ enum shard_state { SHARD_IDLE, SHARD_AWAIT_GRANT, SHARD_COMMITTING };
 struct batch {
   struct append_queue writes;   /* accepted appends to write, in order */
   uint32_t event_count;
-  uint64_t next_stream_id;      /* to persist with the batch */
+  uint64_t next_stream_id;      /* to persist with the batch, if it created streams */
+  bool creates_streams;
   int status;                   /* commit result, set off-loop */
   uint64_t commit_ns;           /* how long the commit took, set off-loop */
   uv_work_t work;
@@ -99,6 +100,7 @@ struct shard {
   struct batch batch;
   struct append_queue unseen;    /* durable, answered once the watermark covers them */
   uint64_t next_stream_id;
+  uint64_t stored_next_stream_id; /* as the last committed batch left it in meta */
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */

@@ -299,6 +299,8 @@ static void prepare_batch(struct shard *shard) {
   if (batch->event_count == 0)
     return;
   batch->next_stream_id = shard->next_stream_id;
+  /* Meta's counter is rewritten only when it moved: one page less per commit. */
+  batch->creates_streams = shard->next_stream_id != shard->stored_next_stream_id;
   shard->state = SHARD_AWAIT_GRANT;
   sequencer_send(&store->sequencer, shard->index,
                  (struct seq_msg){.kind = SEQ_REQUEST, .count = batch->event_count});
@@ -342,8 +344,10 @@ static void commit_done_cb(uv_work_t *work, int cancelled) {
   /* Settled either way: a failed commit leaves a harmless hole. */
   sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
   shard->state = SHARD_IDLE;
-  if (status == 0)
+  if (status == 0) {
     stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
+    shard->stored_next_stream_id = shard->batch.next_stream_id;
+  }
   if (!retry_alone(shard, status))
     reply_batch(shard, status);
   maybe_stop(shard);

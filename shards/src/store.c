@@ -211,6 +211,7 @@ static int open_shards(struct evf_store *s, uint64_t *last_position, char *err, 
         db__close(&s->shards[k].db);
       return rc;
     }
+    shard->stored_next_stream_id = shard->next_stream_id;
     if (last > *last_position)
       *last_position = last;
   }

@@ -503,6 +503,28 @@ static void data_and_positions_survive_a_restart(void **state) {
   assert_int_equal(r.first_position, 7);
 }
 
+/* Stream ids are never reused: batches that create no stream leave the stored counter as it was. */
+static void streams_created_after_a_restart_get_new_ids(void **state) {
+  struct fixture *f = *state;
+  struct harness_events e;
+  assert_int_equal(append(f, "first", 0, 1, NULL), 0);
+  assert_int_equal(append(f, "first", 1, 1, NULL), 0); /* a batch creating nothing */
+  reopen(f);
+  assert_int_equal(append(f, "second", 0, 2, NULL), 0);
+  assert_int_equal(append(f, "first", 2, 1, NULL), 0);
+  reopen(f);
+  assert_int_equal(append(f, "third", 0, 1, NULL), 0);
+  const char *names[] = {"first", "second", "third"};
+  const size_t lengths[] = {3, 2, 1};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(harness_read_stream(f->store, names[i], 0, 0, &e), 0);
+    assert_int_equal(e.count, lengths[i]);
+    for (size_t k = 0; k < e.count; k++)
+      assert_string_equal(e.events[k]->stream, names[i]);
+    harness_events_free(&e);
+  }
+}
+
 static void another_shard_count_is_refused(void **state) {
   struct fixture *f = *state;
   harness_client_deinit(&f->client);
@@ -627,6 +649,7 @@ int main(void) {
       T(a_visitor_can_cut_the_page),
       T(streams_are_listed_in_byte_order),
       T(data_and_positions_survive_a_restart),
+      T(streams_created_after_a_restart_get_new_ids),
       T(another_shard_count_is_refused),
       T(a_second_process_cannot_open_the_folder),
       cmocka_unit_test(a_rejected_append_may_be_freed_while_its_batch_is_prepared),
