@@ -1,5 +1,6 @@
 /* Input checks of an append, on the origin's thread, before it travels. */
 #include "internal.h"
+#include "records.h"
 
 #include "evf/status.h"
 #include "evf/utf8.h"
@@ -69,7 +70,7 @@ static size_t stored_size(const Api__AppendToStreamRequest *request, const Api__
   event.correlation_id = id_text;
   event.added_at = INT64_MAX;
   event.position = UINT64_MAX;
-  return protobuf_c_message_get_packed_size(&event.base);
+  return record_event_size(&event);
 }
 
 static int validate_event(const struct store_options *options, struct store_append *req,
