@@ -50,21 +50,44 @@ static int put_event(MDB_txn *txn, struct shard_db *db, const struct store_appen
   return 0;
 }
 
-static int put_indexes(MDB_txn *txn, struct shard_db *db, const struct store_append *req, size_t i) {
+/*
+ * Inserts a key that must be new. When it is likely above every key of the
+ * database, MDB_APPEND skips the search from the root; LMDB refuses such an
+ * append with MDB_KEYEXIST if the key is not the highest after all, and the
+ * insert is then made the normal way (which also catches a real duplicate).
+ */
+static int put_new(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, bool likely_highest) {
+  if (likely_highest) {
+    int rc = mdb_put(txn, dbi, k, v, MDB_APPEND);
+    if (rc != MDB_KEYEXIST)
+      return rc;
+  }
+  return mdb_put(txn, dbi, k, v, MDB_NOOVERWRITE);
+}
+
+/*
+ * The newest stream's index entries sort last, and ids the store generated
+ * (UUIDv7, time-ordered) nearly always sort after every id stored before.
+ */
+static int put_indexes(MDB_txn *txn, struct shard *shard, const struct store_append *req,
+                       size_t i) {
+  struct shard_db *db = &shard->db;
   uint32_t version = req->first_version + (uint32_t)i;
   uint64_t position = req->first_position + i;
   uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN];
   record_index_key(index_key, req->stream_id, version);
   record_position_key(pos, position);
   MDB_val k = {sizeof(index_key), index_key}, v = {sizeof(pos), pos};
-  int rc = mdb_put(txn, db->stream_index, &k, &v, MDB_NOOVERWRITE);
+  bool newest_stream = req->stream_id + 1 == shard->batch.next_stream_id;
+  int rc = put_new(txn, db->stream_index, &k, &v, newest_stream);
   if (rc != 0)
     return rc;
   struct event_id_record id_record = {position, req->stream_id, version};
   record_event_id_encode(id_value, &id_record);
   MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
   MDB_val idv = {sizeof(id_value), id_value};
-  return mdb_put(txn, db->event_ids, &idk, &idv, MDB_NOOVERWRITE);
+  bool generated = req->request->events[i]->id[0] == '\0';
+  return put_new(txn, db->event_ids, &idk, &idv, generated);
 }
 
 static int put_stream(MDB_txn *txn, struct shard_db *db, const struct store_append *req) {
@@ -79,13 +102,13 @@ static int put_stream(MDB_txn *txn, struct shard_db *db, const struct store_appe
   return mdb_put(txn, db->streams, &k, &v, 0);
 }
 
-static int write_append(MDB_txn *txn, struct shard_db *db, const struct store_append *req) {
+static int write_append(MDB_txn *txn, struct shard *shard, const struct store_append *req) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
-    if ((rc = put_event(txn, db, req, i)) == 0)
-      rc = put_indexes(txn, db, req, i);
+    if ((rc = put_event(txn, &shard->db, req, i)) == 0)
+      rc = put_indexes(txn, shard, req, i);
   }
-  return rc != 0 ? rc : put_stream(txn, db, req);
+  return rc != 0 ? rc : put_stream(txn, &shard->db, req);
 }
 
 int commit__batch(struct shard *shard) {
@@ -95,7 +118,7 @@ int commit__batch(struct shard *shard) {
   if (rc != 0)
     return db__error(rc, "beginning a write transaction");
   for (struct store_append *req = shard->batch.writes.head; rc == 0 && req; req = req->next)
-    rc = write_append(txn, db, req);
+    rc = write_append(txn, shard, req);
   if (rc == 0 && shard->batch.creates_streams)
     rc = db__put_next_stream_id(txn, db, shard->batch.next_stream_id);
   if (rc != 0) {
