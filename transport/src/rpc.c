@@ -9,6 +9,7 @@
  * response past MAX_MESSAGE_SIZE.
  */
 #include "api.pb-c.h"
+#include "arena.h"
 #include "evf/store.h"
 #include "grpc.h"
 #include "health.pb-c.h"
@@ -75,19 +76,19 @@ static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uin
 }
 
 ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
-                                 const uint8_t *msg, size_t len) {
+                                 const uint8_t *msg, size_t len, ProtobufCAllocator *allocator) {
   if (has_nul_in_strings(desc, msg, len)) {
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
     return NULL;
   }
-  ProtobufCMessage *request = protobuf_c_message_unpack(desc, NULL, len, msg);
+  ProtobufCMessage *request = protobuf_c_message_unpack(desc, allocator, len, msg);
   if (request == NULL)
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
   return request;
 }
 
 #define UNPACK_OR_FAIL(type, call, msg, len)                                                  \
-  (void *)tp_rpc__unpack(call, &type##__descriptor, msg, len);                               \
+  (void *)tp_rpc__unpack(call, &type##__descriptor, msg, len, NULL);                         \
   if (request == NULL)                                                                        \
     return;
 
@@ -186,7 +187,7 @@ static void reply_count(struct tp_grpc_call *call, int rc, int64_t count) {
 static void answer_count(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
                          const uint8_t *msg, size_t len,
                          int (*counter)(struct evf_store *, int64_t *)) {
-  ProtobufCMessage *request = tp_rpc__unpack(call, desc, msg, len);
+  ProtobufCMessage *request = tp_rpc__unpack(call, desc, msg, len, NULL);
   if (request == NULL)
     return;
   protobuf_c_message_free_unpacked(request, NULL);
@@ -230,15 +231,15 @@ static void version(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
 
 struct append_state {
   struct store_append append;
-  Api__AppendToStreamRequest *request;
+  Api__AppendToStreamRequest *request; /* in arena */
+  struct tp_arena arena;
   struct tp_grpc_call *call;
 };
 
 static void free_append_state(void *state) {
   struct append_state *s = state;
   store_append_deinit(&s->append);
-  if (s->request)
-    api__append_to_stream_request__free_unpacked(s->request, NULL);
+  tp_arena_release(&s->arena);
 }
 
 int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append *a) {
@@ -297,8 +298,9 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  tp_arena_init(&s->arena, 2 * len);
   s->request = (Api__AppendToStreamRequest *)tp_rpc__unpack(
-      call, &api__append_to_stream_request__descriptor, msg, len);
+      call, &api__append_to_stream_request__descriptor, msg, len, &s->arena.allocator);
   if (s->request == NULL) {
     tp_rpc__count_append(call, NULL, EVF_EINVAL);
     return;

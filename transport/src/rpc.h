@@ -10,10 +10,12 @@
 
 /**
  * Decodes a request message, refusing NUL bytes in its strings. On failure
- * fails the call with INVALID_ARGUMENT and returns NULL.
+ * fails the call with INVALID_ARGUMENT and returns NULL. allocator: NULL
+ * (then free the message with protobuf_c_message_free_unpacked) or an
+ * arena's (then release the arena instead).
  */
 ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
-                                 const uint8_t *msg, size_t len);
+                                 const uint8_t *msg, size_t len, ProtobufCAllocator *allocator);
 
 /** Appends an AppendToStreamResponse for a successful append. Returns 0 or -ENOMEM. */
 int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append *append);

@@ -5,6 +5,7 @@
  * each answered on the response stream once durable).
  */
 #include "api.pb-c.h"
+#include "arena.h"
 #include "rpc.h"
 #include "server.h"
 #include "subs.h"
@@ -121,7 +122,7 @@ static struct subscription *open_subscription(struct tp_grpc_call *call,
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
-  s->request = tp_rpc__unpack(call, desc, msg, len);
+  s->request = tp_rpc__unpack(call, desc, msg, len, NULL);
   if (s->request == NULL)
     return NULL;
   s->call = call;
@@ -187,7 +188,8 @@ struct tp_batch_call {
 
 struct batch_append {
   struct store_append append;
-  Api__BatchAppendRequest *request;
+  Api__BatchAppendRequest *request; /* in arena */
+  struct tp_arena arena;
   struct tp_batch_call *batch;
 };
 
@@ -258,7 +260,7 @@ static void send_success(struct tp_batch_call *b, uint64_t correlation_id,
 
 static void free_batch_append(struct batch_append *a) {
   store_append_deinit(&a->append);
-  api__batch_append_request__free_unpacked(a->request, NULL);
+  tp_arena_release(&a->arena);
   free(a);
 }
 
@@ -339,9 +341,11 @@ void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg,
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  tp_arena_init(&a->arena, 2 * len);
   a->request = (Api__BatchAppendRequest *)tp_rpc__unpack(
-      call, &api__batch_append_request__descriptor, msg, len);
+      call, &api__batch_append_request__descriptor, msg, len, &a->arena.allocator);
   if (a->request == NULL) {
+    tp_arena_release(&a->arena);
     free(a);
     return; /* the whole call failed: its messages cannot be told apart any more */
   }
