@@ -307,6 +307,34 @@ def test_global_stream_reads_after_offset(stub):
             assert ours[e.position] == e
 
 
+def test_acknowledged_appends_are_in_the_global_stream_at_once(server):
+    """
+    Read-your-writes: as soon as an append is acknowledged, a global read from
+    just before its position returns it, while other writers keep both shards
+    committing (another shard's commit in flight must not hide it).
+    """
+    errors = []
+
+    def writer(k):
+        stub = server.stub(server.channel(own_connection=True))
+        for i in range(150):
+            ack = append(stub, unique(f"ryw{k}-"), 1)
+            page = read_global(stub, ack.first_position - 1, 1)
+            got = page.events[0].position if page.events else None
+            if got != ack.first_position:
+                errors.append(f"writer {k} append {i}: acknowledged at {ack.first_position}, "
+                              f"the global read from {ack.first_position - 1} gave {got}")
+                return
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "writers did not finish in 120 s"
+    assert not errors, errors[:3]
+
+
 def test_global_stream_limits(stub):
     r = append(stub, unique("gl"), 5)
     wait_global(stub, r.first_position + 4)
