@@ -226,9 +226,10 @@ int lg_report_json(const char *path, const struct lg_report *r) {
           "\n  },\n  \"subscribers\": %u,\n  \"delivered\": %" PRIu64
           ",\n  \"delivery_expected\": %" PRIu64 ",\n  \"delivered_per_second\": %.3f,\n"
           "  \"delivered_bytes\": %" PRIu64 ",\n  \"delivered_bytes_per_second\": %.3f,\n"
-          "  \"delivery_latency_us\": ",
+          "  \"measured_window_ns\": [%" PRIu64 ", %" PRIu64 "],\n  \"delivery_latency_us\": ",
           subscribers, st->delivered, r->delivery_owed * subscribers, per_s(st->delivered, s),
-          st->delivered_bytes, per_s(st->delivered_bytes, s));
+          st->delivered_bytes, per_s(st->delivered_bytes, s), res->window_from_ns,
+          res->window_to_ns);
   json_latency(f, &st->delivery);
   fprintf(f,
           ",\n  \"appended_events_all_phases\": %" PRIu64 ",\n  \"prefill_events\": %" PRIu64

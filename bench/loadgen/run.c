@@ -318,6 +318,10 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t 
     snprintf(out->failure, sizeof(out->failure),
              "the run was still going at its deadline (--max-time %g s)", run->opt->max_time_s);
   uint64_t stop = atomic_load(&run->stop_ns);
+  if (d->going) {
+    out->window_from_ns = run->t_measure;
+    out->window_to_ns = run->t_end;
+  }
   if (run->t_end == UINT64_MAX) {
     uint64_t from = run->items || run->subs == LG_SUBS_CATCH_UP ? run->t_start : run->t_measure;
     out->duration_s = d->going && last > from ? (double)(last - from) / 1e9 : 0;

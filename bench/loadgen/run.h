@@ -23,6 +23,7 @@ struct lg_result {
   double duration_s;            /* the measured time */
   uint64_t rate_missed;         /* --rate: requests due but never sent (the client fell behind) */
   uint64_t acked_in_window;     /* subscribe: events acknowledged, due in the measured time */
+  uint64_t window_from_ns, window_to_ns; /* the measured time (CLOCK_MONOTONIC); 0 when not run */
   bool interrupted;             /* Ctrl-C or SIGTERM */
   char failure[256];            /* why the run failed (a connection, a silent server), or "" */
 };
