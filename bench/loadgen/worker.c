@@ -532,6 +532,9 @@ static void tick_cb(uv_timer_t *t) {
   }
   publish(w);
   check_done(w, now);
+  /* A subscriber never caught up (a server out of streams queues it): do not wait forever. */
+  if (w->phase == LG_CONNECTING && w->subscribed_ns && now - w->subscribed_ns > w->run->timeout_ns)
+    fatal(w, "a subscriber was not caught up within the timeout");
 }
 
 static void wake_cb(uv_async_t *h) {
@@ -559,8 +562,10 @@ static void conn_connected(void *data) {
   if (++w->conns_up != w->n_conns || w->phase != LG_CONNECTING)
     return;
   bool live = w->run->subs == LG_SUBS_LIVE;
-  if (live)
+  if (live) {
+    w->subscribed_ns = evf_monotonic_ns();
     open_streams(w); /* only subscriber slots stream here; ready once they are caught up */
+  }
   if (w->phase == LG_CONNECTING && (!live || w->subs_live == w->subs))
     become_ready(w);
 }

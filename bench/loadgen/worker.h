@@ -177,6 +177,7 @@ struct lg_worker {
   uint64_t sched_sent;
   unsigned subs;                /* subscriber slots in use */
   unsigned subs_open, subs_live;
+  uint64_t subscribed_ns;       /* live subscribe: when its subscribers were opened */
   bool told_drained;            /* subscribe: counted in run->drained */
   bool owed_known;
   uint64_t owed;                /* subscribe: events each subscriber is owed */

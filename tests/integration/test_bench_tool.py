@@ -359,6 +359,16 @@ def test_subscribe_catch_up_prefills_an_empty_store(server_factory, tmp_path):
     assert r["delivered"] == 600 and r["requests"] == 2
 
 
+def test_subscribers_beyond_the_servers_streams_fail_the_run(target, tmp_path):
+    """300 subscribers and 16 writers per connection: the server allows 256 streams; no hang."""
+    run = run_bench(["--target", target, "--scenario", "subscribe", "--subscribers", 600,
+                     "--connections", 2, "--duration", 1, "--timeout", 2], tmp_path,
+                    timeout=FAIL_FAST)
+    assert run.rc == 1, run
+    assert "not caught up within the timeout" in run.report["failure"]
+    assert run.elapsed < FAIL_FAST
+
+
 class FaultyStore:
     """
     EventCount, AppendToStream and SubscribeToAll in memory, over grpcio; its
