@@ -256,7 +256,9 @@ int main(int argc, char **argv) {
     }
     lg_stats_init(res.stats);
   }
-  uint64_t owed = subs == LG_SUBS_LIVE ? res.acked_in_window : stored + prefill_events;
+  uint64_t owed = subs == LG_SUBS_LIVE       ? res.acked_in_window
+                  : subs == LG_SUBS_CATCH_UP ? stored + prefill_events
+                                             : 0;
   int code = report(&o, weights, &res, prefill_events, prefill_s, owed, failed ? why : NULL);
   lg_result_free(&res);
   uv_loop_close(&loop);

@@ -412,8 +412,7 @@ static int subscribe_open(struct lg_slot *s) {
   s->sub_opened_ns = evf_monotonic_ns();
   const struct lg_tmpl *t = &s->req[LG_OP_SUBSCRIBE]; /* framed: the stream frames it again */
   if (lg_grpc_stream_send(st, t->data + 5, t->len - 5) != 0) {
-    s->sub_cancelled = true; /* our failure, counted by the run's ending without a subscriber */
-    lg_grpc_stream_cancel(st);
+    lg_grpc_stream_cancel(st); /* out of memory: the call ends, and its closed_cb fails the run */
     return 0;
   }
   lg_grpc_stream_half_close(st);

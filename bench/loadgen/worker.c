@@ -26,19 +26,18 @@ static uint64_t xorshift64(uint64_t *s) {
   return *s = x;
 }
 
-/* A subscriber slot, and which subscriber (see the DESIGN in worker.h). */
-static bool slot_subscribes(const struct lg_run *run, unsigned index, unsigned *k) {
+/* Which subscriber slot index is (see the DESIGN in worker.h), or -1 for a writer's. */
+static long subscriber_of(const struct lg_run *run, unsigned index) {
   unsigned j = index % run->slots_per_conn, conn = index / run->slots_per_conn;
   if (j < run->writers_per_conn)
-    return false;
-  *k = (j - run->writers_per_conn) * run->connections + conn;
-  return true;
+    return -1;
+  return (long)(j - run->writers_per_conn) * run->connections + conn;
 }
 
 bool lg_slot_usable(const struct lg_run *run, unsigned index) {
-  unsigned k;
-  if (slot_subscribes(run, index, &k))
-    return k < run->subscribers;
+  long k = subscriber_of(run, index);
+  if (k >= 0)
+    return k < (long)run->subscribers;
   bool occ_only = run->weights[LG_OP_APPEND_OCC] == run->weight_total;
   return !occ_only || index < run->opt->streams;
 }
@@ -643,8 +642,7 @@ static int init_slots(struct lg_worker *w) {
       s->conn = &w->conns[c];
       s->index = (w->index + c * run->threads) * per + j;
       s->unused = !lg_slot_usable(run, s->index);
-      unsigned k;
-      s->subscriber = slot_subscribes(run, s->index, &k);
+      s->subscriber = subscriber_of(run, s->index) >= 0;
       if (s->unused)
         continue;
       w->subs += s->subscriber;
