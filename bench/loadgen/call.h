@@ -31,6 +31,8 @@ struct lg_reply {
   uint64_t count;               /* entries of field 1 (gRPC), "position": keys (HTTP) */
   uint64_t checkpoint;          /* field 2 (gRPC), "checkpoint": (HTTP) */
   bool has_checkpoint;
+  uint64_t number;              /* field 1 as a varint (gRPC: EventCountResponse.count) */
+  bool has_number;
   uint64_t bytes;               /* response body bytes */
   char message[200];            /* grpc-message, decoded, or the start of an HTTP error body */
 };

@@ -389,6 +389,8 @@ static void settle_reply(struct lg_call *call, uint32_t error_code) {
   r->count = call->scan.count;
   r->checkpoint = call->scan.field2;
   r->has_checkpoint = call->scan.has_field2;
+  r->number = call->scan.field1;
+  r->has_number = call->scan.has_field1;
   if (call->timed_out) {
     r->kind = LG_REPLY_TIMEOUT;
     snprintf(r->message, sizeof(r->message), "no answer within the timeout");

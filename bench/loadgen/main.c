@@ -15,6 +15,7 @@
 
 #include "evf/clock.h"
 
+#include <inttypes.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,15 +83,55 @@ static int setup_phase(struct lg_run *run, uv_loop_t *loop, bool progress, uint6
   return -1;
 }
 
+/* One request of op to learn about the store; *events: what it counted. Returns 0 or -1 (why). */
+static int probe(const struct lg_options *o, const struct sockaddr_storage *addr, uv_loop_t *loop,
+                 uint64_t deadline, enum lg_op_id op, uint64_t *events, char *why, size_t why_len) {
+  struct lg_run run;
+  struct lg_result res;
+  base_run(&run, o, addr, "probe");
+  run.weights[op] = 1;
+  run.items = 1;
+  run.threads = run.connections = run.concurrency = 1;
+  int failed = setup_phase(&run, loop, false, deadline, 1, 1, &res, why, why_len);
+  struct lg_op_stats t = {0};
+  if (res.stats)
+    lg_stats_total(res.stats, &t);
+  *events = t.events;
+  lg_result_free(&res);
+  return failed;
+}
+
+/* Subscribe scenarios: why the subscribers did not deliver what they owe, into why; or false. */
+static bool delivery_failed(const struct lg_options *o, const struct lg_report *r, char *why,
+                            size_t len) {
+  const struct lg_stats *st = r->result->stats;
+  uint64_t want = r->delivery_owed * o->subscribers, got = st->delivered;
+  bool live = o->scenario->subs == LG_SUBS_LIVE;
+  if (!live && st->op[LG_OP_SUBSCRIBE].ok < o->subscribers) {
+    snprintf(why, len, "%" PRIu64 " of %u subscribers caught up", st->op[LG_OP_SUBSCRIBE].ok,
+             o->subscribers);
+    return true;
+  }
+  /* Catch-up: events appended meanwhile by someone else are delivered too. */
+  if (got == want || (!live && got > want))
+    return false;
+  snprintf(why, len,
+           "the subscribers delivered %" PRIu64 " events, %s %" PRIu64 " (%u x %" PRIu64 " %s)",
+           got, got < want ? "short of" : "more than", want, o->subscribers, r->delivery_owed,
+           live ? "acknowledged appends due in the measured time" : "events stored");
+  return true;
+}
+
 /* Prints and writes the report; returns the exit code. */
 static int report(const struct lg_options *o, const unsigned *weights, const struct lg_result *res,
-                  uint64_t prefill_events, double prefill_s, const char *setup_failure) {
+                  uint64_t prefill_events, double prefill_s, uint64_t owed,
+                  const char *setup_failure) {
   struct lg_op_stats t;
   lg_stats_total(res->stats, &t);
   double error_rate = lg_report_error_rate(res);
   struct lg_report r = {.opt = o, .result = res, .weights = weights,
                         .prefill_events = prefill_events, .prefill_s = prefill_s,
-                        .failure = setup_failure, .exit_code = EXIT_OK};
+                        .delivery_owed = owed, .failure = setup_failure, .exit_code = EXIT_OK};
   char why[320];
   if (r.failure != NULL) {
   } else if (res->failure[0]) {
@@ -100,6 +141,9 @@ static int report(const struct lg_options *o, const unsigned *weights, const str
   } else if (error_rate > o->max_error_rate) {
     snprintf(why, sizeof(why), "error rate %.4f is above --max-error-rate %g", error_rate,
              o->max_error_rate);
+    r.failure = why;
+  } else if (o->scenario->subs != LG_SUBS_NONE && !res->interrupted &&
+             delivery_failed(o, &r, why, sizeof(why))) {
     r.failure = why;
   }
   if (r.failure)
@@ -139,21 +183,21 @@ int main(int argc, char **argv) {
   struct sockaddr_storage addr;
   int failed = resolve(&o, &addr, why, sizeof(why));
 
-  /* Stream reads need their streams written; global reads need a store that is not empty. */
+  /*
+   * Stream reads need their streams written; global reads and catch-up
+   * subscriptions need a store that is not empty. Live subscriptions start
+   * at its end: its event count is a position at or before the last one.
+   */
   bool prefill = weights[LG_OP_READ_STREAM] && o.prefill > 0;
+  enum lg_subs subs = o.scenario->subs;
+  uint64_t stored = 0;
   if (!failed && !prefill && weights[LG_OP_READ_GLOBAL] && o.prefill > 0) {
-    struct lg_run probe;
-    base_run(&probe, &o, &addr, "probe");
-    probe.weights[LG_OP_READ_GLOBAL] = 1;
-    probe.items = 1;
-    probe.threads = probe.connections = probe.concurrency = 1;
-    failed = setup_phase(&probe, &loop, false, deadline, 1, 1, &res, why, sizeof(why));
-    struct lg_op_stats t = {0};
-    if (res.stats)
-      lg_stats_total(res.stats, &t);
-    prefill = !failed && t.events == 0;
-    lg_result_free(&res);
-    res = (struct lg_result){0};
+    uint64_t read;
+    failed = probe(&o, &addr, &loop, deadline, LG_OP_READ_GLOBAL, &read, why, sizeof(why));
+    prefill = !failed && read == 0;
+  } else if (!failed && subs != LG_SUBS_NONE) {
+    failed = probe(&o, &addr, &loop, deadline, LG_OP_EVENT_COUNT, &stored, why, sizeof(why));
+    prefill = !failed && subs == LG_SUBS_CATCH_UP && stored == 0 && o.prefill > 0;
   }
   uint64_t prefill_events = 0;
   double prefill_s = 0;
@@ -192,6 +236,9 @@ int main(int argc, char **argv) {
     run.threads = o.threads;
     run.connections = o.connections;
     run.concurrency = o.concurrency;
+    run.subs = subs;
+    run.subscribers = subs != LG_SUBS_NONE ? o.subscribers : 0;
+    run.sub_offset = subs == LG_SUBS_LIVE ? stored : 0;
     int rc = lg_run_prepare(&run, o.limit_stream, o.limit_global);
     if (rc == 0) {
       lg_run_execute(&run, &loop, progress, deadline, &res);
@@ -209,7 +256,10 @@ int main(int argc, char **argv) {
     }
     lg_stats_init(res.stats);
   }
-  int code = report(&o, weights, &res, prefill_events, prefill_s, failed ? why : NULL);
+  uint64_t owed = subs == LG_SUBS_LIVE       ? res.acked_in_window
+                  : subs == LG_SUBS_CATCH_UP ? stored + prefill_events
+                                             : 0;
+  int code = report(&o, weights, &res, prefill_events, prefill_s, owed, failed ? why : NULL);
   lg_result_free(&res);
   uv_loop_close(&loop);
   return code;

@@ -25,7 +25,7 @@ void lg_options_usage(FILE *f) {
           "\n"
           "Scenarios (--scenario):\n");
   for (unsigned i = 0; i < lg_scenario_count; i++)
-    fprintf(f, "  %-12s %s\n", lg_scenarios[i].name, lg_scenarios[i].help);
+    fprintf(f, "  %-18s %s\n", lg_scenarios[i].name, lg_scenarios[i].help);
   fprintf(f,
           "\n"
           "Options:\n"
@@ -38,6 +38,19 @@ void lg_options_usage(FILE *f) {
           "                           batch-append: BatchAppend calls per connection)\n"
           "  --batch-window N         batch-append: appends in flight on each call\n"
           "                           (default 256)\n"
+          "  --subscribers N          subscribe, subscribe-catch-up: SubscribeToAll\n"
+          "                           calls, spread over the connections (default 1).\n"
+          "                           subscribe opens them at the end of the store and\n"
+          "                           waits until they are caught up, then appends\n"
+          "                           (each event carries its send time; with --rate,\n"
+          "                           its due time): delivery latency counts events\n"
+          "                           due in the measured time, and every subscriber\n"
+          "                           must deliver every one of them that was\n"
+          "                           acknowledged (waited for up to --timeout after\n"
+          "                           the run). subscribe-catch-up reads the store from\n"
+          "                           position 0 until caught up (an empty store first\n"
+          "                           gets --streams x --prefill events); no --duration\n"
+          "                           or --rate\n"
           "  --threads N              threads, each with its own event loop and its\n"
           "                           share of the connections (default 1)\n"
           "  --duration SECONDS       measured time (default 10)\n"
@@ -163,7 +176,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     OPT_TARGET = 256, OPT_SCENARIO, OPT_CONNECTIONS, OPT_CONCURRENCY, OPT_THREADS, OPT_DURATION,
     OPT_REQUESTS, OPT_WARMUP, OPT_EVENT_SIZE, OPT_EPA, OPT_STREAMS, OPT_RATE, OPT_LIMIT,
     OPT_PREFILL, OPT_MIX, OPT_HTTP_MODE, OPT_PREFIX, OPT_TIMEOUT, OPT_MAX_TIME, OPT_JSON, OPT_MAX_ERROR_RATE,
-    OPT_BATCH_WINDOW, OPT_QUIET, OPT_HELP
+    OPT_BATCH_WINDOW, OPT_SUBSCRIBERS, OPT_QUIET, OPT_HELP
   };
   static const struct option options[] = {
       {"target", required_argument, NULL, OPT_TARGET},
@@ -188,6 +201,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       {"json", required_argument, NULL, OPT_JSON},
       {"max-error-rate", required_argument, NULL, OPT_MAX_ERROR_RATE},
       {"batch-window", required_argument, NULL, OPT_BATCH_WINDOW},
+      {"subscribers", required_argument, NULL, OPT_SUBSCRIBERS},
       {"quiet", no_argument, NULL, OPT_QUIET},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -206,6 +220,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       .limit_global = 1000,
       .prefill = 100,
       .batch_window = 256,
+      .subscribers = 1,
       .http_mode = LG_HTTP_GLOBAL,
       .max_error_rate = 0.01,
       .timeout_s = 10,
@@ -215,7 +230,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   o->mix[LG_OP_READ_GLOBAL] = 10;
   const char *target = NULL, *prefix = NULL;
   bool duration_set = false, mix_set = false, http_mode_set = false, max_time_set = false;
-  bool batch_window_set = false;
+  bool batch_window_set = false, subscribers_set = false;
   uint64_t v;
   int opt;
   opterr = 0;
@@ -305,6 +320,11 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
         o->batch_window = (uint32_t)v;
       batch_window_set = true;
       break;
+    case OPT_SUBSCRIBERS:
+      if ((ok = parse_u64(optarg, 1, 10000, &v)))
+        o->subscribers = (unsigned)v;
+      subscribers_set = true;
+      break;
     case OPT_QUIET:
       o->quiet = true;
       break;
@@ -331,9 +351,29 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     bad("give --duration or --requests, not both");
     return LG_PARSE_BAD;
   }
+  enum lg_subs subs = o->scenario->subs;
+  bool catch_up = subs == LG_SUBS_CATCH_UP;
+  if (subscribers_set && subs == LG_SUBS_NONE) {
+    bad("--subscribers is for --scenario subscribe and subscribe-catch-up");
+    return LG_PARSE_BAD;
+  }
+  if (subs != LG_SUBS_NONE && o->requests) {
+    bad("--requests is not supported by --scenario %s (it runs for --duration, or until caught up)",
+        o->scenario->name);
+    return LG_PARSE_BAD;
+  }
+  if (catch_up && (duration_set || o->rate > 0)) {
+    bad("--duration and --rate are not for --scenario subscribe-catch-up: it runs until caught up");
+    return LG_PARSE_BAD;
+  }
+  if (subs == LG_SUBS_LIVE && o->event_size < 8) {
+    bad("--scenario subscribe needs --event-size 8 or more: each event carries its send time");
+    return LG_PARSE_BAD;
+  }
+  bool open_ended = o->requests || catch_up;
   if (!max_time_set)
-    o->max_time_s = o->requests ? 3600 : 0; /* a --duration run is bounded by itself */
-  if (o->max_time_s > 0 && !o->requests && o->max_time_s < o->warmup_s + o->duration_s) {
+    o->max_time_s = open_ended ? 3600 : 0; /* a --duration run is bounded by itself */
+  if (o->max_time_s > 0 && !open_ended && o->max_time_s < o->warmup_s + o->duration_s) {
     bad("--max-time %g is shorter than --warmup + --duration", o->max_time_s);
     return LG_PARSE_BAD;
   }

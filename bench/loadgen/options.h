@@ -32,6 +32,7 @@ struct lg_options {
   uint32_t limit_global;
   uint32_t prefill;             /* events per stream written before stream reads */
   uint32_t batch_window;        /* batch-append: requests in flight on each call */
+  unsigned subscribers;         /* subscribe scenarios: SubscribeToAll calls */
   unsigned mix[LG_OP_COUNT];    /* --mix shares */
   enum lg_http_mode http_mode;
   char stream_prefix[LG_MAX_STREAM_NAME + 1];

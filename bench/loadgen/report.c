@@ -34,6 +34,21 @@ static void print_latency(FILE *f, const char *label, const struct lg_hist *h) {
           lg_hist_percentile(h, 0.99), lg_hist_percentile(h, 0.999), h->max, lg_hist_mean(h));
 }
 
+static void print_delivery(FILE *f, const struct lg_report *r) {
+  const struct lg_options *o = r->opt;
+  const struct lg_result *res = r->result;
+  const struct lg_stats *st = res->stats;
+  bool live = o->scenario->subs == LG_SUBS_LIVE;
+  fprintf(f, "subscribers  %u, %s\n", o->subscribers,
+          live ? "live from the end of the store" : "from position 0 until caught up");
+  fprintf(f, "delivered    %" PRIu64 " events (of %u x %" PRIu64 " %s)  %.1f/s  %.2f MB/s\n",
+          st->delivered, o->subscribers, r->delivery_owed,
+          live ? "appended in the measured time" : "stored", per_s(st->delivered, res->duration_s),
+          per_s(st->delivered_bytes, res->duration_s) / 1e6);
+  if (live)
+    print_latency(f, "delivery", &st->delivery);
+}
+
 void lg_report_print(FILE *f, const struct lg_report *r) {
   const struct lg_options *o = r->opt;
   const struct lg_result *res = r->result;
@@ -44,13 +59,18 @@ void lg_report_print(FILE *f, const struct lg_report *r) {
   fprintf(f, "eventflowdb-bench: scenario %s%s%s, target %s\n", o->scenario->name,
           http ? ", http-mode " : "", http ? (o->http_mode == LG_HTTP_STREAM ? "stream" : "global") : "",
           o->target);
-  fprintf(f, "  %u connections x %u in flight, %u thread%s, %s, warmup %.1f s, ", o->connections,
-          http ? 1 : o->concurrency, o->threads, o->threads == 1 ? "" : "s",
-          mode_text(o, mode, sizeof(mode)), o->warmup_s);
-  if (o->requests)
-    fprintf(f, "%" PRIu64 " requests\n", o->requests);
-  else
-    fprintf(f, "%.1f s\n", o->duration_s);
+  if (o->scenario->subs == LG_SUBS_CATCH_UP) {
+    fprintf(f, "  %u connections, %u thread%s, until caught up\n", o->connections, o->threads,
+            o->threads == 1 ? "" : "s");
+  } else {
+    fprintf(f, "  %u connections x %u in flight, %u thread%s, %s, warmup %.1f s, ", o->connections,
+            http ? 1 : o->concurrency, o->threads, o->threads == 1 ? "" : "s",
+            mode_text(o, mode, sizeof(mode)), o->warmup_s);
+    if (o->requests)
+      fprintf(f, "%" PRIu64 " requests\n", o->requests);
+    else
+      fprintf(f, "%.1f s\n", o->duration_s);
+  }
   fprintf(f, "  %u streams (%s*), %u event%s of %u B per append", o->streams, o->stream_prefix,
           o->events_per_append, o->events_per_append == 1 ? "" : "s", o->event_size);
   if (r->weights[LG_OP_READ_STREAM] || r->weights[LG_OP_READ_GLOBAL])
@@ -77,6 +97,8 @@ void lg_report_print(FILE *f, const struct lg_report *r) {
     fprintf(f, "\n  first: %s\n", res->stats->first_error);
   }
   print_latency(f, "latency", &t.latency);
+  if (o->scenario->subs != LG_SUBS_NONE)
+    print_delivery(f, r);
   unsigned kinds = 0;
   for (unsigned op = 0; op < LG_OP_COUNT; op++)
     kinds += r->weights[op] > 0;
@@ -149,11 +171,13 @@ int lg_report_json(const char *path, const struct lg_report *r) {
           "\"duration_s\": %.3f, \"requests\": %" PRIu64 ", \"warmup_s\": %.3f, "
           "\"event_size\": %u, \"events_per_append\": %u, \"streams\": %u, \"rate\": %.3f, "
           "\"limit_stream\": %u, \"limit_global\": %u, \"prefill\": %u, \"http_mode\": \"%s\", "
-          "\"timeout_s\": %.3f, \"max_error_rate\": %g, \"stream_prefix\": ",
+          "\"timeout_s\": %.3f, \"max_error_rate\": %g, \"subscribers\": %u, "
+          "\"stream_prefix\": ",
           o->connections, o->scenario->proto == LG_PROTO_HTTP ? 1 : o->concurrency, o->threads,
           o->requests ? 0 : o->duration_s, o->requests, o->warmup_s, o->event_size,
           o->events_per_append, o->streams, o->rate, o->limit_stream, o->limit_global, o->prefill,
-          o->http_mode == LG_HTTP_STREAM ? "stream" : "global", o->timeout_s, o->max_error_rate);
+          o->http_mode == LG_HTTP_STREAM ? "stream" : "global", o->timeout_s, o->max_error_rate,
+          o->scenario->subs != LG_SUBS_NONE ? o->subscribers : 0);
   json_string(f, o->stream_prefix);
   fprintf(f, ", \"mix\": {");
   bool first = true;
@@ -196,8 +220,19 @@ int lg_report_json(const char *path, const struct lg_report *r) {
     fputc('}', f);
     first = false;
   }
+  unsigned subscribers = o->scenario->subs != LG_SUBS_NONE ? o->subscribers : 0;
+  const struct lg_stats *st = res->stats;
   fprintf(f,
-          "\n  },\n  \"appended_events_all_phases\": %" PRIu64 ",\n  \"prefill_events\": %" PRIu64
+          "\n  },\n  \"subscribers\": %u,\n  \"delivered\": %" PRIu64
+          ",\n  \"delivery_expected\": %" PRIu64 ",\n  \"delivered_per_second\": %.3f,\n"
+          "  \"delivered_bytes\": %" PRIu64 ",\n  \"delivered_bytes_per_second\": %.3f,\n"
+          "  \"measured_window_ns\": [%" PRIu64 ", %" PRIu64 "],\n  \"delivery_latency_us\": ",
+          subscribers, st->delivered, r->delivery_owed * subscribers, per_s(st->delivered, s),
+          st->delivered_bytes, per_s(st->delivered_bytes, s), res->window_from_ns,
+          res->window_to_ns);
+  json_latency(f, &st->delivery);
+  fprintf(f,
+          ",\n  \"appended_events_all_phases\": %" PRIu64 ",\n  \"prefill_events\": %" PRIu64
           ",\n  \"rate_missed\": %" PRIu64 ",\n  \"interrupted\": %s,\n  \"failure\": ",
           res->appended_events, r->prefill_events, res->rate_missed,
           res->interrupted ? "true" : "false");

@@ -15,6 +15,7 @@ struct lg_report {
   const unsigned *weights;          /* the scenario's operation shares */
   uint64_t prefill_events;          /* written before the measured run (0: no prefill) */
   double prefill_s;
+  uint64_t delivery_owed;           /* subscribe scenarios: events each subscriber must deliver */
   const char *failure;              /* why the run failed, or NULL */
   int exit_code;
 };

@@ -135,6 +135,38 @@ int lg_req_grpc_get_stream(struct lg_tmpl *t, const char *name, unsigned width, 
   return grpc_template(t, &req.base, name, width, 0);
 }
 
+int lg_tmpl_find_stamp(struct lg_tmpl *t, const uint8_t *payload, size_t size) {
+  const uint8_t *at = size >= 8 ? memmem(t->data, t->len, payload, size) : NULL;
+  if (at == NULL)
+    return -EINVAL;
+  t->stamp_at = (size_t)(at - t->data);
+  return 0;
+}
+
+void lg_tmpl_set_stamp(struct lg_tmpl *t, uint64_t value) {
+  for (unsigned i = 0; i < 8; i++)
+    t->data[t->stamp_at + i] = (uint8_t)(value >> (8 * i));
+}
+
+uint64_t lg_stamp_get(const uint8_t *data) {
+  uint64_t v = 0;
+  for (unsigned i = 0; i < 8; i++)
+    v |= (uint64_t)data[i] << (8 * i);
+  return v;
+}
+
+int lg_req_grpc_subscribe_all(struct lg_tmpl *t) {
+  Api__SubscribeToAllRequest req;
+  api__subscribe_to_all_request__init(&req); /* offset 0 is not packed: the tail carries it */
+  return grpc_template(t, &req.base, NULL, 0, 1 << 3 | 0);
+}
+
+int lg_req_grpc_event_count(struct lg_tmpl *t) {
+  Api__EventCountRequest req;
+  api__event_count_request__init(&req);
+  return grpc_template(t, &req.base, NULL, 0, 0);
+}
+
 int lg_req_grpc_get_global(struct lg_tmpl *t, uint32_t limit) {
   Api__GetGlobalStreamRequest req;
   api__get_global_stream_request__init(&req);

@@ -15,6 +15,10 @@
  *   message length; an HTTP template keeps the bytes after the number and
  *   moves them (a few dozen bytes).
  *
+ * - a timestamp (subscribe): the first 8 bytes of the first event's data
+ *   take a little-endian uint64, so a subscriber can tell when the event
+ *   was sent.
+ *
  * A template owns its memory. Any thread; no shared state.
  */
 
@@ -27,6 +31,7 @@ struct lg_tmpl {
   size_t cap;
   size_t name_at;               /* first index digit of the stream name; SIZE_MAX: none */
   size_t tail_at;               /* where the variable number goes; SIZE_MAX: none */
+  size_t stamp_at;              /* where the 8-byte timestamp goes; 0: none (byte 0 is a header's) */
   uint8_t tail_tag;             /* gRPC: the number's field tag; 0: an HTTP template */
   uint8_t *rest;                /* HTTP: the bytes after the number */
   size_t rest_len;
@@ -48,6 +53,12 @@ int lg_req_grpc_get_stream(struct lg_tmpl *t, const char *name, unsigned width, 
 
 /** gRPC GetGlobalStream with limit; tail: offset. */
 int lg_req_grpc_get_global(struct lg_tmpl *t, uint32_t limit);
+
+/** gRPC SubscribeToAllRequest, no filters; tail: offset. */
+int lg_req_grpc_subscribe_all(struct lg_tmpl *t);
+
+/** gRPC EventCountRequest. */
+int lg_req_grpc_event_count(struct lg_tmpl *t);
 
 /** HTTP POST /api/v1/stream/{name} with version -1 and the events as JSON. */
 int lg_req_http_append(struct lg_tmpl *t, const char *authority, const char *name, unsigned width,
@@ -71,5 +82,18 @@ void lg_tmpl_set_name(struct lg_tmpl *t, unsigned width, uint64_t index);
 
 /** Sets the tail number (a gRPC int32 field takes the two's complement, as protobuf does). */
 void lg_tmpl_set_tail(struct lg_tmpl *t, uint64_t value);
+
+/**
+ * Makes the first 8 bytes of the first copy of payload (size bytes, at
+ * least 8) in t its timestamp. Returns 0, or -EINVAL when t does not hold
+ * payload.
+ */
+int lg_tmpl_find_stamp(struct lg_tmpl *t, const uint8_t *payload, size_t size);
+
+/** Writes value as the timestamp (little-endian). */
+void lg_tmpl_set_stamp(struct lg_tmpl *t, uint64_t value);
+
+/** The timestamp at the start of an event's data (little-endian, data_len >= 8). */
+uint64_t lg_stamp_get(const uint8_t *data);
 
 #endif

@@ -30,7 +30,18 @@ static int build_template(struct lg_run *run, enum lg_op_id op, const char *name
                                    o->event_size);
     if (rc == 0 && grpc)
       lg_tmpl_set_tail(t, (uint64_t)(int64_t)-1);
+    if (rc == 0 && run->subs == LG_SUBS_LIVE)
+      rc = lg_tmpl_find_stamp(t, payload, o->event_size);
     return rc;
+  case LG_OP_SUBSCRIBE:
+    if (!grpc)
+      return -ENOTSUP;
+    rc = lg_req_grpc_subscribe_all(t);
+    if (rc == 0)
+      lg_tmpl_set_tail(t, run->sub_offset);
+    return rc;
+  case LG_OP_EVENT_COUNT:
+    return grpc ? lg_req_grpc_event_count(t) : -ENOTSUP;
   case LG_OP_APPEND_OCC:
     if (!grpc)
       return -ENOTSUP;
@@ -70,12 +81,19 @@ int lg_run_prepare(struct lg_run *run, uint32_t limit_stream, uint32_t limit_glo
   }
   run->proto_prefill_last = (struct lg_tmpl){.name_at = SIZE_MAX, .tail_at = SIZE_MAX};
   run->name_width = lg_options_name_width(o);
-  run->total_slots = run->connections * (run->proto == LG_PROTO_HTTP ? 1 : run->concurrency);
+  run->writers_per_conn = run->subs == LG_SUBS_CATCH_UP ? 0
+                          : run->proto == LG_PROTO_HTTP  ? 1
+                                                         : run->concurrency;
+  run->slots_per_conn =
+      run->writers_per_conn + (run->subscribers + run->connections - 1) / run->connections;
+  run->total_slots = run->connections * run->writers_per_conn;
   run->timeout_ns = (uint64_t)(o->timeout_s * 1e9);
   atomic_init(&run->go, 0);
   atomic_init(&run->stop_ns, 0);
   atomic_init(&run->ready, 0);
   atomic_init(&run->done, 0);
+  atomic_init(&run->drained, 0);
+  atomic_init(&run->acked_in_window, 0);
   if (run->weight_total == 0)
     return -EINVAL;
 
@@ -91,7 +109,7 @@ int lg_run_prepare(struct lg_run *run, uint32_t limit_stream, uint32_t limit_glo
     payload[i] = (uint8_t)('a' + i % 26);
   int rc = 0;
   for (unsigned op = 0; op < LG_OP_COUNT && rc == 0; op++)
-    if (run->weights[op])
+    if (run->weights[op] || (op == LG_OP_SUBSCRIBE && run->subscribers))
       rc = build_template(run, (enum lg_op_id)op, name, payload, limit_stream, limit_global);
   free(payload);
   return rc;
@@ -118,6 +136,7 @@ struct driver {
   bool going;
   bool closing;
   bool interrupted;
+  bool drained_told;
   uint64_t last_ok, last_events, last_bytes, last_ns;
   int progress_len;
 };
@@ -163,6 +182,10 @@ static void notify_cb(uv_async_t *h) {
     close_driver(d);
     return;
   }
+  if (!d->drained_told && run->subs == LG_SUBS_LIVE && atomic_load(&run->drained) == run->threads) {
+    d->drained_told = true;
+    wake_all(d); /* every subscriber now knows what it is owed */
+  }
   if (atomic_load(&run->stop_ns) != 0) {
     stop_all(d);
     return;
@@ -171,8 +194,9 @@ static void notify_cb(uv_async_t *h) {
     d->going = true;
     uint64_t now = evf_monotonic_ns();
     run->t_start = now;
-    run->t_measure = run->items ? now : now + (uint64_t)(run->warmup_s * 1e9);
-    run->t_end = run->items || run->requests ? UINT64_MAX
+    bool until_done = run->items || run->subs == LG_SUBS_CATCH_UP; /* measured from the start */
+    run->t_measure = until_done ? now : now + (uint64_t)(run->warmup_s * 1e9);
+    run->t_end = until_done || run->requests ? UINT64_MAX
                                              : run->t_measure + (uint64_t)(run->duration_s * 1e9);
     d->last_ns = now;
     atomic_store_explicit(&run->go, 1, memory_order_release);
@@ -282,6 +306,7 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t 
     lg_stats_merge(out->stats, w->stats);
     out->appended_events += w->appended_events;
     out->rate_missed += w->rate_missed;
+    out->acked_in_window += w->acked_in_window;
     if (w->last_measured_ns > last)
       last = w->last_measured_ns;
     if (out->failure[0] == '\0' && w->fatal[0] != '\0')
@@ -293,8 +318,12 @@ int lg_run_execute(struct lg_run *run, uv_loop_t *loop, bool progress, uint64_t 
     snprintf(out->failure, sizeof(out->failure),
              "the run was still going at its deadline (--max-time %g s)", run->opt->max_time_s);
   uint64_t stop = atomic_load(&run->stop_ns);
-  if (run->items || run->requests) {
-    uint64_t from = run->items ? run->t_start : run->t_measure;
+  if (d->going) {
+    out->window_from_ns = run->t_measure;
+    out->window_to_ns = run->t_end;
+  }
+  if (run->t_end == UINT64_MAX) {
+    uint64_t from = run->items || run->subs == LG_SUBS_CATCH_UP ? run->t_start : run->t_measure;
     out->duration_s = d->going && last > from ? (double)(last - from) / 1e9 : 0;
   } else if (d->going) {
     uint64_t end = stop != 0 && stop < run->t_end ? stop : run->t_end;

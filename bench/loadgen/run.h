@@ -22,6 +22,8 @@ struct lg_result {
   uint64_t appended_events;     /* acknowledged by appends in every phase */
   double duration_s;            /* the measured time */
   uint64_t rate_missed;         /* --rate: requests due but never sent (the client fell behind) */
+  uint64_t acked_in_window;     /* subscribe: events acknowledged, due in the measured time */
+  uint64_t window_from_ns, window_to_ns; /* the measured time (CLOCK_MONOTONIC); 0 when not run */
   bool interrupted;             /* Ctrl-C or SIGTERM */
   char failure[256];            /* why the run failed (a connection, a silent server), or "" */
 };
@@ -29,7 +31,8 @@ struct lg_result {
 /**
  * Makes run ready from the fields the caller set (opt, label, proto, addr,
  * authority, weights, items or requests or duration_s, warmup_s, rate,
- * threads, connections, concurrency, limits, prefill sizes): computes the
+ * threads, connections, concurrency, limits, prefill sizes, subs,
+ * subscribers, sub_offset): computes the
  * rest and builds the prototype templates. Returns 0 or a negative errno.
  */
 int lg_run_prepare(struct lg_run *run, uint32_t limit_stream, uint32_t limit_global);

@@ -47,6 +47,8 @@ static void append_prepare(struct lg_slot *s) {
   s->stream = w->next_stream;
   w->next_stream = w->next_stream + 1 == w->run->opt->streams ? 0 : w->next_stream + 1;
   lg_tmpl_set_name(t, w->run->name_width, s->stream);
+  if (t->stamp_at)
+    lg_tmpl_set_stamp(t, s->intended_ns); /* subscribe: when it was due, as its latency counts */
   point_call(s, t);
 }
 
@@ -299,6 +301,148 @@ static void batch_stop(struct lg_slot *s) {
     lg_grpc_stream_half_close(&s->grpc_stream);
 }
 
+/* ---- subscribe: SubscribeToAll calls, live (subscribe) or from 0 (subscribe-catch-up) ---- */
+
+static int subscribe_init(struct lg_slot *s) { return copy_template(s, LG_OP_SUBSCRIBE); }
+
+static void subscribe_error(struct lg_slot *s, size_t len, const char *why) {
+  struct lg_reply reply = {.kind = LG_REPLY_BAD};
+  snprintf(reply.message, sizeof(reply.message), "%s", why);
+  lg_worker_count(s, LG_OUTCOME_ERROR, 0, len, &reply, evf_monotonic_ns(), false, false);
+}
+
+/* Once stopping: end the call when it has every event it is owed (catch-up: at once). */
+static void subscribe_check_end(struct lg_slot *s) {
+  uint64_t owed;
+  if (!s->sub_stopping || s->sub_cancelled || !lg_worker_delivery_owed(s, &owed) ||
+      s->sub_events < owed)
+    return;
+  s->sub_cancelled = true;
+  lg_grpc_stream_cancel(&s->grpc_stream);
+}
+
+/* One Event (msg_len: the whole SubscriptionResponse). */
+static void subscribe_event(struct lg_slot *s, const uint8_t *p, size_t len, size_t msg_len) {
+  const struct lg_run *run = s->worker->run;
+  const uint8_t *end = p + len, *stream = NULL, *data = NULL;
+  size_t stream_len = 0, data_len = 0;
+  uint64_t position = 0;
+  struct lg_pb_field f;
+  int rc;
+  while ((rc = lg_pb_next(&p, end, &f)) == 1) {
+    if (f.number == 2 && f.wire_type == 2) {
+      stream = f.data;
+      stream_len = f.len;
+    } else if (f.number == 5 && f.wire_type == 2) {
+      data = f.data;
+      data_len = f.len;
+    } else if (f.number == 10 && f.wire_type == 0) {
+      position = f.value;
+    }
+  }
+  if (rc < 0 || position <= s->sub_position) {
+    subscribe_error(s, msg_len, rc < 0 ? "an undecodable event" : "an event out of position order");
+    return;
+  }
+  s->sub_position = position;
+  if (run->subs == LG_SUBS_CATCH_UP) {
+    if (!s->sub_live && lg_worker_delivered(s, 0, msg_len)) {
+      s->sub_events++;
+      s->sub_bytes += msg_len;
+    }
+    return;
+  }
+  /* Live: only our writers' events count, those of this run by their stream prefix. */
+  size_t prefix_len = strlen(run->opt->stream_prefix);
+  if (!s->sub_live || stream_len < prefix_len || memcmp(stream, run->opt->stream_prefix, prefix_len) ||
+      data_len < 8 || !lg_worker_delivered(s, lg_stamp_get(data), msg_len))
+    return;
+  s->sub_events++;
+  subscribe_check_end(s);
+}
+
+static void subscribe_caught_up(struct lg_slot *s) {
+  if (s->sub_live)
+    return;
+  s->sub_live = true;
+  if (s->worker->run->subs == LG_SUBS_LIVE)
+    lg_worker_subscribed(s);
+  else
+    lg_worker_count(s, LG_OUTCOME_OK, s->sub_events, s->sub_bytes, NULL, s->sub_opened_ns, false,
+                    true);
+}
+
+/* A SubscriptionResponse: an event, caught_up, or a checkpoint (nothing to do). */
+static void subscribe_message_cb(struct lg_grpc_stream *st, const uint8_t *msg, size_t len) {
+  struct lg_slot *s = st->data;
+  const uint8_t *p = msg;
+  struct lg_pb_field f;
+  int rc = lg_pb_next(&p, msg + len, &f);
+  if (rc < 0)
+    subscribe_error(s, len, "an undecodable SubscriptionResponse");
+  else if (rc == 1 && f.number == 1 && f.wire_type == 2)
+    subscribe_event(s, f.data, f.len, len);
+  else if (rc == 1 && f.number == 2 && f.wire_type == 2)
+    subscribe_caught_up(s);
+}
+
+static void subscribe_closed_cb(struct lg_grpc_stream *st) {
+  struct lg_slot *s = st->data;
+  struct lg_reply ok = {.kind = LG_REPLY_GRPC};
+  bool owed_answer = s->worker->run->subs == LG_SUBS_CATCH_UP && !s->sub_live;
+  s->stream_open = false;
+  lg_worker_call_ended(s, s->sub_cancelled ? &ok : &st->reply, owed_answer ? 1 : 0);
+}
+
+static int subscribe_open(struct lg_slot *s) {
+  if (s->conn->grpc == NULL)
+    return -ENOTCONN;
+  struct lg_grpc_stream *st = &s->grpc_stream;
+  st->path = METHOD("SubscribeToAll");
+  st->path_len = strlen(st->path);
+  st->message_cb = subscribe_message_cb;
+  st->closed_cb = subscribe_closed_cb;
+  st->data = s;
+  int rc = lg_grpc_stream_open(s->conn->grpc, st);
+  if (rc != 0)
+    return rc;
+  s->stream_open = true;
+  s->sub_live = s->sub_stopping = s->sub_cancelled = false;
+  s->sub_position = s->sub_events = s->sub_bytes = 0;
+  s->sub_opened_ns = evf_monotonic_ns();
+  const struct lg_tmpl *t = &s->req[LG_OP_SUBSCRIBE]; /* framed: the stream frames it again */
+  if (lg_grpc_stream_send(st, t->data + 5, t->len - 5) != 0) {
+    lg_grpc_stream_cancel(st); /* out of memory: the call ends, and its closed_cb fails the run */
+    return 0;
+  }
+  lg_grpc_stream_half_close(st);
+  if (s->worker->run->subs == LG_SUBS_CATCH_UP)
+    lg_worker_sent(s, s->sub_opened_ns); /* answered by caught_up */
+  return 0;
+}
+
+static void subscribe_stop(struct lg_slot *s) {
+  if (!s->stream_open)
+    return;
+  s->sub_stopping = true;
+  subscribe_check_end(s);
+}
+
+/* ---- event-count: EventCount, the store's size ---- */
+
+static int event_count_init(struct lg_slot *s) { return copy_template(s, LG_OP_EVENT_COUNT); }
+
+static void event_count_prepare(struct lg_slot *s) { point_call(s, &s->req[LG_OP_EVENT_COUNT]); }
+
+static enum lg_outcome event_count_complete(struct lg_slot *s, const struct lg_reply *r,
+                                            uint64_t *events) {
+  (void)s;
+  if (!lg_reply_ok(r))
+    return LG_OUTCOME_ERROR;
+  *events = r->number; /* proto3 leaves a count of 0 out */
+  return LG_OUTCOME_OK;
+}
+
 const struct lg_op lg_ops[LG_OP_COUNT] = {
     [LG_OP_APPEND] = {.name = "append", .grpc_path = METHOD("AppendToStream"), .appends = true,
                       .init = append_init, .prepare = append_prepare, .complete = count_events},
@@ -317,6 +461,11 @@ const struct lg_op lg_ops[LG_OP_COUNT] = {
     [LG_OP_BATCH_APPEND] = {.name = "batch-append", .grpc_path = METHOD("BatchAppend"),
                             .appends = true, .init = batch_init, .open = batch_open,
                             .stop = batch_stop},
+    [LG_OP_SUBSCRIBE] = {.name = "subscribe", .grpc_path = METHOD("SubscribeToAll"),
+                         .init = subscribe_init, .open = subscribe_open, .stop = subscribe_stop},
+    [LG_OP_EVENT_COUNT] = {.name = "event-count", .grpc_path = METHOD("EventCount"),
+                           .init = event_count_init, .prepare = event_count_prepare,
+                           .complete = event_count_complete},
 };
 
 int lg_op_find_mixable(const char *name) {
@@ -362,20 +511,32 @@ static void http_reads(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
   w[o->http_mode == LG_HTTP_STREAM ? LG_OP_READ_STREAM : LG_OP_READ_GLOBAL] = 1;
 }
 
+static void only_subscribe(const struct lg_options *o, unsigned w[LG_OP_COUNT]) {
+  (void)o;
+  w[LG_OP_SUBSCRIBE] = 1;
+}
+
 const struct lg_scenario lg_scenarios[] = {
-    {"append", "AppendToStream, version -1, streams in turn", LG_PROTO_GRPC, only_append},
-    {"append-occ", "AppendToStream, exact expected version, one writer per stream",
-     LG_PROTO_GRPC, only_occ},
-    {"read-stream", "GetStream of a random prefilled stream, from version 0", LG_PROTO_GRPC,
-     only_read_stream},
-    {"read-global", "GetGlobalStream, a catch-up reader per call in flight", LG_PROTO_GRPC,
-     only_read_global},
-    {"batch-append", "BatchAppend calls, --batch-window appends in flight on each",
-     LG_PROTO_GRPC, only_batch_append},
-    {"mixed", "appends and reads in the --mix shares, on the same connections", LG_PROTO_GRPC,
-     from_mix},
-    {"http-read", "reads over the HTTP/JSON API, HTTP/1.1 keep-alive (--http-mode)",
-     LG_PROTO_HTTP, http_reads},
+    {.name = "append", .help = "AppendToStream, version -1, streams in turn",
+     .proto = LG_PROTO_GRPC, .weights = only_append},
+    {.name = "append-occ", .help = "AppendToStream, exact expected version, one writer per stream",
+     .proto = LG_PROTO_GRPC, .weights = only_occ},
+    {.name = "read-stream", .help = "GetStream of a random prefilled stream, from version 0",
+     .proto = LG_PROTO_GRPC, .weights = only_read_stream},
+    {.name = "read-global", .help = "GetGlobalStream, a catch-up reader per call in flight",
+     .proto = LG_PROTO_GRPC, .weights = only_read_global},
+    {.name = "batch-append", .help = "BatchAppend calls, --batch-window appends in flight on each",
+     .proto = LG_PROTO_GRPC, .weights = only_batch_append},
+    {.name = "mixed", .help = "appends and reads in the --mix shares, on the same connections",
+     .proto = LG_PROTO_GRPC, .weights = from_mix},
+    {.name = "http-read", .help = "reads over the HTTP/JSON API, HTTP/1.1 keep-alive (--http-mode)",
+     .proto = LG_PROTO_HTTP, .weights = http_reads},
+    {.name = "subscribe",
+     .help = "SubscribeToAll while appends run: append-to-delivery latency",
+     .proto = LG_PROTO_GRPC, .subs = LG_SUBS_LIVE, .weights = only_append},
+    {.name = "subscribe-catch-up",
+     .help = "SubscribeToAll from 0 until caught up: delivery throughput",
+     .proto = LG_PROTO_GRPC, .subs = LG_SUBS_CATCH_UP, .weights = only_subscribe},
 };
 
 const unsigned lg_scenario_count = sizeof(lg_scenarios) / sizeof(lg_scenarios[0]);

@@ -22,6 +22,12 @@
  * itself: it asks lg_worker_may_send before each request, tells
  * lg_worker_sent after it, lg_worker_count for each answer, and
  * lg_worker_call_ended when its call is over.
+ *
+ * Subscriptions (LG_OP_SUBSCRIBE) are streaming calls on slots of their
+ * own, next to the writers' (worker.h): a live one is opened, and caught
+ * up, before the run starts, and tells lg_worker_subscribed; each event
+ * goes to lg_worker_delivered; stop may come more than once (the events a
+ * live subscriber is owed are known only once every writer is answered).
  */
 
 #include "call.h"
@@ -38,12 +44,21 @@ enum lg_op_id {
   LG_OP_READ_GLOBAL,            /* GetGlobalStream, paging from the slot's checkpoint */
   LG_OP_PREFILL,                /* AppendToStream of prefill chunks (setup, not measured) */
   LG_OP_BATCH_APPEND,           /* BatchAppend calls, a window of appends in flight on each */
+  LG_OP_SUBSCRIBE,              /* SubscribeToAll calls, counting what they deliver */
+  LG_OP_EVENT_COUNT,            /* EventCount (setup: where live subscriptions start) */
   LG_OP_COUNT
 };
 
 enum lg_outcome { LG_OUTCOME_OK, LG_OUTCOME_CONFLICT, LG_OUTCOME_ERROR };
 
 enum lg_proto { LG_PROTO_GRPC, LG_PROTO_HTTP };
+
+/* What a scenario's subscribers do. */
+enum lg_subs {
+  LG_SUBS_NONE,
+  LG_SUBS_LIVE,                 /* from the end of the store, while writers append */
+  LG_SUBS_CATCH_UP,             /* from position 0 until caught up, no writers */
+};
 
 struct lg_op {
   const char *name;             /* as in --mix and the JSON "ops" object */
@@ -58,7 +73,7 @@ struct lg_op {
                               uint64_t *events);
   /** Streaming: opens the slot's call and starts sending; returns 0 or a negative errno. */
   int (*open)(struct lg_slot *slot);
-  /** Streaming: no more requests; end the call once what is in flight is answered. */
+  /** Streaming: no more requests; end the call once what is in flight is answered (or owed). */
   void (*stop)(struct lg_slot *slot);
 };
 
@@ -68,6 +83,7 @@ struct lg_scenario {
   const char *name;
   const char *help;             /* one line for --help */
   enum lg_proto proto;
+  enum lg_subs subs;
   /** Fills weights[] (relative shares of each operation) from the options. */
   void (*weights)(const struct lg_options *o, unsigned weights[LG_OP_COUNT]);
 };

@@ -10,6 +10,7 @@ void lg_stats_init(struct lg_stats *s) {
   memset(s, 0, sizeof(*s));
   for (unsigned i = 0; i < LG_OP_COUNT; i++)
     lg_hist_init(&s->op[i].latency);
+  lg_hist_init(&s->delivery);
 }
 
 /* The name errors of this reply are counted under (buf for HTTP statuses). */
@@ -79,6 +80,9 @@ void lg_stats_merge(struct lg_stats *into, const struct lg_stats *from) {
   into->resets += from->resets;
   into->closed += from->closed;
   into->bad += from->bad;
+  into->delivered += from->delivered;
+  into->delivered_bytes += from->delivered_bytes;
+  lg_hist_merge(&into->delivery, &from->delivery);
   if (into->first_error[0] == '\0')
     memcpy(into->first_error, from->first_error, sizeof(into->first_error));
 }

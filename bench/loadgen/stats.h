@@ -6,7 +6,7 @@
  * requests that succeeded, events and bytes, conflicts, errors and a
  * latency histogram (microseconds), and the errors by what they were (gRPC
  * status name, HTTP status, timeout, reset stream, lost connection, bad
- * response). Plain memory owned by one thread; merged after the join.
+ * response), and what subscriptions delivered. Plain memory owned by one thread; merged after the join.
  */
 
 #include "call.h"
@@ -32,6 +32,9 @@ struct lg_stats {
   uint64_t grpc[LG_GRPC_STATUSES + 1];  /* the last one: statuses above 16 */
   uint64_t http[LG_HTTP_STATUSES];
   uint64_t timeouts, resets, closed, bad;
+  uint64_t delivered;           /* events subscriptions delivered that count (lg_worker_delivered) */
+  uint64_t delivered_bytes;     /* their SubscriptionResponse bytes */
+  struct lg_hist delivery;      /* live subscribe: append-to-delivery latency, us */
   char first_error[256];        /* "NAME: message" of the first error */
 };
 

@@ -177,6 +177,9 @@ static void pb_varint_done(struct lg_pb_scan *s, uint64_t v) {
     if (s->field == 2) {
       s->field2 = v;
       s->has_field2 = true;
+    } else if (s->field == 1) {
+      s->field1 = v;
+      s->has_field1 = true;
     }
     pb_field_done(s);
     break;

@@ -10,7 +10,8 @@
  *   by chunk as HTTP/2 DATA frames arrive: it counts the entries of
  *   repeated field 1 by skipping length-delimited fields whole (events of a
  *   read, ids of an append) and keeps the last value of varint field 2 (the
- *   checkpoint of GetGlobalStreamResponse). Its state survives any split
+ *   checkpoint of GetGlobalStreamResponse) and of varint field 1 (the count
+ *   of EventCountResponse). Its state survives any split
  *   of the input, so nothing is copied.
  * - lg_json_scan reads an HTTP/JSON read page: it counts "position": keys
  *   (one per event) with memmem and takes the "checkpoint": value, which
@@ -87,6 +88,8 @@ struct lg_pb_scan {
   uint64_t count;               /* entries of field 1 */
   uint64_t field2;              /* the last value of varint field 2 */
   bool has_field2;
+  uint64_t field1;              /* the last value of varint field 1 */
+  bool has_field1;
 };
 
 /** Makes s ready for a new response body. */

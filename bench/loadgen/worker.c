@@ -16,6 +16,7 @@
 static void issue(struct lg_worker *w, struct lg_slot *s, uint64_t intended, uint64_t now);
 static void begin_stop(struct lg_worker *w);
 static void finish(struct lg_worker *w);
+static void open_streams(struct lg_worker *w);
 
 static uint64_t xorshift64(uint64_t *s) {
   uint64_t x = *s;
@@ -25,18 +26,25 @@ static uint64_t xorshift64(uint64_t *s) {
   return *s = x;
 }
 
-static unsigned slots_per_conn(const struct lg_run *run) {
-  return run->proto == LG_PROTO_HTTP ? 1 : run->concurrency;
+/* Which subscriber slot index is (see the DESIGN in worker.h), or -1 for a writer's. */
+static long subscriber_of(const struct lg_run *run, unsigned index) {
+  unsigned j = index % run->slots_per_conn, conn = index / run->slots_per_conn;
+  if (j < run->writers_per_conn)
+    return -1;
+  return (long)(j - run->writers_per_conn) * run->connections + conn;
 }
 
 bool lg_slot_usable(const struct lg_run *run, unsigned index) {
+  long k = subscriber_of(run, index);
+  if (k >= 0)
+    return k < (long)run->subscribers;
   bool occ_only = run->weights[LG_OP_APPEND_OCC] == run->weight_total;
   return !occ_only || index < run->opt->streams;
 }
 
 /* The slots of worker k: connections k, k + threads, ...; each has slots_per_conn slots. */
 static unsigned usable_slots_of(const struct lg_run *run, unsigned k) {
-  unsigned per = slots_per_conn(run), n = 0;
+  unsigned per = run->slots_per_conn, n = 0;
   for (unsigned conn = k; conn < run->connections; conn += run->threads)
     for (unsigned j = 0; j < per; j++)
       n += lg_slot_usable(run, conn * per + j);
@@ -75,7 +83,7 @@ static enum lg_op_id pick_op(struct lg_worker *w) {
 
 static bool may_issue(const struct lg_worker *w, uint64_t now) {
   const struct lg_run *run = w->run;
-  if (w->phase != LG_RUNNING)
+  if (w->phase != LG_RUNNING || run->subs == LG_SUBS_CATCH_UP)
     return false;
   if (run->items)
     return w->next_item < w->end_item;
@@ -103,6 +111,66 @@ static void fatal(struct lg_worker *w, const char *reason) {
   atomic_compare_exchange_strong(&w->run->stop_ns, &expected, evf_monotonic_ns());
   uv_async_send(w->run->notify); /* the main loop stops the other workers */
   begin_stop(w);
+}
+
+/* ---- subscribe: what the subscribers are owed ---- */
+
+/* Live subscribe: this worker's appends are all answered (or will never be). Once. */
+static void tell_drained(struct lg_worker *w) {
+  struct lg_run *run = w->run;
+  if (run->subs != LG_SUBS_LIVE || w->told_drained)
+    return;
+  w->told_drained = true;
+  atomic_fetch_add_explicit(&run->acked_in_window, w->acked_in_window, memory_order_relaxed);
+  atomic_fetch_add_explicit(&run->drained, 1, memory_order_release);
+  uv_async_send(run->notify); /* the main loop wakes every worker once all have */
+}
+
+/* Every worker drained: the owed count is final; subscribers that have it all end. */
+static void learn_owed(struct lg_worker *w) {
+  struct lg_run *run = w->run;
+  if (run->subs != LG_SUBS_LIVE || w->owed_known ||
+      atomic_load_explicit(&run->drained, memory_order_acquire) != run->threads)
+    return;
+  w->owed = atomic_load_explicit(&run->acked_in_window, memory_order_relaxed);
+  w->owed_known = true;
+  for (unsigned i = 0; i < w->n_slots && w->phase == LG_DRAINING; i++)
+    if (w->slots[i].subscriber && w->slots[i].busy)
+      lg_ops[LG_OP_SUBSCRIBE].stop(&w->slots[i]);
+}
+
+bool lg_worker_delivery_owed(struct lg_slot *s, uint64_t *owed) {
+  const struct lg_worker *w = s->worker;
+  if (w->run->subs == LG_SUBS_CATCH_UP) {
+    *owed = 0;
+    return true;
+  }
+  *owed = w->owed;
+  return w->owed_known;
+}
+
+bool lg_worker_delivered(struct lg_slot *s, uint64_t sent_ns, uint64_t bytes) {
+  struct lg_worker *w = s->worker;
+  const struct lg_run *run = w->run;
+  if (run->subs == LG_SUBS_LIVE) {
+    /* Another worker's writers may start before this worker has seen go: read it here. */
+    if (!atomic_load_explicit(&run->go, memory_order_acquire) || sent_ns < run->t_measure ||
+        sent_ns >= run->t_end)
+      return false;
+    uint64_t now = evf_monotonic_ns();
+    lg_hist_record(&w->stats->delivery, now > sent_ns ? (now - sent_ns + 500) / 1000 : 0);
+  }
+  w->stats->delivered++;
+  w->stats->delivered_bytes += bytes;
+  return true;
+}
+
+static void become_ready(struct lg_worker *w);
+
+void lg_worker_subscribed(struct lg_slot *s) {
+  struct lg_worker *w = s->worker;
+  if (++w->subs_live == w->subs && w->phase == LG_CONNECTING)
+    become_ready(w);
 }
 
 /* ---- pacing (--rate) ---- */
@@ -189,6 +257,10 @@ static void call_done(struct lg_call *call) {
       w->appended_events += events;
     else
       w->seen_bytes += call->reply.bytes;
+    /* What the subscribers must deliver: the same window as theirs, on the same times. */
+    if (run->subs == LG_SUBS_LIVE && lg_ops[s->op].appends && s->intended_ns >= run->t_measure &&
+        s->intended_ns < run->t_end)
+      w->acked_in_window += events;
   } else if (out == LG_OUTCOME_ERROR) {
     w->seen_errors++;
   }
@@ -204,6 +276,8 @@ static void call_done(struct lg_call *call) {
     check_done(w, now);
   } else if (w->phase == LG_DRAINING && w->inflight == 0) {
     finish(w);
+  } else if (w->phase == LG_DRAINING && w->inflight == w->subs_open) {
+    tell_drained(w);
   }
 }
 
@@ -213,8 +287,8 @@ static void issue(struct lg_worker *w, struct lg_slot *s, uint64_t intended, uin
   s->op = pick_op(w);
   if (run->items)
     s->item = w->next_item++;
+  s->intended_ns = intended; /* before prepare: a subscribe append carries it */
   lg_ops[s->op].prepare(s);
-  s->intended_ns = intended;
   s->measured = run->requests && intended >= run->t_measure && w->measured_sent < w->quota;
   s->call.cb = call_done;
   int rc = s->conn->grpc ? lg_grpc_conn_submit(s->conn->grpc, &s->call)
@@ -288,6 +362,8 @@ void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint6
   uint64_t now = evf_monotonic_ns();
   s->busy = false;
   w->inflight--;
+  if (s->subscriber)
+    w->subs_open--;
   w->stream_pending = w->stream_pending > lost ? w->stream_pending - lost : 0;
   bool failed = !lg_reply_ok(reply);
   if (failed || lost > 0) {
@@ -297,28 +373,39 @@ void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint6
       lg_stats_error(w->stats, reply);
     }
   }
-  if (w->phase == LG_RUNNING) {
+  if (w->phase < LG_DRAINING) { /* live subscribers open before the run starts */
     char reason[300];
     snprintf(reason, sizeof(reason), "a %s call ended before the run did: %s", lg_ops[s->op].name,
              reply->message[0] ? reply->message : "the server closed it");
     fatal(w, reason);
   } else if (w->phase == LG_DRAINING && w->inflight == 0) {
     finish(w);
+  } else if (w->phase == LG_DRAINING && w->inflight == w->subs_open) {
+    tell_drained(w);
   }
 }
 
+/* A slot that keeps a streaming call open rather than sending unary calls. */
+static bool slot_streams(const struct lg_run *run, const struct lg_slot *s) {
+  return s->subscriber || streaming(run);
+}
+
+/* Opens the streaming calls of the slots that have none yet. */
 static void open_streams(struct lg_worker *w) {
-  for (unsigned i = 0; i < w->n_slots && w->phase == LG_RUNNING; i++) {
+  const struct lg_run *run = w->run;
+  for (unsigned i = 0; i < w->n_slots && w->phase < LG_DRAINING; i++) {
     struct lg_slot *s = &w->slots[i];
-    if (s->unused)
+    if (s->unused || s->busy || !slot_streams(run, s))
       continue;
-    s->op = pick_op(w);
+    s->op = s->subscriber ? LG_OP_SUBSCRIBE : pick_op(w);
     s->busy = true;
     w->inflight++;
+    w->subs_open += s->subscriber;
     int rc = lg_ops[s->op].open(s);
     if (rc != 0) {
       s->busy = false;
       w->inflight--;
+      w->subs_open -= s->subscriber;
       char reason[128];
       snprintf(reason, sizeof(reason), "cannot open a %s call: %s", lg_ops[s->op].name,
                uv_strerror(rc));
@@ -335,25 +422,24 @@ static void start(struct lg_worker *w) {
   const struct lg_run *run = w->run;
   uint64_t now = evf_monotonic_ns();
   w->phase = LG_RUNNING;
-  if (!run->items && !run->requests) {
+  if (run->t_end != UINT64_MAX) {
     uint64_t left = run->t_end > now ? run->t_end - now : 0;
     uv_timer_start(&w->end_timer, end_cb, (left + 999999) / 1000000, 0);
   }
-  if (streaming(run)) {
-    open_streams(w);
+  open_streams(w);
+  if (w->phase != LG_RUNNING)
     return;
-  }
   if (run->rate > 0) {
     w->interval_ns = 1e9 * run->threads / run->rate;
     w->sched_start = run->t_start + (uint64_t)(1e9 * w->index / run->rate);
     for (unsigned i = w->n_slots; i > 0; i--)
-      if (!w->slots[i - 1].unused)
+      if (!w->slots[i - 1].unused && !slot_streams(run, &w->slots[i - 1]))
         w->free_slots[w->n_free++] = &w->slots[i - 1];
     uv_poll_start(&w->pacer, UV_READABLE, pacer_cb);
     pump(w);
   } else {
     for (unsigned i = 0; i < w->n_slots && may_issue(w, now); i++)
-      if (!w->slots[i].unused)
+      if (!w->slots[i].unused && !slot_streams(run, &w->slots[i]))
         issue(w, &w->slots[i], now, now);
   }
   check_done(w, now);
@@ -388,6 +474,8 @@ static void begin_stop(struct lg_worker *w) {
       lg_ops[w->slots[i].op].stop(&w->slots[i]);
   if (w->phase == LG_CLOSING)
     return;
+  if (w->inflight == w->subs_open)
+    tell_drained(w);
   uv_timer_stop(&w->end_timer);
   uv_timer_start(&w->end_timer, drain_timeout_cb, (run->timeout_ns + 999999) / 1000000, 0);
 }
@@ -407,6 +495,7 @@ static void finish(struct lg_worker *w) {
   if (w->phase == LG_CLOSING)
     return;
   w->phase = LG_CLOSING;
+  tell_drained(w); /* the other workers' subscribers must not wait for us */
   for (unsigned i = 0; i < w->n_conns; i++) {
     struct lg_wconn *c = &w->conns[i];
     if (c->grpc)
@@ -442,6 +531,9 @@ static void tick_cb(uv_timer_t *t) {
   }
   publish(w);
   check_done(w, now);
+  /* A subscriber never caught up (a server out of streams queues it): do not wait forever. */
+  if (w->phase == LG_CONNECTING && w->subscribed_ns && now - w->subscribed_ns > w->run->timeout_ns)
+    fatal(w, "a subscriber was not caught up within the timeout");
 }
 
 static void wake_cb(uv_async_t *h) {
@@ -450,20 +542,31 @@ static void wake_cb(uv_async_t *h) {
     begin_stop(w);
   else if (w->phase == LG_WAITING && atomic_load_explicit(&w->run->go, memory_order_acquire))
     start(w);
+  learn_owed(w);
 }
 
 /* ---- connections ---- */
+
+static void become_ready(struct lg_worker *w) {
+  w->phase = LG_WAITING;
+  atomic_fetch_add(&w->run->ready, 1);
+  uv_async_send(w->run->notify);
+  wake_cb(&w->wake); /* the run may have been stopped meanwhile */
+}
 
 static void conn_connected(void *data) {
   struct lg_wconn *c = data;
   struct lg_worker *w = c->worker;
   c->up = true;
-  if (++w->conns_up == w->n_conns && w->phase == LG_CONNECTING) {
-    w->phase = LG_WAITING;
-    atomic_fetch_add(&w->run->ready, 1);
-    uv_async_send(w->run->notify);
-    wake_cb(&w->wake); /* the run may have been stopped meanwhile */
+  if (++w->conns_up != w->n_conns || w->phase != LG_CONNECTING)
+    return;
+  bool live = w->run->subs == LG_SUBS_LIVE;
+  if (live) {
+    w->subscribed_ns = evf_monotonic_ns();
+    open_streams(w); /* only subscriber slots stream here; ready once they are caught up */
   }
+  if (w->phase == LG_CONNECTING && (!live || w->subs_live == w->subs))
+    become_ready(w);
 }
 
 static void conn_failed(void *data, const char *reason) {
@@ -523,7 +626,7 @@ static void free_slots(struct lg_worker *w) {
 
 static int init_slots(struct lg_worker *w) {
   const struct lg_run *run = w->run;
-  unsigned per = slots_per_conn(run);
+  unsigned per = run->slots_per_conn;
   w->n_conns = (run->connections - w->index + run->threads - 1) / run->threads;
   w->n_slots = w->n_conns * per;
   w->conns = calloc(w->n_conns, sizeof(*w->conns));
@@ -539,8 +642,13 @@ static int init_slots(struct lg_worker *w) {
       s->conn = &w->conns[c];
       s->index = (w->index + c * run->threads) * per + j;
       s->unused = !lg_slot_usable(run, s->index);
-      for (unsigned op = 0; op < LG_OP_COUNT && !s->unused; op++) {
-        int rc = run->weights[op] ? lg_ops[op].init(s) : 0;
+      s->subscriber = subscriber_of(run, s->index) >= 0;
+      if (s->unused)
+        continue;
+      w->subs += s->subscriber;
+      for (unsigned op = 0; op < LG_OP_COUNT; op++) {
+        bool needed = s->subscriber ? op == LG_OP_SUBSCRIBE : run->weights[op] > 0;
+        int rc = needed ? lg_ops[op].init(s) : 0;
         if (rc != 0)
           return rc;
       }

@@ -17,8 +17,21 @@
  *  - run->stop_ns (atomic, set once: Ctrl-C, or a worker whose connection
  *    failed), then uv_async_send(w->wake) to each worker: stop and drain;
  *  - w->live_* (atomic, relaxed): progress counters the main loop reads once
- *    a second for the progress line.
+ *    a second for the progress line;
+ *  - subscribe (live): a worker whose appends are all answered adds the
+ *    events it had acknowledged from the measured time to
+ *    run->acked_in_window, then counts itself in run->drained (release)
+ *    and uv_async_send(run->notify); once every worker has, the main thread
+ *    wakes them all, and each subscriber learns what it is owed.
  * The main thread reads a worker's stats only after joining its thread.
+ *
+ * Slots: each connection has writers_per_conn slots for the scenario's
+ * requests, then its subscribers' (subscriber k is on connection
+ * k % connections). Live subscribers open when the worker's connections
+ * are up; the worker tells the run it is ready only once they are caught
+ * up, so every event appended in the run is delivered live. Each append
+ * carries its due time (--rate) or send time; a subscriber measures
+ * latency from it, and counts only events due in the measured time.
  *
  * In a worker, a slot keeps one call in flight. Closed loop: its answer
  * sends the slot's next request. With --rate: requests are due at fixed
@@ -57,6 +70,11 @@ struct lg_run {
   double duration_s, warmup_s, rate;
   unsigned threads, connections, concurrency;
   unsigned total_slots;
+  unsigned writers_per_conn;    /* slots per connection for the weighted operations */
+  unsigned slots_per_conn;      /* those and subscriber slots */
+  enum lg_subs subs;
+  unsigned subscribers;         /* SubscribeToAll calls (subs != NONE) */
+  uint64_t sub_offset;          /* where they start (live: the store's event count) */
   unsigned name_width;
   uint64_t timeout_ns;
   uint32_t prefill_chunk;       /* events per prefill append */
@@ -72,6 +90,8 @@ struct lg_run {
   atomic_uint_fast64_t stop_ns;
   atomic_uint ready;
   atomic_uint done;
+  atomic_uint drained;                    /* subscribe: workers whose appends are answered */
+  atomic_uint_fast64_t acked_in_window;   /* subscribe: their events due in the measured time */
   uv_async_t *notify;
 };
 
@@ -115,6 +135,15 @@ struct lg_slot {
   uint64_t *win_sent_ns;        /* per entry: when its request was sent; 0: free */
   bool *win_measured;
   uint64_t win_seq;
+  /* subscribe */
+  bool subscriber;              /* a subscriber slot; the others write */
+  bool sub_live;                /* caught up: what follows is live */
+  bool sub_stopping;            /* the run is over: end once every owed event is in */
+  bool sub_cancelled;           /* we ended the call */
+  uint64_t sub_opened_ns;
+  uint64_t sub_position;        /* of the last event delivered */
+  uint64_t sub_events;          /* events counted (catch-up: until caught up) */
+  uint64_t sub_bytes;
 };
 
 enum lg_phase { LG_CONNECTING, LG_WAITING, LG_RUNNING, LG_DRAINING, LG_CLOSING };
@@ -146,12 +175,19 @@ struct lg_worker {
   double interval_ns;           /* --rate: between this worker's due times */
   uint64_t sched_start;
   uint64_t sched_sent;
+  unsigned subs;                /* subscriber slots in use */
+  unsigned subs_open, subs_live;
+  uint64_t subscribed_ns;       /* live subscribe: when its subscribers were opened */
+  bool told_drained;            /* subscribe: counted in run->drained */
+  bool owed_known;
+  uint64_t owed;                /* subscribe: events each subscriber is owed */
 
   /* Results: read by the main thread after the join. */
   struct lg_stats *stats;
   uint64_t appended_events;     /* acknowledged by appends in every phase (warmup, drain too) */
   uint64_t last_measured_ns;
   uint64_t rate_missed;         /* --rate: requests due before the end but never sent */
+  uint64_t acked_in_window;     /* subscribe: events acknowledged, due in the measured time */
   int setup_error;
   char fatal[256];              /* why the run failed here, or "" */
 
@@ -184,6 +220,22 @@ void lg_worker_count(struct lg_slot *s, enum lg_outcome out, uint64_t events, ui
 
 /** The slot's streaming call ended (reply: how); lost requests still unanswered are errors. */
 void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint64_t lost);
+
+/** Live subscribe: the slot's subscription is caught up (the run may start). */
+void lg_worker_subscribed(struct lg_slot *s);
+
+/**
+ * A subscription delivered an event (bytes: its message). sent_ns (live):
+ * the time the event carries; it counts when due in the measured time, with
+ * its latency. Catch-up: every event counts. Returns whether it counted.
+ */
+bool lg_worker_delivered(struct lg_slot *s, uint64_t sent_ns, uint64_t bytes);
+
+/**
+ * True, with the events a subscriber is owed in *owed, once that is known
+ * (live: every writer answered; catch-up: at once, 0).
+ */
+bool lg_worker_delivery_owed(struct lg_slot *s, uint64_t *owed);
 
 /** Prepares w (storage owned by the caller) and starts its thread. Main thread. */
 int lg_worker_start(struct lg_worker *w, struct lg_run *run, unsigned index);

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 
@@ -288,6 +289,162 @@ def test_mixed(server, stub, target, tmp_path):
 
 
 # --------------------------------------------------------------------------
+# subscriptions
+# --------------------------------------------------------------------------
+
+def stamped_in_window(stub, prefix, window):
+    """Stored events of the run's streams whose data starts with a time (little-endian ns) in window."""
+    lo, hi = window
+    return sum(1 for e in read_global_all(stub)
+               if e.stream.startswith(prefix) and lo <= int.from_bytes(e.data[:8], "little") < hi)
+
+
+def check_delivery_latency(r):
+    lat = r["delivery_latency_us"]
+    assert lat["count"] == r["delivered"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"], lat
+
+
+@pytest.mark.parametrize("subscribers,threads", [(1, 1), (7, 2)])
+def test_subscribe_delivers_every_acknowledged_append(server, stub, target, tmp_path,
+                                                      subscribers, threads):
+    prefix = f"sub-{uuid.uuid4().hex[:8]}-"
+    before = event_count(stub)
+    run = run_bench(["--target", target, "--scenario", "subscribe", "--subscribers", subscribers,
+                     "--rate", 400, "--duration", 1, "--warmup", 0.3, "--connections", 3,
+                     "--concurrency", 4, "--threads", threads, "--stream-prefix", prefix], tmp_path)
+    assert run.rc == 0, run
+    r = run.report
+    check_report(r, "subscribe")
+    assert r["errors"] == 0 and r["subscribers"] == subscribers
+    assert r["config"]["subscribers"] == subscribers
+    wait_count(stub, before + r["appended_events_all_phases"], "every acknowledged append")
+    # Counted apart from the tool: the stored events whose time falls in its measured window.
+    owed = stamped_in_window(stub, prefix, r["measured_window_ns"])
+    assert 300 <= owed <= 500, owed  # 400/s for 1 s
+    assert owed < r["appended_events_all_phases"]  # the warmup's are not owed
+    assert r["delivery_expected"] == subscribers * owed
+    assert r["delivered"] == subscribers * owed
+    assert r["delivered_per_second"] == pytest.approx(r["delivered"] / r["duration_s"], rel=1e-3)
+    assert r["delivered_bytes"] > r["delivered"] * 200
+    check_delivery_latency(r)
+    assert list(r["ops"]) == ["append"]
+    assert "delivered" in run.stdout and "delivery" in run.stdout
+
+
+def test_subscribe_catch_up_delivers_every_stored_event(server, stub, target, tmp_path):
+    stored = event_count(stub)
+    assert stored > 0
+    read_global_all(stub, expect_at_least=stored)  # all of it visible to subscriptions
+    run = run_bench(["--target", target, "--scenario", "subscribe-catch-up", "--subscribers", 3,
+                     "--connections", 2], tmp_path)
+    assert run.rc == 0, run
+    r = run.report
+    check_report(r, "subscribe-catch-up")
+    assert r["prefill_events"] == 0  # the store was not empty
+    assert r["requests"] == 3  # each subscriber caught up once
+    assert r["delivered"] == r["events"] == r["delivery_expected"] == 3 * stored
+    assert r["delivered_bytes"] > 3 * stored * 200 and r["delivered_bytes_per_second"] > 0
+    assert r["delivery_latency_us"]["count"] == 0  # no send times in a catch-up
+
+
+def test_subscribe_catch_up_prefills_an_empty_store(server_factory, tmp_path):
+    s = server_factory.new()
+    stub = s.stub()
+    run = run_bench(["--target", s.target, "--scenario", "subscribe-catch-up", "--subscribers", 2,
+                     "--streams", 10, "--prefill", 30], tmp_path)
+    assert run.rc == 0, run
+    r = run.report
+    assert r["prefill_events"] == 300 and event_count(stub) == 300
+    assert r["delivered"] == 600 and r["requests"] == 2
+
+
+def test_subscribers_beyond_the_servers_streams_fail_the_run(target, tmp_path):
+    """300 subscribers and 16 writers per connection: the server allows 256 streams; no hang."""
+    run = run_bench(["--target", target, "--scenario", "subscribe", "--subscribers", 600,
+                     "--connections", 2, "--duration", 1, "--timeout", 2], tmp_path,
+                    timeout=FAIL_FAST)
+    assert run.rc == 1, run
+    assert "not caught up within the timeout" in run.report["failure"]
+    assert run.elapsed < FAIL_FAST
+
+
+class FaultyStore:
+    """
+    EventCount, AppendToStream and SubscribeToAll in memory, over grpcio; its
+    subscriptions lose (or repeat) one event in 40, so the tool must see it.
+    """
+
+    def __init__(self, pb, fault):
+        self.pb, self.fault = pb, fault
+        self.events = []
+        self.cond = threading.Condition()
+
+    def EventCount(self, request, context):
+        with self.cond:
+            return self.pb.EventCountResponse(count=len(self.events))
+
+    def AppendToStream(self, request, context):
+        ids = [str(uuid.uuid4()) for _ in request.events]
+        with self.cond:
+            first = len(self.events) + 1
+            for id_, e in zip(ids, request.events):
+                self.events.append(self.pb.Event(id=id_, stream=request.stream, type=e.type,
+                                                 data=e.data, position=len(self.events) + 1))
+            self.cond.notify_all()
+        return self.pb.AppendToStreamResponse(events=ids, first_position=first)
+
+    def SubscribeToAll(self, request, context):
+        sent = request.offset
+        caught_up = False
+        while context.is_active():
+            with self.cond:
+                self.cond.wait_for(lambda: len(self.events) > sent or not caught_up, timeout=0.1)
+                new = self.events[sent:]
+            for e in new:
+                sent = e.position
+                if e.position % 40 == 0 and self.fault == "lose":
+                    continue
+                yield self.pb.SubscriptionResponse(event=e)
+                if e.position % 40 == 0 and self.fault == "repeat":
+                    yield self.pb.SubscriptionResponse(event=e)
+            if not caught_up:
+                caught_up = True
+                yield self.pb.SubscriptionResponse(
+                    caught_up=self.pb.SubscriptionCaughtUp(position=sent))
+
+
+@pytest.mark.parametrize("fault", ["lose", "repeat"])
+def test_subscribe_fails_on_lost_or_repeated_events(pb, pb_grpc, fault, tmp_path):
+    from concurrent import futures
+    import grpc
+    store = FaultyStore(pb, fault)
+    servicer = type("Servicer", (pb_grpc.EventStoreServicer,),
+                    {name: getattr(store, name)
+                     for name in ("EventCount", "AppendToStream", "SubscribeToAll")})()
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    pb_grpc.add_EventStoreServicer_to_server(servicer, srv)
+    port = srv.add_insecure_port(f"{HOST}:0")
+    srv.start()
+    try:
+        run = run_bench(["--target", f"{HOST}:{port}", "--scenario", "subscribe", "--rate", 200,
+                         "--duration", 1, "--warmup", 0, "--connections", 1, "--concurrency", 4,
+                         "--timeout", 2, "--max-error-rate", 0], tmp_path, timeout=FAIL_FAST)
+    finally:
+        srv.stop(0)
+    assert run.rc == 1, run
+    r = run.report
+    assert r["delivery_expected"] >= 150, run
+    if fault == "lose":
+        assert "short of" in r["failure"]
+        assert r["delivered"] == r["delivery_expected"] - r["delivery_expected"] // 40
+    else:
+        assert r["errors_by_status"] == {"BAD_RESPONSE": r["delivery_expected"] // 40}
+        assert "position order" in r["first_error"]
+        assert r["delivered"] == r["delivery_expected"]  # the repeats are not counted
+
+
+# --------------------------------------------------------------------------
 # errors, failures, usage
 # --------------------------------------------------------------------------
 
@@ -321,6 +478,12 @@ def test_errors_are_counted_by_status_and_fail_the_run(server_factory, tmp_path)
     ["--http-mode", "stream"],
     ["--stream-prefix", "$system-"],
     ["--duration", 5, "--max-time", 2],
+    ["--subscribers", 2],
+    ["--scenario", "subscribe", "--subscribers", 0],
+    ["--scenario", "subscribe", "--requests", 100],
+    ["--scenario", "subscribe", "--event-size", 4],
+    ["--scenario", "subscribe-catch-up", "--duration", 5],
+    ["--scenario", "subscribe-catch-up", "--rate", 100],
     ["unexpected"],
 ])
 def test_bad_usage_exits_2(args, tmp_path):
@@ -332,7 +495,8 @@ def test_bad_usage_exits_2(args, tmp_path):
 def test_help(tmp_path):
     run = run_bench(["--help"], tmp_path, timeout=FAIL_FAST, want_json=False)
     assert run.rc == 0, run
-    for word in ("--scenario", "--rate", "--json", "append-occ", "read-global", "http-read", "mixed"):
+    for word in ("--scenario", "--rate", "--json", "append-occ", "read-global", "http-read", "mixed",
+                 "subscribe", "subscribe-catch-up", "--subscribers"):
         assert word in run.stdout
 
 

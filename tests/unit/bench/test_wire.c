@@ -120,6 +120,18 @@ static void pb_scan_empty_and_append(void **state) {
   assert_true(lg_pb_scan_complete(&s));
   assert_int_equal(s.count, 3);
   assert_int_equal(s.field2, 9);
+  assert_false(s.has_field1);
+  free(body);
+  /* EventCountResponse: field 1 is a varint, kept apart from the entries counted. */
+  Api__EventCountResponse count;
+  api__event_count_response__init(&count);
+  count.count = 1234567;
+  body = frame(&count.base, &len);
+  scan_split(body, len, 3, &s);
+  assert_true(lg_pb_scan_complete(&s));
+  assert_int_equal(s.count, 0);
+  assert_true(s.has_field1);
+  assert_int_equal(s.field1, 1234567);
   free(body);
 }
 
