@@ -18,14 +18,15 @@
  * order, and sends them as replies free credit. Reply rings have the same
  * size, so they can never fill.
  *
- * Wake-ups: enqueue, full fence, uv_async_send on the receiver's loop; the
- * receiver's async callback drains all its rings.
+ * Wake-ups: enqueue, full fence, waker_send (waker.h) to the receiver's
+ * loop; the receiver's callback drains all its rings.
  */
 
 #include "evf/store.h"
 #include "ring.h"
 #include "sequencer.h"
 #include "stats.h"
+#include "waker.h"
 
 #include <ck_ring.h>
 #include <lmdb.h>
@@ -53,8 +54,8 @@ struct port_dest {
 struct store_port {
   struct evf_store *store;
   unsigned id;                  /* 0..shards-1: the shard ports; then external */
-  uv_async_t *wake;             /* wakes this port's loop */
-  uv_async_t external_wake;     /* the wake handle of an external port */
+  struct waker *wake;           /* wakes this port's loop */
+  struct waker external_wake;   /* the waker of an external port */
   bool bound;
   struct port_dest *dests;      /* one per shard */
 };
@@ -86,7 +87,7 @@ struct shard {
   struct shard_db db;
   uv_thread_t thread;
   uv_loop_t loop;
-  uv_async_t wake;
+  struct waker wake;
   uv_check_t batcher;
   bool stop_hook_called;
   bool closed;

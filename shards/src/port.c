@@ -47,12 +47,18 @@ int port__init(struct store_port *port, struct evf_store *store, unsigned id) {
   port->dests = calloc(store->shard_count, sizeof(*port->dests));
   if (port->dests == NULL)
     return -ENOMEM;
-  if (id < store->shard_count)
+  if (id < store->shard_count) {
     port->wake = &store->shards[id].wake;
-  return 0;
+    return 0;
+  }
+  port->wake = &port->external_wake;
+  return waker_open(&port->external_wake);
 }
 
-void port__deinit(struct store_port *port) { free(port->dests); }
+void port__deinit(struct store_port *port) {
+  waker_destroy(&port->external_wake);
+  free(port->dests);
+}
 
 static void send_to_ring(struct store_port *port, unsigned owner, struct store_append *req) {
   struct ring *r = store__request_ring(port->store, port->id, owner);
@@ -63,7 +69,7 @@ static void send_to_ring(struct store_port *port, unsigned owner, struct store_a
 
 static void wake_shard(struct evf_store *store, unsigned shard) {
   ck_pr_fence_memory();
-  uv_async_send(&store->shards[shard].wake);
+  waker_send(&store->shards[shard].wake);
 }
 
 /* Sends parked requests while credit lasts. */
@@ -167,11 +173,11 @@ void port__flush_replies(struct shard *owner) {
       fenced = true;
     }
     owner->reply_dirty[p] = false;
-    uv_async_send(store->ports[p].wake);
+    waker_send(store->ports[p].wake);
   }
 }
 
-static void external_wake_cb(uv_async_t *handle) { port__drain_replies(handle->data); }
+static void external_wake_cb(struct waker *w) { port__drain_replies(w->data); }
 
 struct store_port *store_shard_port(struct evf_store *store, unsigned shard) {
   return &store->ports[shard];
@@ -182,17 +188,15 @@ struct store_port *store_external_port(struct evf_store *store, unsigned k) {
 }
 
 int store_port_bind(struct store_port *port, uv_loop_t *loop) {
-  int rc = uv_async_init(loop, &port->external_wake, external_wake_cb);
+  int rc = waker_start(&port->external_wake, loop, external_wake_cb, port);
   if (rc != 0)
     return rc;
-  port->external_wake.data = port;
-  port->wake = &port->external_wake;
   port->bound = true;
   return 0;
 }
 
 void store_port_unbind(struct store_port *port) {
   if (port->bound)
-    uv_close((uv_handle_t *)&port->external_wake, NULL);
+    waker_stop(&port->external_wake);
   port->bound = false;
 }

@@ -69,6 +69,12 @@ int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_po
     free(seq->channels);
     return -ENOMEM;
   }
+  int rc = waker_open(&seq->wake);
+  if (rc != 0) {
+    free(grants);
+    free(seq->channels);
+    return rc;
+  }
   for (unsigned i = 0; i < shard_count; i++) {
     ck_ring_init(&seq->channels[i].to_seq, SEQ_RING_SIZE);
     ck_ring_init(&seq->channels[i].from_seq, SEQ_RING_SIZE);
@@ -81,6 +87,7 @@ int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_po
 }
 
 void sequencer_deinit(struct sequencer *seq) {
+  waker_destroy(&seq->wake);
   free(seq->state.grants);
   free(seq->channels);
 }
@@ -92,7 +99,7 @@ static void reply(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
   assert(queued);
   (void)queued;
   ck_pr_fence_memory();
-  uv_async_send(ch->shard_wake);
+  waker_send(ch->shard_wake);
 }
 
 static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *msg) {
@@ -110,17 +117,17 @@ static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *
   }
 }
 
-/* Wakes the shards that watch the watermark (uv_async_send coalesces). */
+/* Wakes the shards that watch the watermark (waker_send coalesces). */
 static void announce_watermark(struct sequencer *seq) {
   for (unsigned i = 0; i < seq->state.shard_count; i++) {
     struct seq_channel *ch = &seq->channels[i];
     if (atomic_load(&ch->watermark_watch) != 0)
-      uv_async_send(ch->shard_wake);
+      waker_send(ch->shard_wake);
   }
 }
 
-static void wake_cb(uv_async_t *handle_) {
-  struct sequencer *seq = handle_->data;
+static void wake_cb(struct waker *w) {
+  struct sequencer *seq = w->data;
   struct seq_msg msg;
   for (unsigned i = 0; i < seq->state.shard_count; i++) {
     struct seq_channel *ch = &seq->channels[i];
@@ -133,7 +140,7 @@ static void wake_cb(uv_async_t *handle_) {
     announce_watermark(seq);
   }
   if (atomic_load(&seq->stopping))
-    uv_close((uv_handle_t *)&seq->wake, NULL);
+    waker_stop(&seq->wake);
 }
 
 static void run(void *arg) {
@@ -145,13 +152,13 @@ int sequencer_start(struct sequencer *seq) {
   int rc = uv_loop_init(&seq->loop);
   if (rc != 0)
     return rc;
-  if ((rc = uv_async_init(&seq->loop, &seq->wake, wake_cb)) != 0) {
+  if ((rc = waker_start(&seq->wake, &seq->loop, wake_cb, seq)) != 0) {
+    uv_run(&seq->loop, UV_RUN_DEFAULT);
     uv_loop_close(&seq->loop);
     return rc;
   }
-  seq->wake.data = seq;
   if ((rc = uv_thread_create(&seq->thread, run, seq)) != 0) {
-    uv_close((uv_handle_t *)&seq->wake, NULL);
+    waker_stop(&seq->wake);
     uv_run(&seq->loop, UV_RUN_DEFAULT);
     uv_loop_close(&seq->loop);
   }
@@ -160,7 +167,7 @@ int sequencer_start(struct sequencer *seq) {
 
 void sequencer_stop(struct sequencer *seq) {
   atomic_store(&seq->stopping, true);
-  uv_async_send(&seq->wake);
+  waker_send(&seq->wake);
   uv_thread_join(&seq->thread);
   uv_loop_close(&seq->loop);
 }
@@ -172,7 +179,7 @@ void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
   assert(queued);
   (void)queued;
   ck_pr_fence_memory();
-  uv_async_send(&seq->wake);
+  waker_send(&seq->wake);
 }
 
 bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg) {

@@ -6,7 +6,7 @@
  * The sequencer thread hands out global positions and publishes the
  * watermark. It runs its own libuv loop and talks to each shard over two
  * SPSC rings of struct seq_msg values (shard -> sequencer, sequencer ->
- * shard), woken by uv_async_t on each side.
+ * shard), woken by wakers (waker.h) on each side.
  *
  *   shard: SEQ_REQUEST n     -> sequencer: grants [next, next + n), pending
  *   sequencer: SEQ_GRANT     -> shard: writes and commits off-loop
@@ -25,6 +25,8 @@
  * durable appends that global reads cannot see yet (positions above the
  * watermark).
  */
+
+#include "waker.h"
 
 #include <ck_ring.h>
 #include <stdatomic.h>
@@ -74,21 +76,21 @@ struct seq_channel {
   struct ck_ring from_seq;
   struct seq_msg to_seq_buf[8];
   struct seq_msg from_seq_buf[8];
-  uv_async_t *shard_wake;    /* set before the sequencer starts */
+  struct waker *shard_wake;  /* set before the sequencer starts */
   atomic_uint watermark_watch; /* nonzero: wake the shard whenever the watermark moves */
 };
 
 struct sequencer {
   uv_thread_t thread;
   uv_loop_t loop;
-  uv_async_t wake;
+  struct waker wake;
   struct seq_state state;
   struct seq_channel *channels;
   _Atomic uint64_t watermark;
   atomic_bool stopping;
 };
 
-/** Allocates the channels and state. Main thread. Returns 0 or -ENOMEM. */
+/** Allocates the channels and state. Main thread. Returns 0 or -errno. */
 int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_position);
 
 /** Starts the thread (channels' shard_wake must be set). Returns 0 or a -errno. */

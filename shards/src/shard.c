@@ -402,7 +402,7 @@ static void maybe_stop(struct shard *shard) {
   if (atomic_load(&store->outstanding) == 0 && shard->state == SHARD_IDLE &&
       shard->pending.head == NULL) {
     shard->closed = true;
-    uv_close((uv_handle_t *)&shard->wake, NULL);
+    waker_stop(&shard->wake);
     uv_close((uv_handle_t *)&shard->batcher, NULL);
   }
 }
@@ -419,8 +419,8 @@ static void notice_watermark(struct shard *shard) {
   store->options.on_watermark(store, shard->index, watermark, store->options.hook_arg);
 }
 
-static void wake_cb(uv_async_t *handle) {
-  struct shard *shard = handle->data;
+static void wake_cb(struct waker *w) {
+  struct shard *shard = w->data;
   receive_requests(shard);
   port__drain_replies(&shard->store->ports[shard->index]);
   receive_grants(shard);
@@ -444,12 +444,12 @@ static void batcher_cb(uv_check_t *handle) {
 void shard__enqueue_local(struct shard *shard, struct store_append *req) {
   append_queue_push(&shard->pending, req);
   /* Make sure a loop turn (and so the batcher) follows even if nothing else wakes it. */
-  uv_async_send(&shard->wake);
+  waker_send(&shard->wake);
 }
 
 void store__wake_all(struct evf_store *store) {
   for (unsigned s = 0; s < store->shard_count; s++)
-    uv_async_send(&store->shards[s].wake);
+    waker_send(&store->shards[s].wake);
 }
 
 static void run(void *arg) {
@@ -464,18 +464,21 @@ int shard__init_loop(struct shard *shard) {
   int rc = uv_loop_init(&shard->loop);
   if (rc != 0)
     return rc;
-  uv_async_init(&shard->loop, &shard->wake, wake_cb);
+  if ((rc = waker_start(&shard->wake, &shard->loop, wake_cb, shard)) != 0) {
+    uv_run(&shard->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&shard->loop);
+    return rc;
+  }
   uv_check_init(&shard->loop, &shard->batcher);
   uv_check_start(&shard->batcher, batcher_cb);
   stats__init(&shard->stats);
-  shard->wake.data = shard;
   shard->batcher.data = shard;
   shard->state = SHARD_IDLE;
   return 0;
 }
 
 void shard__discard_loop(struct shard *shard) {
-  uv_close((uv_handle_t *)&shard->wake, NULL);
+  waker_stop(&shard->wake);
   uv_close((uv_handle_t *)&shard->batcher, NULL);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
   uv_loop_close(&shard->loop);

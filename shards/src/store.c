@@ -169,6 +169,8 @@ static int alloc_store(struct evf_store *s) {
     shard->reply_dirty = calloc(s->port_count, sizeof(bool));
     if (shard->decided == NULL || shard->reply_dirty == NULL)
       return -ENOMEM;
+    if ((rc = waker_open(&shard->wake)) != 0)
+      return rc;
   }
   return 0;
 }
@@ -178,6 +180,7 @@ static void free_store(struct evf_store *s) {
   for (unsigned i = 0; s->shards && i < s->shard_count; i++) {
     batch_index_destroy(s->shards[i].decided);
     free(s->shards[i].reply_dirty);
+    waker_destroy(&s->shards[i].wake); /* every thread that could send has ended */
   }
   for (unsigned p = 0; s->ports && p < s->port_count; p++)
     port__deinit(&s->ports[p]);

@@ -73,13 +73,13 @@ static void a_shard_may_grant_again_after_settling(void **state) {
 /* The thread: a fake shard on this thread's loop, talking over the real rings. */
 struct fake_shard {
   struct sequencer *seq;
-  uv_async_t wake;
+  struct waker wake;
   uint64_t granted_first;
   bool granted;
 };
 
-static void fake_wake_cb(uv_async_t *handle) {
-  struct fake_shard *f = handle->data;
+static void fake_wake_cb(struct waker *w) {
+  struct fake_shard *f = w->data;
   struct seq_msg msg;
   while (sequencer_receive(f->seq, 0, &msg)) {
     assert_int_equal(msg.kind, SEQ_GRANT);
@@ -102,8 +102,8 @@ static void the_thread_grants_over_rings_and_publishes_the_watermark(void **stat
   struct sequencer seq;
   struct fake_shard f = {.seq = &seq};
   assert_int_equal(uv_loop_init(&loop), 0);
-  assert_int_equal(uv_async_init(&loop, &f.wake, fake_wake_cb), 0);
-  f.wake.data = &f;
+  assert_int_equal(waker_open(&f.wake), 0);
+  assert_int_equal(waker_start(&f.wake, &loop, fake_wake_cb, &f), 0);
   assert_int_equal(sequencer_init(&seq, 1, 100), 0);
   seq.channels[0].shard_wake = &f.wake;
   assert_int_equal(sequencer_start(&seq), 0);
@@ -119,8 +119,9 @@ static void the_thread_grants_over_rings_and_publishes_the_watermark(void **stat
   sequencer_stop(&seq);
   assert_int_equal(sequencer_watermark(&seq), 100 + 3 * 50);
   sequencer_deinit(&seq);
-  uv_close((uv_handle_t *)&f.wake, NULL);
+  waker_stop(&f.wake);
   uv_run(&loop, UV_RUN_DEFAULT);
+  waker_destroy(&f.wake);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
