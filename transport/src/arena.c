@@ -15,6 +15,8 @@ struct tp_arena_block {
 
 static struct tp_arena_block *add_block(struct tp_arena *a, size_t need) {
   size_t size = a->next_size > need ? a->next_size : need;
+  if (size > SIZE_MAX / 2 - sizeof(struct tp_arena_block))
+    return NULL; /* no message comes near; refuse rather than wrap */
   struct tp_arena_block *b = malloc(sizeof(*b) + size);
   if (b == NULL)
     return NULL;

@@ -67,13 +67,16 @@ static void raise_fd_limit(void) {
  * Read responses are built in buffers of up to MAX_MESSAGE_SIZE, one per
  * call. glibc would map and unmap each large one, or trim its heap after
  * freeing it, and the next call would pay page faults to get the memory
- * back: global catch-up reads ran at about 0.65x of what they do with the
+ * back: global catch-up reads ran at about 0.8x of what they do with the
  * memory kept (bench/RESULTS.md). Keep blocks below 32 MiB in the heap and
- * return free heap memory to the system only above 64 MiB per arena.
+ * give free heap memory back only beyond 64 MiB; glibc applies that per
+ * arena, so each busy thread may keep up to 64 MiB it no longer uses.
  */
 static void keep_buffer_memory(void) {
+#ifdef __GLIBC__
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 }
 
 /* The hooks are set once the servers exist (store_set_hooks). */
