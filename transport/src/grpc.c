@@ -225,7 +225,8 @@ static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8
   (void)stream_id;
   (void)user;
   size_t n = unsent(call) < length ? unsent(call) : length;
-  memcpy(buf, call->out.data + call->out_sent, n);
+  if (n > 0) /* a call ending before any message has no buffer at all */
+    memcpy(buf, call->out.data + call->out_sent, n);
   call->out_sent += n;
   if (call->out_sent == call->out.len)
     call->out.len = call->out_sent = 0;
@@ -439,6 +440,8 @@ static void call_headers_end(struct tp_h2_stream *stream) {
       start_deadline(call);
     /* A client-streaming call's window is given back as its messages are handed over. */
     stream->manual_window = call->method->on_message != NULL;
+    if (call->method->on_open != NULL)
+      call->method->on_open(call);
   }
 }
 

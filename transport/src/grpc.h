@@ -35,7 +35,8 @@ typedef void (*tp_grpc_handler)(struct tp_grpc_call *call, const uint8_t *messag
 struct tp_grpc_method {
   const char *path;        /* "/api.EventStore/AppendToStream" */
   tp_grpc_handler handler; /* unary and server-streaming: the request */
-  /* Client-streaming: each request message, then the client's half-close. */
+  /* Client-streaming: once accepted, each request message, then the client's half-close. */
+  void (*on_open)(struct tp_grpc_call *call);
   tp_grpc_handler on_message;
   void (*on_request_end)(struct tp_grpc_call *call);
 };

@@ -298,7 +298,7 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  tp_arena_init(&s->arena, 2 * len);
+  tp_arena_init(&s->arena, len + 1024);
   s->request = (Api__AppendToStreamRequest *)tp_rpc__unpack(
       call, &api__append_to_stream_request__descriptor, msg, len, &s->arena.allocator);
   if (s->request == NULL) {
@@ -350,6 +350,7 @@ static const struct tp_grpc_method methods[] = {
     {.path = "/api.EventStore/SubscribeToAll", .handler = tp_rpc__subscribe_to_all},
     {.path = "/api.EventStore/SubscribeToStream", .handler = tp_rpc__subscribe_to_stream},
     {.path = "/api.EventStore/BatchAppend",
+     .on_open = tp_rpc__batch_append_open,
      .on_message = tp_rpc__batch_append_message,
      .on_request_end = tp_rpc__batch_append_end},
 };

@@ -31,6 +31,7 @@ void tp_rpc__count_append(struct tp_grpc_call *call, const Api__AppendToStreamRe
 /* rpc_stream.c */
 void tp_rpc__subscribe_to_all(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
 void tp_rpc__subscribe_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
+void tp_rpc__batch_append_open(struct tp_grpc_call *call);
 void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg, size_t len);
 void tp_rpc__batch_append_end(struct tp_grpc_call *call);
 /** Server stopping: BatchAppend calls read no more, answer what they hold, end UNAVAILABLE. */

@@ -207,22 +207,9 @@ static void free_batch_call(void *state) {
   tp_buf_free(&b->outer);
 }
 
-/* The call's state, listed in its server on first use. NULL: out of memory (the call failed). */
+/* The call's state, made and listed in its server when the call opened. */
 static struct tp_batch_call *batch_call_of(struct tp_grpc_call *call) {
-  struct tp_batch_call *b = tp_grpc_state(call, sizeof(*b), free_batch_call);
-  if (b == NULL) {
-    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    return NULL;
-  }
-  if (b->server == NULL) {
-    b->call = call;
-    b->server = tp_grpc_server(call);
-    b->next = b->server->batch_calls;
-    if (b->next != NULL)
-      b->next->prev = b;
-    b->server->batch_calls = b;
-  }
-  return b;
+  return tp_grpc_state(call, sizeof(struct tp_batch_call), free_batch_call);
 }
 
 /* One BatchAppendResponse: the correlation id and inner as field 2 (success) or 3 (error). */
@@ -265,26 +252,61 @@ static void free_batch_append(struct batch_append *a) {
 }
 
 /*
- * The call ends once every append is answered and the client half-closed, or
- * the server is shutting down: then with UNAVAILABLE, so the client knows the
- * appends it got no result for were never read and may send them elsewhere.
+ * The call ends once every append is answered: with OK if the client
+ * half-closed (it sent nothing more: every request has its result), else
+ * with UNAVAILABLE if the server is shutting down, so the client knows the
+ * requests it got no result for were never read and may send them again.
  */
 static void finish_if_done(struct tp_batch_call *b) {
   if (b->in_flight > 0)
     return;
-  if (b->shutting_down)
-    tp_grpc_finish_with(b->call, EVF_GRPC_UNAVAILABLE, "the server is shutting down");
-  else if (b->ended)
+  if (b->ended)
     tp_grpc_finish(b->call);
+  else if (b->shutting_down)
+    tp_grpc_finish_with(b->call, EVF_GRPC_UNAVAILABLE, "the server is shutting down");
+}
+
+static void stop_reading(struct tp_batch_call *b) {
+  b->shutting_down = true;
+  tp_grpc_pause(b->call);
+}
+
+void tp_rpc__batch_append_open(struct tp_grpc_call *call) {
+  struct tp_batch_call *b = batch_call_of(call);
+  if (b == NULL) {
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  b->call = call;
+  b->server = tp_grpc_server(call);
+  b->next = b->server->batch_calls;
+  if (b->next != NULL)
+    b->next->prev = b;
+  b->server->batch_calls = b;
+  if (b->server->stopping) { /* opened during the shutdown grace: nothing will be read */
+    stop_reading(b);
+    finish_if_done(b);
+  }
 }
 
 void tp_rpc__batch_append_shutdown(struct tp_server *server) {
+  /*
+   * Calls with appends in flight are held already; the others are held
+   * through the second loop, since finishing one call could close its
+   * connection and free the calls on it.
+   */
+  for (struct tp_batch_call *b = server->batch_calls; b != NULL; b = b->next) {
+    stop_reading(b);
+    if (b->in_flight == 0)
+      tp_grpc_hold(b->call);
+  }
   struct tp_batch_call *next;
   for (struct tp_batch_call *b = server->batch_calls; b != NULL; b = next) {
-    next = b->next; /* finishing may free the call and b */
-    b->shutting_down = true;
-    tp_grpc_pause(b->call);
-    finish_if_done(b);
+    next = b->next;
+    if (b->in_flight == 0) {
+      finish_if_done(b);
+      tp_grpc_release(b->call); /* may free the call and b */
+    }
   }
 }
 
@@ -334,14 +356,12 @@ static void submit(struct tp_batch_call *b, struct batch_append *a) {
 
 void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   struct tp_batch_call *b = batch_call_of(call);
-  if (b == NULL)
-    return;
   struct batch_append *a = calloc(1, sizeof(*a));
   if (a == NULL) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  tp_arena_init(&a->arena, 2 * len);
+  tp_arena_init(&a->arena, len + 1024);
   a->request = (Api__BatchAppendRequest *)tp_rpc__unpack(
       call, &api__batch_append_request__descriptor, msg, len, &a->arena.allocator);
   if (a->request == NULL) {
@@ -361,8 +381,6 @@ void tp_rpc__batch_append_message(struct tp_grpc_call *call, const uint8_t *msg,
 
 void tp_rpc__batch_append_end(struct tp_grpc_call *call) {
   struct tp_batch_call *b = batch_call_of(call);
-  if (b == NULL)
-    return;
   b->ended = true;
   finish_if_done(b);
   tp_grpc_flush(call);
