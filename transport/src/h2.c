@@ -328,6 +328,21 @@ static int stream_close_cb(nghttp2_session *session, int32_t stream_id, uint32_t
   return 0;
 }
 
+/*
+ * A response complete while the client is still sending its request (a
+ * BatchAppend ended at shutdown, an error answered before the body): ask it
+ * to stop with RST_STREAM NO_ERROR, as RFC 9113 section 8.1 allows, so the
+ * stream closes now instead of waiting for a request nobody will read.
+ */
+static int frame_sent_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  (void)user;
+  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+      nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
 /* ---- setting up ---- */
 
 static nghttp2_session_callbacks *make_callbacks(void) {
@@ -339,6 +354,7 @@ static nghttp2_session_callbacks *make_callbacks(void) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, frame_recv_cb);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, data_chunk_cb);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, stream_close_cb);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, frame_sent_cb);
   return cbs;
 }
 
