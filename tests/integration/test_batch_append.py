@@ -18,7 +18,6 @@ Sizes (environment knobs):
 import os
 import random
 import signal
-import threading
 import time
 import uuid
 
@@ -26,7 +25,8 @@ import grpc
 import pytest
 
 from conftest import (
-    RPC_TIMEOUT, STOP_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, identity, read_stream_all, unique,
+    RPC_TIMEOUT, STOP_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, header_block,
+    identity, raw_frames_until_closed, raw_messages, read_stream_all, unique,
 )
 
 SEED = int(os.environ.get("EVF_SEED") or random.randrange(1 << 30))
@@ -260,14 +260,16 @@ def test_undecodable_message_ends_the_call_invalid_argument(server, stub, pb, ca
 # Half-close with appends outstanding
 # --------------------------------------------------------------------------
 
-def ordered_plan(pb, streams, n, cid0=1):
+def ordered_plan(pb, streams, n, cid0=1, pad=0):
     """n appends round-robin over streams, each with the exact expected version: out of order would be ABORTED."""
     plan = Plan()
     length = {s: 0 for s in streams}
+    padding = b"x" * pad
     for i in range(n):
         s = streams[i % len(streams)]
         k = 1 + i % 3
-        plan.ok(batch_request(pb, cid0 + i, s, [event_data("H", b'{"i":%d}' % i) for _ in range(k)], length[s]),
+        data = b'{"i":%d,"pad":"%s"}' % (i, padding)
+        plan.ok(batch_request(pb, cid0 + i, s, [event_data("H", data) for _ in range(k)], length[s]),
                 s, length[s], k)
         length[s] += k
     return plan
@@ -309,60 +311,138 @@ def test_half_close_with_appends_outstanding(server_factory, pb):
 
 # --------------------------------------------------------------------------
 # Shutdown with a call open
+#
+# Read with a bare HTTP/2 client, frame by frame: grpcio gives up the
+# responses its application has not pulled yet once an error status has
+# arrived, so it cannot show what the server sent before UNAVAILABLE.
 # --------------------------------------------------------------------------
+
+def raw_call_end(raw, sid, timeout=STOP_TIMEOUT):
+    """After SIGTERM: (every gRPC message of the stream, its trailers, seconds until the server closed)."""
+    t0 = time.monotonic()
+    frames = raw_frames_until_closed(raw, timeout)
+    closed_after = time.monotonic() - t0
+    resp = raw.responses[sid]
+    data = bytes(resp.data) + b"".join(f[3] for f in frames if f[0] == 0x0 and f[2] == sid)
+    messages = raw_messages(type("R", (), {"data": data})())
+    trailers = dict(resp.trailers)
+    ends = [k for k, f in enumerate(frames) if f[0] == 0x1 and f[2] == sid and f[1] & 0x1]
+    if ends:
+        trailers = header_block(raw, frames, ends[0])
+    return messages, trailers, closed_after
+
+
+def send_what_fits(raw, sid, body):
+    """Sends as much of body as flow control allows now; returns what is left."""
+    body = memoryview(body)
+    while body:
+        window = min(raw.conn.local_flow_control_window(sid), raw.conn.max_outbound_frame_size)
+        if window <= 0:
+            break
+        raw.conn.send_data(sid, bytes(body[:window]))
+        body = body[window:]
+    raw.flush()
+    return bytes(body)
+
+
+def stored_matches_successes(s, plan, successes, streams, label):
+    """Restarted on the same data, the store holds exactly the acknowledged appends, in order."""
+    s.start()
+    sub_plan = Plan()
+    for cid in plan.order:
+        if cid in successes:
+            _, stream, first, n, _, _ = plan.expect[cid]
+            sub_plan.ok(plan.requests[cid - plan.order[0]], stream, first, n)
+    check_stream_order(sub_plan, successes, s.stub(), streams, label)
+
 
 def test_sigterm_answers_what_was_read_then_ends_unavailable(server_factory, pb):
     """
     SIGTERM while a client streams appends it never ends: the server reads no
-    more, answers every append it took (so what is stored is exactly what was
-    acknowledged), then ends the call with UNAVAILABLE from the server itself
-    (not a dropped connection) and exits 0 well within the shutdown grace.
+    more, answers every append it took, then ends the call with UNAVAILABLE
+    (not a dropped connection), well within the shutdown grace; what is stored
+    is exactly what was acknowledged.
     """
     s = server_factory.new(env={"SYNC": "full", "BATCH_APPEND_IN_FLIGHT": "16"})
-    stub = s.stub()
     streams = [unique("term") for _ in range(5)]
-    plan = ordered_plan(pb, streams, 200_000)
-    stop_sending = threading.Event()
-
-    def requests():
-        for r in plan.requests:
-            if stop_sending.is_set():
-                break
-            yield r
-        stop_sending.wait(STOP_TIMEOUT)  # never half-close before the server ends the call
-
-    call = stub.BatchAppend(requests(), timeout=CALL_TIMEOUT)
-    responses = []
-    try:
-        for r in call:
-            responses.append(r)
-            if len(responses) == 500:
-                t0 = time.monotonic()
-                s.proc.send_signal(signal.SIGTERM)
-    except grpc.RpcError:
-        pass  # the status is checked below
-    finally:
-        stop_sending.set()
-    code, details = call.code(), call.details()
-    assert len(responses) >= 500, f"the call ended after {len(responses)} responses: {call.code()} {call.details()!r}"
-    assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in (details or ""), \
-        f"after SIGTERM the server must end the call itself with UNAVAILABLE: {code} {details!r}"
-    assert len(responses) < len(plan.requests), "the server went on reading after SIGTERM"
-    rc = s.proc.wait(timeout=STOP_TIMEOUT)
-    assert rc == 0, f"exit code {rc} after SIGTERM"
-    assert time.monotonic() - t0 < 4.0, "the server waited for the shutdown grace instead of ending the call"
+    plan = ordered_plan(pb, streams, 3000, pad=2000)  # about 12 MB: more than the 4 MiB window
+    rest = b"".join(grpc_frame(r.SerializeToString()) for r in plan.requests)
+    with RawH2(s.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        deadline = time.monotonic() + 60
+        while len(raw_messages(raw.responses[sid])) < 200:
+            assert time.monotonic() < deadline, "no 200 responses within 60 s"
+            rest = send_what_fits(raw, sid, rest)
+            raw._receive_once(deadline)
+        assert rest, "every request went out before SIGTERM: make the plan longer"
+        s.proc.send_signal(signal.SIGTERM)
+        messages, trailers, closed_after = raw_call_end(raw, sid)
+    assert trailers.get("grpc-status") == "14" and "shutting down" in trailers.get("grpc-message", ""), \
+        f"after SIGTERM the server must end the call itself with UNAVAILABLE: {trailers}"
+    assert closed_after < 4.0, f"the connection closed {closed_after:.1f} s after SIGTERM (the grace is 5 s)"
+    assert s.proc.wait(timeout=STOP_TIMEOUT) == 0
+    assert s.stop(check=True) == 0
+    responses = [pb.BatchAppendResponse.FromString(m) for m in messages]
+    assert 200 <= len(responses) < len(plan.requests), len(responses)
     # Read while the store was closing: refused with UNAVAILABLE, and not stored.
     refused = [r for r in responses if r.WhichOneof("result") != "success"]
     assert all(r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] for r in refused), refused[:3]
-    # Restarted on the same data: exactly the acknowledged appends are stored, in order.
-    s.stop(check=True)
-    s.start()
-    got = {r.correlation_id: r for r in responses if r.WhichOneof("result") == "success"}
-    sub_plan = Plan()
-    for cid in plan.order:
-        if cid in got:
-            kind, stream, first, n, _, _ = plan.expect[cid]
-            sub_plan.ok(plan.requests[cid - 1], stream, first, n)
-    check_stream_order(sub_plan, got, s.stub(), streams, "after SIGTERM")
-    assert event_count(s.stub()) == sum(plan.expect[c][3] for c in got), \
-        "the store holds events whose appends were never acknowledged"
+    successes = {r.correlation_id: r for r in responses if r.WhichOneof("result") == "success"}
+    stored_matches_successes(s, plan, successes, streams, "after SIGTERM")
+
+
+def test_sigterm_ends_an_idle_call_unavailable_at_once(server_factory, pb):
+    """A BatchAppend call open with nothing sent yet ends UNAVAILABLE at SIGTERM, not at the grace's end."""
+    s = server_factory.new()
+    with RawH2(s.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        # Frames of one connection are handled in order: once this later call is
+        # answered, the server has opened the BatchAppend call.
+        assert raw.call("/grpc.health.v1.Health/Check").grpc_status == 0
+        s.proc.send_signal(signal.SIGTERM)
+        messages, trailers, closed_after = raw_call_end(raw, sid)
+    assert messages == []
+    assert trailers.get("grpc-status") == "14" and "shutting down" in trailers.get("grpc-message", ""), \
+        f"an idle call must be ended by the server at SIGTERM: {trailers}"
+    assert closed_after < 4.0, f"the connection closed {closed_after:.1f} s after SIGTERM (the grace is 5 s)"
+    assert s.proc.wait(timeout=STOP_TIMEOUT) == 0
+    assert s.stop(check=True) == 0
+
+
+def test_sigterm_after_the_half_close_still_ends_ok(server_factory, pb):
+    """
+    A client that sent everything and half-closed gets a result for every
+    append it sent and OK, even when SIGTERM comes while appends are in
+    flight (UNAVAILABLE would tell it to resend appends that may be stored).
+    Where SIGTERM comes before the server read everything, the call ends
+    UNAVAILABLE instead. Either way the store holds exactly the successes.
+    Several rounds, SIGTERM at varying points.
+    """
+    complete = 0
+    for round_ in range(6):
+        s = server_factory.new(env={"SYNC": "full"})
+        streams = [unique("hc") for _ in range(3)]
+        plan = ordered_plan(pb, streams, 12)
+        body = b"".join(grpc_frame(r.SerializeToString()) for r in plan.requests)
+        with RawH2(s.grpc_port, timeout=30) as raw:
+            sid = raw.headers(BATCH_METHOD)
+            raw.data(sid, body, end_stream=True, timeout=30)
+            if round_ % 2:
+                deadline = time.monotonic() + 10
+                while not raw_messages(raw.responses[sid]) and time.monotonic() < deadline:
+                    raw._receive_once(deadline)
+            s.proc.send_signal(signal.SIGTERM)
+            messages, trailers, _ = raw_call_end(raw, sid)
+        assert s.proc.wait(timeout=STOP_TIMEOUT) == 0
+        assert s.stop(check=True) == 0
+        responses = [pb.BatchAppendResponse.FromString(m) for m in messages]
+        if len(responses) == len(plan.requests):
+            complete += 1
+            assert trailers.get("grpc-status") == "0", \
+                f"round {round_}: every append answered after the half-close, yet {trailers}"
+        else:
+            assert trailers.get("grpc-status") == "14", \
+                f"round {round_}: {len(responses)} of {len(plan.requests)} answered, then {trailers}"
+        successes = {r.correlation_id: r for r in responses if r.WhichOneof("result") == "success"}
+        stored_matches_successes(s, plan, successes, streams, f"round {round_}")
+    print(f"rounds where every append was answered: {complete} of 6")

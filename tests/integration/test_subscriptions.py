@@ -29,7 +29,8 @@ import pytest
 
 from conftest import (
     MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, grpc_frame,
-    poll, read_global_all, read_stream_all, scrape, shard_of, unique, wait_global, wait_prom_ready,
+    header_block, poll, raw_frames_until_closed, raw_messages, read_global_all, read_stream_all,
+    scrape, shard_of, unique, wait_global, wait_prom_ready,
 )
 
 SHARDS = 3
@@ -699,16 +700,6 @@ def test_slow_consumer_is_not_dropped_and_memory_stays_bounded(server_factory, p
 # Ends: cancel, deadline, channel closed, TCP reset; metrics
 # --------------------------------------------------------------------------
 
-def raw_messages(resp):
-    """The complete gRPC messages received so far on a RawH2 stream (a partial last one is left out)."""
-    out, buf = [], bytes(resp.data)
-    while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[1:5], "big"):
-        n = int.from_bytes(buf[1:5], "big")
-        out.append(buf[5:5 + n])
-        buf = buf[5 + n:]
-    return out
-
-
 def raw_subscribe(server, pb, req, method="SubscribeToAll"):
     raw = RawH2(server.grpc_port)
     sid = raw.headers(f"/api.EventStore/{method}")
@@ -726,55 +717,6 @@ def raw_wait(raw, sid, pred, what, timeout=WAIT):
             raise AssertionError(f"raw subscription: no {what} within {timeout:.0f} s: {r!r}")
         raw._receive_once(deadline)
     return r
-
-
-def raw_frames_until_closed(raw, timeout):
-    """
-    Every HTTP/2 frame the server sends until it closes the connection, parsed here:
-    python-h2 refuses frames that follow a GOAWAY (its connection state machine goes
-    to CLOSED), although RFC 9113 section 6.8 lets streams up to the GOAWAY's last
-    stream id go on. Returns [(type, flags, stream id, payload)] in order.
-    """
-    buf = bytearray(getattr(getattr(raw.conn, "incoming_buffer", None), "data", b""))  # what h2 holds
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"the server did not close the connection within {timeout:.0f} s")
-        raw.sock.settimeout(min(left, 0.5))
-        try:
-            chunk = raw.sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    frames = []
-    while len(buf) >= 9:
-        n = int.from_bytes(buf[0:3], "big")
-        if len(buf) < 9 + n:
-            break
-        frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, bytes(buf[9:9 + n])))
-        del buf[:9 + n]
-    return frames
-
-
-def header_block(raw, frames, i):
-    """The decoded header list of the HEADERS frame frames[i] (with its CONTINUATIONs)."""
-    ftype, flags, sid, payload = frames[i]
-    if flags & 0x8:  # PADDED
-        payload = payload[1:len(payload) - payload[0]]
-    if flags & 0x20:  # PRIORITY
-        payload = payload[5:]
-    block = bytearray(payload)
-    j = i
-    while not frames[j][1] & 0x4:  # END_HEADERS
-        j += 1
-        block += frames[j][3]
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.conn.decoder.decode(bytes(block))}
 
 
 def raw_caught_up(pb, r):
