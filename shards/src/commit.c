@@ -1,6 +1,6 @@
 /*
- * The write transaction of one batch. Runs on a libuv pool thread, one
- * batch per shard at a time; begins and commits on that thread, as LMDB
+ * The write transaction of one batch. Runs on the shard's committer thread,
+ * one batch at a time; begins and commits on that thread, as LMDB
  * requires. Reads only the batch and the borrowed requests it holds.
  */
 #include "internal.h"

@@ -4,8 +4,8 @@
 /*
  * DESIGN
  * Threads: one thread per shard, each running a libuv loop; a sequencer
- * thread (sequencer.h); commits run on the libuv thread pool, one at a time
- * per shard; callers of store_append are shard threads or bound external
+ * thread (sequencer.h); commits run on a committer thread per shard
+ * (committer.h), one at a time; callers of store_append are shard threads or bound external
  * threads, each identified by a port.
  *
  * Rings: for every (port, shard) pair a request ring carries struct
@@ -25,6 +25,7 @@
 #include "evf/store.h"
 #include "ring.h"
 #include "sequencer.h"
+#include "committer.h"
 #include "stats.h"
 #include "waker.h"
 
@@ -78,7 +79,6 @@ struct batch {
   bool creates_streams;
   int status;                   /* commit result, set off-loop */
   uint64_t commit_ns;           /* how long the commit took, set off-loop */
-  uv_work_t work;
 };
 
 struct shard {
@@ -88,6 +88,7 @@ struct shard {
   uv_thread_t thread;
   uv_loop_t loop;
   struct waker wake;
+  struct committer committer;    /* runs the batch's write transaction */
   uv_check_t batcher;
   bool stop_hook_called;
   bool closed;

@@ -4,7 +4,7 @@
  * One batch at a time goes through: prepare (on the loop: check every
  * pending append against stored state and the batch so far, with a read
  * transaction) -> ask the sequencer for positions -> write and commit on the
- * thread pool -> settle with the sequencer -> reply once the watermark covers
+ * shard's committer thread -> settle with the sequencer -> reply once the watermark covers
  * the batch (read-your-writes on the global stream). Appends arriving
  * meanwhile wait in `pending` and form the next batch: one sync for many.
  */
@@ -317,8 +317,9 @@ static void reply_batch(struct shard *shard, int status) {
 
 static void maybe_stop(struct shard *shard);
 
-static void commit_work_cb(uv_work_t *work) {
-  struct shard *shard = work->data;
+/* On the shard's committer thread. */
+static void commit_job(void *arg) {
+  struct shard *shard = arg;
   uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
   shard->batch.commit_ns = evf_monotonic_ns() - started;
@@ -338,9 +339,8 @@ static bool retry_alone(struct shard *shard, int status) {
   return true;
 }
 
-static void commit_done_cb(uv_work_t *work, int cancelled) {
-  struct shard *shard = work->data;
-  int status = cancelled ? EVF_ESHUTDOWN : shard->batch.status;
+static void commit_done(struct shard *shard) {
+  int status = shard->batch.status;
   /* Settled either way: a failed commit leaves a harmless hole. */
   sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
   shard->state = SHARD_IDLE;
@@ -360,14 +360,7 @@ static void start_commit(struct shard *shard, uint64_t first_position) {
     position += req->request->n_events;
   }
   shard->state = SHARD_COMMITTING;
-  shard->batch.work.data = shard;
-  int rc = uv_queue_work(&shard->loop, &shard->batch.work, commit_work_cb, commit_done_cb);
-  if (rc != 0) {
-    evf_error("shard %u: cannot queue a commit: %s", shard->index, uv_strerror(rc));
-    sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
-    shard->state = SHARD_IDLE;
-    reply_batch(shard, EVF_EINTERNAL);
-  }
+  committer_submit(&shard->committer);
 }
 
 static void receive_requests(struct shard *shard) {
@@ -424,6 +417,8 @@ static void wake_cb(struct waker *w) {
   receive_requests(shard);
   port__drain_replies(&shard->store->ports[shard->index]);
   receive_grants(shard);
+  if (committer_take_done(&shard->committer))
+    commit_done(shard);
   notice_watermark(shard);
   if (shard->unseen.head != NULL)
     answer_visible(shard);
@@ -484,9 +479,17 @@ void shard__discard_loop(struct shard *shard) {
   uv_loop_close(&shard->loop);
 }
 
-int shard__start(struct shard *shard) { return uv_thread_create(&shard->thread, run, shard); }
+int shard__start(struct shard *shard) {
+  int rc = committer_start(&shard->committer, commit_job, shard, &shard->wake);
+  if (rc != 0)
+    return rc;
+  if ((rc = uv_thread_create(&shard->thread, run, shard)) != 0)
+    committer_stop(&shard->committer);
+  return rc;
+}
 
 void shard__join(struct shard *shard) {
   uv_thread_join(&shard->thread);
+  committer_stop(&shard->committer); /* the loop ended idle: no commit in flight */
   uv_loop_close(&shard->loop);
 }

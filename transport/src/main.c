@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-#include <unistd.h>
 #include <uv.h>
 
 static void on_signal(uv_signal_t *handle, int signum) {
@@ -39,19 +38,6 @@ static int wait_for_signal(void) {
   uv_close((uv_handle_t *)&sigterm, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   return uv_loop_close(&loop);
-}
-
-/* Each shard commits on the libuv pool: give every shard a pool thread. */
-static void size_threadpool(unsigned shards) {
-  unsigned want = shards;
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  if (cpus > (long)want)
-    want = (unsigned)cpus;
-  if (want <= 4 || getenv("UV_THREADPOOL_SIZE") != NULL)
-    return;
-  char value[16];
-  snprintf(value, sizeof(value), "%u", want);
-  setenv("UV_THREADPOOL_SIZE", value, 0);
 }
 
 /* Every connection is a file descriptor: allow as many as the hard limit. */
@@ -136,7 +122,6 @@ int main(int argc, char **argv) {
     return 2;
   }
   evf_log_set_level(cfg.log_level);
-  size_threadpool(cfg.shards);
   raise_fd_limit();
   keep_buffer_memory();
   /* A peer that vanishes must fail a write with EPIPE, not kill the server. */
