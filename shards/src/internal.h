@@ -5,8 +5,8 @@
  * DESIGN
  * Threads: one thread per shard, each running a libuv loop; a sequencer
  * thread (sequencer.h); commits run on a committer thread per shard
- * (committer.h), one at a time; callers of store_append are shard threads or bound external
- * threads, each identified by a port.
+ * (committer.h), one at a time; callers of store_append are shard threads
+ * or bound external threads, each identified by a port.
  *
  * Rings: for every (port, shard) pair a request ring carries struct
  * store_append pointers from the port's thread to the owning shard, and a

@@ -4,9 +4,10 @@
  * One batch at a time goes through: prepare (on the loop: check every
  * pending append against stored state and the batch so far, with a read
  * transaction) -> ask the sequencer for positions -> write and commit on the
- * shard's committer thread -> settle with the sequencer -> reply once the watermark covers
- * the batch (read-your-writes on the global stream). Appends arriving
- * meanwhile wait in `pending` and form the next batch: one sync for many.
+ * shard's committer thread -> settle with the sequencer -> reply once the
+ * watermark covers the batch (read-your-writes on the global stream).
+ * Appends arriving meanwhile wait in `pending` and form the next batch: one
+ * sync for many.
  */
 #include "internal.h"
 
