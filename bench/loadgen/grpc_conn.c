@@ -1,6 +1,7 @@
 /* gRPC client connections: libuv TCP + nghttp2 client session. */
 #include "grpc_conn.h"
 
+#include "dial.h"
 #include "evf/clock.h"
 
 #include <errno.h>
@@ -19,8 +20,7 @@
 struct lg_grpc_conn {
   uv_loop_t *loop;
   uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  uv_timer_t connect_timer;
+  struct lg_dial dial;
   uv_check_t flusher;
   uv_write_t write_req;
   nghttp2_session *session;
@@ -32,7 +32,6 @@ struct lg_grpc_conn {
   size_t inflight;
   uint64_t timeout_ns;
   uint64_t last_progress_ns;    /* last byte received, or the first call after an idle time */
-  int connect_error;             /* uv_tcp_connect refused at once: reported from the loop */
   unsigned handles_open;
   unsigned in_nghttp2;          /* inside mem_recv/mem_send: teardown waits */
   bool write_in_flight;
@@ -142,7 +141,7 @@ static void teardown(struct lg_grpc_conn *c) {
     c->session = NULL;
   }
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
-  uv_close((uv_handle_t *)&c->connect_timer, handle_closed_cb);
+  lg_dial_close(&c->dial, handle_closed_cb);
   uv_close((uv_handle_t *)&c->flusher, handle_closed_cb);
 }
 
@@ -582,25 +581,14 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- connecting ---- */
 
-static void connect_timeout_cb(uv_timer_t *t) {
-  struct lg_grpc_conn *c = t->data;
-  if (c->connect_error != 0)
-    fail(c, "cannot connect to %s: %s", c->authority, uv_strerror(c->connect_error));
-  else
-    fail(c, "cannot connect to %s: no answer within %.1f s", c->authority,
-         (double)c->timeout_ns / 1e9);
-}
-
-static void connect_cb(uv_connect_t *req, int status) {
-  struct lg_grpc_conn *c = req->data;
+static void dialed(struct lg_dial *dial, const char *failure) {
+  struct lg_grpc_conn *c = dial->data;
   if (c->failed)
     return;
-  uv_timer_stop(&c->connect_timer);
-  if (status != 0) {
-    fail(c, "cannot connect to %s: %s", c->authority, uv_strerror(status));
+  if (failure != NULL) {
+    fail(c, "%s", failure);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
   int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
   if (rc != 0) {
     fail(c, "cannot read from %s: %s", c->authority, uv_strerror(rc));
@@ -638,21 +626,13 @@ int lg_grpc_conn_create(uv_loop_t *loop, const struct sockaddr *addr, const char
     return rc;
   }
   uv_tcp_init(loop, &c->tcp);
-  uv_timer_init(loop, &c->connect_timer);
   uv_check_init(loop, &c->flusher);
-  c->tcp.data = c->connect_timer.data = c->flusher.data = c;
+  c->tcp.data = c->flusher.data = c;
   c->handles_open = 3;
-  c->connect_req.data = c;
+  c->dial = (struct lg_dial){
+      .authority = c->authority, .timeout_ns = timeout_ns, .done = dialed, .data = c};
+  lg_dial_start(&c->dial, loop, &c->tcp, addr);
   *out = c;
-  rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
-  if (rc != 0) {
-    /* Reported through ev as any other connect failure, from the loop. */
-    c->connect_error = rc;
-    uv_timer_start(&c->connect_timer, connect_timeout_cb, 0, 0);
-    return 0;
-  }
-  uint64_t timeout_ms = (timeout_ns + 999999) / 1000000;
-  uv_timer_start(&c->connect_timer, connect_timeout_cb, timeout_ms, 0);
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* memmem, strncasecmp */
 #include "http_conn.h"
 
+#include "dial.h"
 #include "evf/clock.h"
 
 #include <errno.h>
@@ -18,13 +19,11 @@ enum response_state { RESP_HEAD, RESP_BODY, RESP_DONE };
 struct lg_http_conn {
   uv_loop_t *loop;
   uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  uv_timer_t connect_timer;
+  struct lg_dial dial;
   uv_write_t write_req;
   struct lg_conn_events ev;
   struct lg_call *call;         /* the request in flight */
   uint64_t timeout_ns;
-  int connect_error;
   unsigned handles_open;
   bool connected;
   bool write_done;
@@ -75,7 +74,7 @@ static void teardown(struct lg_http_conn *c) {
   struct lg_call *call = c->call;
   c->call = NULL;
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
-  uv_close((uv_handle_t *)&c->connect_timer, handle_closed_cb);
+  lg_dial_close(&c->dial, handle_closed_cb);
   if (call != NULL) {
     call->reply.kind = call->timed_out ? LG_REPLY_TIMEOUT : LG_REPLY_CLOSED;
     snprintf(call->reply.message, sizeof(call->reply.message), "%s",
@@ -250,25 +249,14 @@ void lg_http_conn_check(struct lg_http_conn *c, uint64_t now) {
        (double)(now - call->submitted_ns) / 1e9);
 }
 
-static void connect_timeout_cb(uv_timer_t *t) {
-  struct lg_http_conn *c = t->data;
-  if (c->connect_error != 0)
-    fail(c, "cannot connect to %s: %s", c->authority, uv_strerror(c->connect_error));
-  else
-    fail(c, "cannot connect to %s: no answer within %.1f s", c->authority,
-         (double)c->timeout_ns / 1e9);
-}
-
-static void connect_cb(uv_connect_t *req, int status) {
-  struct lg_http_conn *c = req->data;
+static void dialed(struct lg_dial *dial, const char *failure) {
+  struct lg_http_conn *c = dial->data;
   if (c->failed)
     return;
-  uv_timer_stop(&c->connect_timer);
-  if (status != 0) {
-    fail(c, "cannot connect to %s: %s", c->authority, uv_strerror(status));
+  if (failure != NULL) {
+    fail(c, "%s", failure);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
   int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
   if (rc != 0) {
     fail(c, "cannot read from %s: %s", c->authority, uv_strerror(rc));
@@ -290,17 +278,11 @@ int lg_http_conn_create(uv_loop_t *loop, const struct sockaddr *addr, const char
   c->timeout_ns = timeout_ns;
   snprintf(c->authority, sizeof(c->authority), "%s", authority);
   uv_tcp_init(loop, &c->tcp);
-  uv_timer_init(loop, &c->connect_timer);
-  c->tcp.data = c->connect_timer.data = c;
+  c->tcp.data = c;
   c->handles_open = 2;
-  c->connect_req.data = c;
+  c->dial = (struct lg_dial){
+      .authority = c->authority, .timeout_ns = timeout_ns, .done = dialed, .data = c};
+  lg_dial_start(&c->dial, loop, &c->tcp, addr);
   *out = c;
-  int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
-  if (rc != 0) {
-    c->connect_error = rc;
-    uv_timer_start(&c->connect_timer, connect_timeout_cb, 0, 0);
-    return 0;
-  }
-  uv_timer_start(&c->connect_timer, connect_timeout_cb, (timeout_ns + 999999) / 1000000, 0);
   return 0;
 }
