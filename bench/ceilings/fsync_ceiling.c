@@ -9,7 +9,8 @@
  * stdout: synced appends per second and their latency (write to synced)
  * in microseconds.
  */
-#define _GNU_SOURCE /* mkdtemp */
+#include "ceiling.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -17,26 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double quantile_us(const uint64_t *sorted, size_t n, double q) {
-  if (n == 0)
-    return 0;
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  return (double)sorted[i] / 1e3;
-}
 
 static void usage(FILE *f) {
   fprintf(f, "usage: fsync-ceiling [options]\n"
@@ -48,9 +30,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   unsigned long record_size = 256;
   double duration = 5;
-  const char *parent = getenv("TMPDIR");
-  if (parent == NULL || *parent == '\0')
-    parent = "/tmp";
+  const char *parent = ceiling_default_parent();
 
   static const struct option options[] = {
       {"record-size", required_argument, NULL, 's'}, {"duration", required_argument, NULL, 'd'},
@@ -59,18 +39,13 @@ int main(int argc, char **argv) {
   };
   int opt;
   while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    char *end;
     int bad = 0;
     switch (opt) {
     case 's':
-      errno = 0;
-      record_size = strtoul(optarg, &end, 10);
-      bad = errno || end == optarg || *end || optarg[0] == '-' || record_size < 1 ||
-            record_size > (1u << 20);
+      bad = ceiling_parse_ulong(optarg, 1, 1u << 20, &record_size);
       break;
     case 'd':
-      duration = strtod(optarg, &end);
-      bad = end == optarg || *end || !(duration > 0 && duration <= 3600);
+      bad = ceiling_parse_seconds(optarg, &duration);
       break;
     case 'D':
       parent = optarg;
@@ -93,18 +68,14 @@ int main(int argc, char **argv) {
   }
 
   char dir[4096], path[4200];
-  snprintf(dir, sizeof(dir), "%s/fsync-ceiling-XXXXXX", parent);
-  if (mkdtemp(dir) == NULL) {
-    fprintf(stderr, "fsync-ceiling: mkdtemp %s: %s\n", dir, strerror(errno));
+  if (ceiling_make_dir("fsync-ceiling", parent, dir, sizeof(dir)) != 0)
     return 1;
-  }
   snprintf(path, sizeof(path), "%s/log", dir);
 
   int status = 1, fd = -1;
   char *record = malloc(record_size);
-  size_t cap = 1u << 16, n = 0;
-  uint64_t *lat = malloc(cap * sizeof(*lat));
-  if (record == NULL || lat == NULL) {
+  struct ceiling_latencies lat = {0};
+  if (record == NULL) {
     fprintf(stderr, "fsync-ceiling: out of memory\n");
     goto out;
   }
@@ -114,7 +85,7 @@ int main(int argc, char **argv) {
     goto out;
   }
 
-  uint64_t t0 = now_ns(), end_ns = t0 + (uint64_t)(duration * 1e9), t = t0;
+  uint64_t t0 = ceiling_now_ns(), end_ns = t0 + (uint64_t)(duration * 1e9), t = t0;
   while (t < end_ns) {
     uint64_t begin = t;
     ssize_t w = write(fd, record, record_size);
@@ -126,31 +97,26 @@ int main(int argc, char **argv) {
       fprintf(stderr, "fsync-ceiling: fdatasync: %s\n", strerror(errno));
       goto out;
     }
-    t = now_ns();
-    if (n == cap) {
-      uint64_t *grown = realloc(lat, 2 * cap * sizeof(*lat));
-      if (grown == NULL) {
-        fprintf(stderr, "fsync-ceiling: out of memory\n");
-        goto out;
-      }
-      lat = grown, cap *= 2;
+    t = ceiling_now_ns();
+    if (ceiling_latencies_add(&lat, t - begin) != 0) {
+      fprintf(stderr, "fsync-ceiling: out of memory\n");
+      goto out;
     }
-    lat[n++] = t - begin;
   }
 
-  double secs = (double)(t - t0) / 1e9;
-  qsort(lat, n, sizeof(*lat), cmp_u64);
+  double secs = (double)(t - t0) / 1e9, p50, p99, max;
+  size_t n = lat.n;
+  ceiling_latencies_summary(&lat, &p50, &p99, &max);
   printf("{\"tool\":\"fsync-ceiling\",\"record_size\":%lu,\"seconds\":%.3f,\"syncs\":%zu,"
          "\"syncs_per_second\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}}\n",
-         record_size, secs, n, (double)n / secs, quantile_us(lat, n, 0.5),
-         quantile_us(lat, n, 0.99), n ? (double)lat[n - 1] / 1e3 : 0.0);
+         record_size, secs, n, (double)n / secs, p50, p99, max);
   status = 0;
 
 out:
   if (fd >= 0)
     close(fd);
   free(record);
-  free(lat);
+  ceiling_latencies_free(&lat);
   unlink(path);
   rmdir(dir);
   return status;

@@ -19,7 +19,9 @@
  * the commit latency (begin to synced commit) in microseconds, and the
  * values scanned per second.
  */
-#define _GNU_SOURCE /* mkdtemp, nftw */
+#define _GNU_SOURCE /* nftw */
+#include "ceiling.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <getopt.h>
@@ -28,26 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double quantile_us(const uint64_t *sorted, size_t n, double q) {
-  if (n == 0)
-    return 0;
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  return (double)sorted[i] / 1e3;
-}
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st, (void)flag, (void)ftw;
@@ -62,22 +45,10 @@ static void usage(FILE *f) {
              "  --dir DIR             parent of the temporary environment (default $TMPDIR or /tmp)\n");
 }
 
-static int parse_ulong(const char *text, unsigned long min, unsigned long max, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(text, &end, 10);
-  if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
-    return -1;
-  *out = v;
-  return 0;
-}
-
 int main(int argc, char **argv) {
   unsigned long puts_per_txn = 1, value_size = 200;
   double duration = 5;
-  const char *parent = getenv("TMPDIR");
-  if (parent == NULL || *parent == '\0')
-    parent = "/tmp";
+  const char *parent = ceiling_default_parent();
 
   static const struct option options[] = {
       {"puts-per-txn", required_argument, NULL, 'p'}, {"value-size", required_argument, NULL, 's'},
@@ -87,17 +58,15 @@ int main(int argc, char **argv) {
   int opt;
   while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
     int bad = 0;
-    char *end;
     switch (opt) {
     case 'p':
-      bad = parse_ulong(optarg, 1, 1000000, &puts_per_txn);
+      bad = ceiling_parse_ulong(optarg, 1, 1000000, &puts_per_txn);
       break;
     case 's':
-      bad = parse_ulong(optarg, 1, 1u << 20, &value_size);
+      bad = ceiling_parse_ulong(optarg, 1, 1u << 20, &value_size);
       break;
     case 'd':
-      duration = strtod(optarg, &end);
-      bad = end == optarg || *end || !(duration > 0 && duration <= 3600);
+      bad = ceiling_parse_seconds(optarg, &duration);
       break;
     case 'D':
       parent = optarg;
@@ -120,20 +89,16 @@ int main(int argc, char **argv) {
   }
 
   char dir[4096];
-  snprintf(dir, sizeof(dir), "%s/lmdb-ceiling-XXXXXX", parent);
-  if (mkdtemp(dir) == NULL) {
-    fprintf(stderr, "lmdb-ceiling: mkdtemp %s: %s\n", dir, strerror(errno));
+  if (ceiling_make_dir("lmdb-ceiling", parent, dir, sizeof(dir)) != 0)
     return 1;
-  }
 
   int status = 1;
   MDB_env *env = NULL;
   MDB_dbi dbi;
   MDB_txn *txn = NULL;
   unsigned char *value = malloc(value_size);
-  size_t cap = 1u << 16, n = 0;
-  uint64_t *lat = malloc(cap * sizeof(*lat));
-  if (value == NULL || lat == NULL) {
+  struct ceiling_latencies lat = {0};
+  if (value == NULL) {
     fprintf(stderr, "lmdb-ceiling: out of memory\n");
     goto out;
   }
@@ -148,7 +113,7 @@ int main(int argc, char **argv) {
     goto out;
   }
 
-  uint64_t seq = 0, t0 = now_ns(), end_ns = t0 + (uint64_t)(duration * 1e9), t = t0;
+  uint64_t seq = 0, t0 = ceiling_now_ns(), end_ns = t0 + (uint64_t)(duration * 1e9), t = t0;
   while (t < end_ns) {
     uint64_t begin = t;
     if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
@@ -167,16 +132,11 @@ int main(int argc, char **argv) {
     }
     if ((rc = mdb_txn_commit(txn)) != 0)
       break;
-    t = now_ns();
-    if (n == cap) {
-      uint64_t *grown = realloc(lat, 2 * cap * sizeof(*lat));
-      if (grown == NULL) {
-        rc = ENOMEM;
-        break;
-      }
-      lat = grown, cap *= 2;
+    t = ceiling_now_ns();
+    if (ceiling_latencies_add(&lat, t - begin) != 0) {
+      rc = ENOMEM;
+      break;
     }
-    lat[n++] = t - begin;
   }
   if (rc != 0) {
     fprintf(stderr, "lmdb-ceiling: write: %s\n", mdb_strerror(rc));
@@ -184,7 +144,7 @@ int main(int argc, char **argv) {
   }
 
   /* The read-back scan. */
-  uint64_t scanned = 0, scan_t0 = now_ns(), sum = 0;
+  uint64_t scanned = 0, scan_t0 = ceiling_now_ns(), sum = 0;
   MDB_cursor *cur = NULL;
   unsigned char *copy = malloc(value_size);
   txn = NULL;
@@ -203,7 +163,7 @@ int main(int argc, char **argv) {
     sum += copy[0];
     scanned++;
   }
-  double scan_secs = (double)(now_ns() - scan_t0) / 1e9;
+  double scan_secs = (double)(ceiling_now_ns() - scan_t0) / 1e9;
   mdb_cursor_close(cur);
   mdb_txn_abort(txn);
   free(copy);
@@ -213,15 +173,15 @@ int main(int argc, char **argv) {
     goto out;
   }
 
-  double secs = (double)(t - t0) / 1e9, tps = (double)n / secs;
-  qsort(lat, n, sizeof(*lat), cmp_u64);
+  size_t n = lat.n;
+  double secs = (double)(t - t0) / 1e9, tps = (double)n / secs, p50, p99, max;
+  ceiling_latencies_summary(&lat, &p50, &p99, &max);
   printf("{\"tool\":\"lmdb-ceiling\",\"puts_per_txn\":%lu,\"value_size\":%lu,\"seconds\":%.3f,"
          "\"txns\":%zu,\"puts\":%" PRIu64 ",\"txns_per_second\":%.1f,\"puts_per_second\":%.1f,"
          "\"bytes_per_second\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
          "\"scan_seconds\":%.4f,\"scan_per_second\":%.1f}\n",
          puts_per_txn, value_size, secs, n, seq, tps, tps * (double)puts_per_txn,
-         tps * (double)puts_per_txn * (double)value_size, quantile_us(lat, n, 0.5),
-         quantile_us(lat, n, 0.99), n ? (double)lat[n - 1] / 1e3 : 0.0, scan_secs,
+         tps * (double)puts_per_txn * (double)value_size, p50, p99, max, scan_secs,
          (double)scanned / scan_secs);
   status = 0;
 
@@ -229,7 +189,7 @@ out:
   if (env)
     mdb_env_close(env);
   free(value);
-  free(lat);
+  ceiling_latencies_free(&lat);
   nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
   return status;
 }
