@@ -19,6 +19,7 @@
 #include "evf/clock.h"
 #include "evf/status.h"
 #include "evf/store.h"
+#include "loadgen/rng.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -170,18 +171,10 @@ struct client {
 
 /* ---- Client threads ---- */
 
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 static unsigned choose_stream(struct client *c) {
   unsigned n = c->sh->cfg->streams;
   if (c->sh->cfg->pick == PICK_RANDOM)
-    return (unsigned)(xorshift64(&c->rng) % n);
+    return (unsigned)(lg_xorshift64(&c->rng) % n);
   unsigned i = c->next_stream;
   c->next_stream = (i + 1) % n;
   return i;

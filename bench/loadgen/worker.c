@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include "evf/clock.h"
+#include "rng.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,14 +18,6 @@ static void issue(struct lg_worker *w, struct lg_slot *s, uint64_t intended, uin
 static void begin_stop(struct lg_worker *w);
 static void finish(struct lg_worker *w);
 static void open_streams(struct lg_worker *w);
-
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
 
 /* Which subscriber slot index is (see the DESIGN in worker.h), or -1 for a writer's. */
 static long subscriber_of(const struct lg_run *run, unsigned index) {
@@ -72,7 +65,7 @@ static uint64_t quota_of(const struct lg_run *run, unsigned k) {
 
 static enum lg_op_id pick_op(struct lg_worker *w) {
   const struct lg_run *run = w->run;
-  unsigned r = run->weight_total > 1 ? (unsigned)(xorshift64(&w->rng) % run->weight_total) : 0;
+  unsigned r = run->weight_total > 1 ? (unsigned)(lg_xorshift64(&w->rng) % run->weight_total) : 0;
   for (unsigned op = 0; op < LG_OP_COUNT; op++) {
     if (r < run->weights[op])
       return (enum lg_op_id)op;

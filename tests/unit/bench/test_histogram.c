@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "histogram.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -21,16 +22,8 @@
 
 static const double quantiles[] = {0.0, 0.001, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0};
 
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 /* Uniform in (0, 1). */
-static double unit(uint64_t *s) { return ((double)(xorshift64(s) >> 11) + 0.5) / 9007199254740992.0; }
+static double unit(uint64_t *s) { return ((double)(lg_xorshift64(s) >> 11) + 0.5) / 9007199254740992.0; }
 
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -83,7 +76,7 @@ static void uniform(void **state) {
   (void)state;
   uint64_t *v = malloc(SAMPLES * sizeof(*v)), rng = 0x243F6A8885A308D3u;
   for (size_t i = 0; i < SAMPLES; i++)
-    v[i] = 1 + xorshift64(&rng) % 1000000;
+    v[i] = 1 + lg_xorshift64(&rng) % 1000000;
   check_against_sorted(v, SAMPLES);
   free(v);
 }
@@ -111,8 +104,8 @@ static void bimodal(void **state) {
   (void)state;
   uint64_t *v = malloc(SAMPLES * sizeof(*v)), rng = 0xA4093822299F31D0u;
   for (size_t i = 0; i < SAMPLES; i++) {
-    bool slow = xorshift64(&rng) % 10 == 0;
-    v[i] = slow ? 45000 + xorshift64(&rng) % 10000 : 150 + xorshift64(&rng) % 100;
+    bool slow = lg_xorshift64(&rng) % 10 == 0;
+    v[i] = slow ? 45000 + lg_xorshift64(&rng) % 10000 : 150 + lg_xorshift64(&rng) % 100;
   }
   check_against_sorted(v, SAMPLES);
   free(v);
