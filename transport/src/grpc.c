@@ -91,7 +91,7 @@ struct tp_server *tp_grpc_server(struct tp_grpc_call *call) { return call->serve
 void *tp_grpc_state(struct tp_grpc_call *call, size_t size, void (*free_state)(void *)) {
   if (call->state == NULL) {
     call->state = calloc(1, size);
-    call->free_state = free_state;
+    call->free_state = call->state != NULL ? free_state : NULL;
   }
   return call->state;
 }

@@ -178,7 +178,6 @@ void tp_rpc__subscribe_to_stream(struct tp_grpc_call *call, const uint8_t *msg, 
 
 struct tp_batch_call {
   struct tp_grpc_call *call;
-  struct tp_server *server;
   struct tp_batch_call *prev, *next; /* the server's open BatchAppend calls */
   size_t in_flight;
   bool ended;                  /* the client half-closed */
@@ -193,16 +192,15 @@ struct batch_append {
   struct tp_batch_call *batch;
 };
 
+/* Runs while the call is freed; the state was listed when the call opened. */
 static void free_batch_call(void *state) {
   struct tp_batch_call *b = state;
-  if (b->server != NULL) {
-    if (b->prev != NULL)
-      b->prev->next = b->next;
-    else
-      b->server->batch_calls = b->next;
-    if (b->next != NULL)
-      b->next->prev = b->prev;
-  }
+  if (b->prev != NULL)
+    b->prev->next = b->next;
+  else
+    tp_grpc_server(b->call)->batch_calls = b->next;
+  if (b->next != NULL)
+    b->next->prev = b->prev;
   tp_buf_free(&b->inner);
   tp_buf_free(&b->outer);
 }
@@ -277,13 +275,13 @@ void tp_rpc__batch_append_open(struct tp_grpc_call *call) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  struct tp_server *server = tp_grpc_server(call);
   b->call = call;
-  b->server = tp_grpc_server(call);
-  b->next = b->server->batch_calls;
+  b->next = server->batch_calls;
   if (b->next != NULL)
     b->next->prev = b;
-  b->server->batch_calls = b;
-  if (b->server->stopping) { /* opened during the shutdown grace: nothing will be read */
+  server->batch_calls = b;
+  if (server->stopping) { /* opened during the shutdown grace: nothing will be read */
     stop_reading(b);
     finish_if_done(b);
   }
