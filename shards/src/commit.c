@@ -1,7 +1,8 @@
 /*
- * The write transaction of one batch. Runs on the shard's committer thread,
- * one batch at a time; begins and commits on that thread, as LMDB
- * requires. Reads only the batch and the borrowed requests it holds.
+ * The write transactions of one batch: one on the log, one on the index.
+ * Runs on the shard's committer thread, one batch at a time; begins and
+ * commits on that thread, as LMDB requires. Reads only the batch and the
+ * borrowed requests it holds.
  */
 #include "internal.h"
 
@@ -18,7 +19,7 @@ static void lowercase_uuid(const char *given, const char *fallback, char out[EVF
 }
 
 /* The event as stored: packed straight into LMDB's buffer (MDB_RESERVE). */
-static int put_event(MDB_txn *txn, struct shard_db *db, const struct store_append *req, size_t i) {
+static int put_event(MDB_txn *log, struct shard_db *db, const struct store_append *req, size_t i) {
   const Api__EventData *in = req->request->events[i];
   char id[EVF_UUID_TEXT_LEN + 1], causation[EVF_UUID_TEXT_LEN + 1],
       correlation[EVF_UUID_TEXT_LEN + 1];
@@ -43,7 +44,7 @@ static int put_event(MDB_txn *txn, struct shard_db *db, const struct store_appen
   MDB_val k = {sizeof(key), key};
   MDB_val v = {record_event_size(&event), NULL};
   /* Positions rise within a shard: appending is exact and cheap. */
-  int rc = mdb_put(txn, db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
+  int rc = mdb_put(log, db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
   if (rc != 0)
     return rc;
   record_event_encode(&event, v.mv_data);
@@ -69,7 +70,7 @@ static int put_new(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, bool likel
  * The newest stream's index entries sort last, and ids the store generated
  * (UUIDv7, time-ordered) nearly always sort after every id stored before.
  */
-static int put_indexes(MDB_txn *txn, struct shard *shard, const struct store_append *req,
+static int put_indexes(MDB_txn *index, struct shard *shard, const struct store_append *req,
                        size_t i) {
   struct shard_db *db = &shard->db;
   uint32_t version = req->first_version + (uint32_t)i;
@@ -79,7 +80,7 @@ static int put_indexes(MDB_txn *txn, struct shard *shard, const struct store_app
   record_position_key(pos, position);
   MDB_val k = {sizeof(index_key), index_key}, v = {sizeof(pos), pos};
   bool newest_stream = req->stream_id + 1 == shard->batch.next_stream_id;
-  int rc = put_new(txn, db->stream_index, &k, &v, newest_stream);
+  int rc = put_new(index, db->stream_index, &k, &v, newest_stream);
   if (rc != 0)
     return rc;
   struct event_id_record id_record = {position, req->stream_id, version};
@@ -87,10 +88,10 @@ static int put_indexes(MDB_txn *txn, struct shard *shard, const struct store_app
   MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
   MDB_val idv = {sizeof(id_value), id_value};
   bool generated = req->request->events[i]->id[0] == '\0';
-  return put_new(txn, db->event_ids, &idk, &idv, generated);
+  return put_new(index, db->event_ids, &idk, &idv, generated);
 }
 
-static int put_stream(MDB_txn *txn, struct shard_db *db, const struct store_append *req) {
+static int put_stream(MDB_txn *index, struct shard_db *db, const struct store_append *req) {
   struct stream_record record = {
       .stream_id = req->stream_id,
       .next_version = req->first_version + (uint32_t)req->request->n_events,
@@ -99,32 +100,76 @@ static int put_stream(MDB_txn *txn, struct shard_db *db, const struct store_appe
   uint8_t value[RECORD_STREAM_LEN];
   record_stream_encode(value, &record);
   MDB_val k = {strlen(req->request->stream), req->request->stream}, v = {sizeof(value), value};
-  return mdb_put(txn, db->streams, &k, &v, 0);
+  return mdb_put(index, db->streams, &k, &v, 0);
 }
 
-static int write_append(MDB_txn *txn, struct shard *shard, const struct store_append *req) {
+static int write_append(MDB_txn *log, MDB_txn *index, struct shard *shard,
+                        const struct store_append *req) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
-    if ((rc = put_event(txn, &shard->db, req, i)) == 0)
-      rc = put_indexes(txn, shard, req, i);
+    if ((rc = put_event(log, &shard->db, req, i)) == 0)
+      rc = put_indexes(index, shard, req, i);
   }
-  return rc != 0 ? rc : put_stream(txn, &shard->db, req);
+  return rc != 0 ? rc : put_stream(index, &shard->db, req);
+}
+
+/* The index's meta: how far it reaches into the log, and the stream counter when it moved. */
+static int put_index_meta(MDB_txn *index, struct shard *shard) {
+  const struct batch *batch = &shard->batch;
+  const struct store_append *last = batch->writes.tail;
+  uint64_t through = last->first_position + last->request->n_events - 1;
+  int rc = db__meta_put_u64(index, shard->db.index_meta, "indexed_through", through);
+  if (rc == 0 && batch->creates_streams)
+    rc = db__meta_put_u64(index, shard->db.index_meta, "next_stream_id", batch->next_stream_id);
+  return rc;
+}
+
+static int write_batch(MDB_txn *log, MDB_txn *index, struct shard *shard) {
+  int rc = 0;
+  for (struct store_append *req = shard->batch.writes.head; rc == 0 && req; req = req->next)
+    rc = write_append(log, index, shard, req);
+  return rc != 0 ? rc : put_index_meta(index, shard);
+}
+
+/* The log holds the batch and its index commit failed: index it from the log. */
+static int index_from_log(struct shard *shard, int index_rc) {
+  uint64_t indexed;
+  db__error(index_rc, "committing the index of a stored batch");
+  int rc = index_db__catch_up(&shard->db, &indexed);
+  shard->batch.index_behind = rc != 0;
+  return db__error(rc, "indexing a stored batch from the log");
 }
 
 int commit__batch(struct shard *shard) {
   struct shard_db *db = &shard->db;
-  MDB_txn *txn;
-  int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+  MDB_txn *log, *index;
+  shard->batch.index_behind = false;
+  int rc = mdb_txn_begin(db->env, NULL, 0, &log);
   if (rc != 0)
     return db__error(rc, "beginning a write transaction");
-  for (struct store_append *req = shard->batch.writes.head; rc == 0 && req; req = req->next)
-    rc = write_append(txn, shard, req);
-  if (rc == 0 && shard->batch.creates_streams)
-    rc = db__put_next_stream_id(txn, db, shard->batch.next_stream_id);
-  if (rc != 0) {
-    mdb_txn_abort(txn);
+  if ((rc = mdb_txn_begin(db->index_env, NULL, 0, &index)) != 0) {
+    mdb_txn_abort(log);
+    return db__error(rc, "beginning an index transaction");
+  }
+  /* Every put happens before either commit: a full map fails the batch with nothing written. */
+  if ((rc = write_batch(log, index, shard)) != 0) {
+    mdb_txn_abort(index);
+    mdb_txn_abort(log);
     return db__error(rc, "writing a batch");
   }
-  /* With SYNC=full this is where the batch becomes durable. */
-  return db__error(mdb_txn_commit(txn), "committing a batch");
+  /* With SYNC=full this is where the batch becomes durable; the index follows, unsynced. */
+  if ((rc = mdb_txn_commit(log)) != 0) {
+    mdb_txn_abort(index);
+    return db__error(rc, "committing a batch");
+  }
+  rc = mdb_txn_commit(index);
+  return rc == 0 ? 0 : index_from_log(shard, rc);
+}
+
+int commit__repair_index(struct shard *shard) {
+  uint64_t indexed;
+  int rc = index_db__catch_up(&shard->db, &indexed);
+  if (rc == 0)
+    rc = index_db__next_stream_id(&shard->db, &shard->batch.next_stream_id);
+  return db__error(rc, "repairing the index from the log");
 }

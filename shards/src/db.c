@@ -1,4 +1,4 @@
-/* One shard's LMDB environment: opening, its meta records, error mapping. */
+/* One shard's environments: opening the log, its meta records, error mapping. */
 #include "internal.h"
 
 #include "evf/hash.h"
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2
 #define MAX_READERS 1024
 
 int db__error(int mdb_rc, const char *what) {
@@ -31,8 +31,7 @@ int db__error(int mdb_rc, const char *what) {
   return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
 }
 
-static int meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value,
-                        bool *found) {
+int db__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value, bool *found) {
   MDB_val k = {strlen(key), (void *)key}, v;
   int rc = mdb_get(txn, meta, &k, &v);
   *found = rc == 0;
@@ -46,14 +45,14 @@ static int meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *v
   return 0;
 }
 
-static int meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value) {
+int db__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value) {
   uint8_t buf[8];
   record_put_u64(buf, value);
   MDB_val k = {strlen(key), (void *)key}, v = {8, buf};
   return mdb_put(txn, meta, &k, &v, 0);
 }
 
-/* Records the shard's identity in a new environment, or checks it in an old one. */
+/* Records the shard's identity in a new log, or checks it in an old one. */
 static int check_identity(struct shard_db *db, MDB_txn *txn, unsigned index, unsigned shard_count,
                           char *err, size_t err_len) {
   static const char *const keys[] = {"format", "shard", "shards", "hash"};
@@ -62,9 +61,9 @@ static int check_identity(struct shard_db *db, MDB_txn *txn, unsigned index, uns
   for (unsigned i = 0; i < 4; i++) {
     uint64_t have;
     bool found;
-    int rc = meta_get_u64(txn, db->meta, keys[i], &have, &found);
+    int rc = db__meta_get_u64(txn, db->meta, keys[i], &have, &found);
     if (rc == 0 && !found)
-      rc = meta_put_u64(txn, db->meta, keys[i], want[i]);
+      rc = db__meta_put_u64(txn, db->meta, keys[i], want[i]);
     else if (rc == 0 && have != want[i]) {
       snprintf(err, err_len, "shard %u records %s %llu, expected %llu", index, keys[i],
                (unsigned long long)have, (unsigned long long)want[i]);
@@ -76,16 +75,13 @@ static int check_identity(struct shard_db *db, MDB_txn *txn, unsigned index, uns
   return 0;
 }
 
-static int open_dbis(struct shard_db *db, unsigned index, unsigned shard_count, char *err,
-                     size_t err_len) {
+static int open_log_dbis(struct shard_db *db, unsigned index, unsigned shard_count, char *err,
+                         size_t err_len) {
   MDB_txn *txn;
   int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
   if (rc != 0)
     return db__error(rc, "mdb_txn_begin");
   if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &db->events)) != 0 ||
-      (rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
-      (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
-      (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
       (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->meta)) != 0) {
     mdb_txn_abort(txn);
     return db__error(rc, "mdb_dbi_open");
@@ -99,77 +95,75 @@ static int open_dbis(struct shard_db *db, unsigned index, unsigned shard_count, 
   return 0;
 }
 
-int db__open(struct shard_db *db, const char *path, const struct store_options *options,
-             unsigned index, unsigned shard_count, char *err, size_t err_len) {
+int db__open_env(MDB_env **env, const char *path, size_t map_size, unsigned flags, char *err,
+                 size_t err_len) {
   if (mkdir(path, 0755) != 0 && errno != EEXIST) {
     snprintf(err, err_len, "cannot create %s: %s", path, strerror(errno));
     return -errno;
   }
-  /* MDB_NOTLS: read transactions are not tied to threads (any thread reads). */
-  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (options->sync_full ? 0 : MDB_NOSYNC);
   int rc;
-  if ((rc = mdb_env_create(&db->env)) != 0)
+  if ((rc = mdb_env_create(env)) != 0)
     return db__error(rc, "mdb_env_create");
-  if ((rc = mdb_env_set_mapsize(db->env, options->map_size)) != 0 ||
-      (rc = mdb_env_set_maxdbs(db->env, 8)) != 0 ||
-      (rc = mdb_env_set_maxreaders(db->env, MAX_READERS)) != 0 ||
-      (rc = mdb_env_open(db->env, path, flags, 0644)) != 0) {
+  /* MDB_NOTLS: read transactions are not tied to threads (any thread reads). */
+  flags |= MDB_NOTLS | MDB_NORDAHEAD;
+  if ((rc = mdb_env_set_mapsize(*env, map_size)) != 0 ||
+      (rc = mdb_env_set_maxdbs(*env, 8)) != 0 ||
+      (rc = mdb_env_set_maxreaders(*env, MAX_READERS)) != 0 ||
+      (rc = mdb_env_open(*env, path, flags, 0644)) != 0) {
     snprintf(err, err_len, "cannot open LMDB environment %s: %s", path, mdb_strerror(rc));
-    mdb_env_close(db->env);
+    mdb_env_close(*env);
     return rc > 0 ? -rc : EVF_EFORMAT;
   }
   int stale;
-  mdb_reader_check(db->env, &stale); /* readers left by a killed process */
-  if ((rc = open_dbis(db, index, shard_count, err, err_len)) != 0) {
-    if (err[0] == '\0')
-      snprintf(err, err_len, "cannot open the databases of %s: %s", path, evf_strerror(rc));
-    mdb_env_close(db->env);
-    return rc;
-  }
+  mdb_reader_check(*env, &stale); /* readers left by a killed process */
   return 0;
 }
 
-void db__close(struct shard_db *db) { mdb_env_close(db->env); }
+int db__open(struct shard_db *db, const char *path, const struct store_options *options,
+             unsigned index, unsigned shard_count, char *err, size_t err_len) {
+  unsigned flags = options->sync_full ? 0 : MDB_NOSYNC;
+  int rc = db__open_env(&db->env, path, options->map_size, flags, err, err_len);
+  if (rc != 0)
+    return rc;
+  if ((rc = open_log_dbis(db, index, shard_count, err, err_len)) == 0 &&
+      (rc = index_db__open(db, path, options->map_size, err, err_len)) == 0)
+    return 0;
+  if (err[0] == '\0')
+    snprintf(err, err_len, "cannot open the databases of %s: %s", path, evf_strerror(rc));
+  mdb_env_close(db->env);
+  return rc;
+}
 
-int db__last_position(struct shard_db *db, uint64_t *position) {
-  MDB_txn *txn;
+void db__close(struct shard_db *db) {
+  index_db__close(db);
+  mdb_env_close(db->env);
+}
+
+int db__log_last_position(MDB_txn *txn, struct shard_db *db, uint64_t *position) {
   MDB_cursor *cursor;
   MDB_val k, v;
-  int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-  if (rc != 0)
-    return db__error(rc, "mdb_txn_begin");
-  if ((rc = mdb_cursor_open(txn, db->events, &cursor)) == 0) {
+  int rc = mdb_cursor_open(txn, db->events, &cursor);
+  if (rc == 0) {
     rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST);
     mdb_cursor_close(cursor);
   }
-  mdb_txn_abort(txn);
   if (rc == MDB_NOTFOUND) {
     *position = 0;
     return 0;
   }
   if (rc == 0 && k.mv_size != RECORD_POSITION_LEN)
     rc = MDB_CORRUPTED;
-  if (rc != 0)
-    return db__error(rc, "reading the last position");
-  *position = record_get_u64(k.mv_data);
-  return 0;
+  if (rc == 0)
+    *position = record_get_u64(k.mv_data);
+  return rc;
 }
 
-int db__next_stream_id(struct shard_db *db, uint64_t *id) {
+int db__last_position(struct shard_db *db, uint64_t *position) {
   MDB_txn *txn;
-  bool found;
-  uint64_t value = 1;
   int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
   if (rc != 0)
     return db__error(rc, "mdb_txn_begin");
-  rc = meta_get_u64(txn, db->meta, "next_stream_id", &value, &found);
+  rc = db__log_last_position(txn, db, position);
   mdb_txn_abort(txn);
-  if (rc != 0)
-    return db__error(rc, "reading next_stream_id");
-  *id = found ? value : 1;
-  return 0;
-}
-
-int db__put_next_stream_id(MDB_txn *txn, struct shard_db *db, uint64_t id) {
-  return meta_put_u64(txn, db->meta, "next_stream_id", id);
+  return db__error(rc, "reading the last position");
 }

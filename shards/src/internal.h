@@ -61,13 +61,22 @@ struct store_port {
   struct port_dest *dests;      /* one per shard */
 };
 
+/*
+ * A shard's two environments: the log (events; synced per SYNC), and the
+ * index derived from it (never synced per commit; index_db.c says how it
+ * recovers). A batch commits the log first, then the index; readers open
+ * the index first, then the log, so every position the index names is
+ * in the log they read.
+ */
 struct shard_db {
-  MDB_env *env;
+  MDB_env *env;                 /* the log */
   MDB_dbi events;
+  MDB_dbi meta;
+  MDB_env *index_env;
   MDB_dbi streams;
   MDB_dbi stream_index;
   MDB_dbi event_ids;
-  MDB_dbi meta;
+  MDB_dbi index_meta;
 };
 
 enum shard_state { SHARD_IDLE, SHARD_AWAIT_GRANT, SHARD_COMMITTING };
@@ -78,6 +87,8 @@ struct batch {
   uint64_t next_stream_id;      /* to persist with the batch, if it created streams */
   bool creates_streams;
   int status;                   /* commit result, set off-loop */
+  bool index_behind;            /* set off-loop: the log holds what the index could not take */
+  bool repair;                  /* no writes: index the log's events the index lacks */
   uint64_t commit_ns;           /* how long the commit took, set off-loop */
 };
 
@@ -103,6 +114,7 @@ struct shard {
   struct append_queue unseen;    /* durable, answered once the watermark covers them */
   uint64_t next_stream_id;
   uint64_t stored_next_stream_id; /* as the last committed batch left it in meta */
+  bool index_behind;             /* the index lacks committed events: repair before deciding */
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */
@@ -162,18 +174,41 @@ void store__wake_all(struct evf_store *store);
 int validate__append(const struct store_options *options, struct store_append *req);
 
 /* commit.c */
-/** Writes the batch in one transaction and commits it. Thread pool. */
+/**
+ * Writes the batch to the log and the index and commits both; sets
+ * batch.index_behind if the log took it and the index did not (the batch
+ * is then durable, and the status says what failed). Committer thread.
+ */
 int commit__batch(struct shard *shard);
+/** Brings the index level with the log after a failed index commit. Committer thread. */
+int commit__repair_index(struct shard *shard);
 
 /* db.c */
+/** Opens the log and the index of a shard, bringing the index level with the log. */
 int db__open(struct shard_db *db, const char *path, const struct store_options *options,
              unsigned index, unsigned shard_count, char *err, size_t err_len);
 void db__close(struct shard_db *db);
+/** Creates and opens an LMDB environment in folder `path` (created if missing). */
+int db__open_env(MDB_env **env, const char *path, size_t map_size, unsigned flags, char *err,
+                 size_t err_len);
 /** The highest position stored, 0 for none. */
 int db__last_position(struct shard_db *db, uint64_t *position);
-int db__next_stream_id(struct shard_db *db, uint64_t *id);
-/** Records the next stream id in a write transaction. Returns an LMDB code. */
-int db__put_next_stream_id(MDB_txn *txn, struct shard_db *db, uint64_t id);
+/** The same in a transaction on the log. Returns an LMDB code. */
+int db__log_last_position(MDB_txn *txn, struct shard_db *db, uint64_t *position);
+/** An 8-byte meta record; *found false (and *value untouched) when absent. LMDB codes. */
+int db__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value, bool *found);
+int db__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value);
+
+/* index_db.c */
+/** Opens DATA/shard-NNN/index: trusted, caught up from the log, or rebuilt from it. */
+int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size, char *err,
+                   size_t err_len);
+/** Syncs the index and marks it closed cleanly. */
+void index_db__close(struct shard_db *db);
+/** Indexes the log's events the index lacks; *events says how many. Returns an LMDB code. */
+int index_db__catch_up(struct shard_db *db, uint64_t *events);
+/** The next stream id the index records (1 for none). */
+int index_db__next_stream_id(struct shard_db *db, uint64_t *id);
 /** Maps an LMDB or system error to an EVF code, logging the unexpected ones. */
 int db__error(int mdb_rc, const char *what);
 

@@ -15,24 +15,39 @@ static unsigned page_limit(const struct evf_store *store, uint32_t limit) {
   return limit == 0 || limit > store->options.page_size ? store->options.page_size : limit;
 }
 
-static int begin_read(struct shard *shard, MDB_txn **txn) {
-  int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, txn);
+/* A read of the index and the log it points into. */
+struct shard_read {
+  MDB_txn *index;
+  MDB_txn *log;
+};
+
+/* The index first: every position its snapshot names is in the log's, committed before it. */
+static int begin_read(struct shard *shard, struct shard_read *r) {
+  int rc = mdb_txn_begin(shard->db.index_env, NULL, MDB_RDONLY, &r->index);
+  if (rc == 0 && (rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &r->log)) != 0)
+    mdb_txn_abort(r->index);
   return rc == 0 ? 0 : db__error(rc, "beginning a read transaction");
 }
 
+static void end_read(struct shard_read *r) {
+  mdb_txn_abort(r->log);
+  mdb_txn_abort(r->index);
+}
+
 /* The event an index entry points at. Returns an LMDB code. */
-static int get_event(struct shard *shard, MDB_txn *txn, const MDB_val *position_key, MDB_val *event) {
+static int get_event(struct shard *shard, struct shard_read *r, const MDB_val *position_key,
+                     MDB_val *event) {
   if (position_key->mv_size != RECORD_POSITION_LEN)
     return MDB_CORRUPTED;
-  int rc = mdb_get(txn, shard->db.events, (MDB_val *)position_key, event);
+  int rc = mdb_get(r->log, shard->db.events, (MDB_val *)position_key, event);
   return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* an index entry without its event */
 }
 
-static int find_stream_id(struct shard *shard, MDB_txn *txn, const char *stream, size_t len,
-                          uint64_t *stream_id) {
+static int find_stream_id(struct shard *shard, struct shard_read *r, const char *stream,
+                          size_t len, uint64_t *stream_id) {
   struct stream_record record;
   MDB_val k = {len, (void *)stream}, v;
-  int rc = mdb_get(txn, shard->db.streams, &k, &v);
+  int rc = mdb_get(r->index, shard->db.streams, &k, &v);
   if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, &record))
     rc = MDB_CORRUPTED;
   if (rc == 0)
@@ -41,10 +56,10 @@ static int find_stream_id(struct shard *shard, MDB_txn *txn, const char *stream,
 }
 
 /* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
-static int visit_stream(struct shard *shard, MDB_txn *txn, uint64_t stream_id,
+static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stream_id,
                         uint32_t from_version, unsigned limit, store_event_cb cb, void *arg) {
   MDB_cursor *cursor;
-  int rc = mdb_cursor_open(txn, shard->db.stream_index, &cursor);
+  int rc = mdb_cursor_open(r->index, shard->db.stream_index, &cursor);
   if (rc != 0)
     return rc;
   uint8_t key[RECORD_INDEX_KEY_LEN];
@@ -54,7 +69,7 @@ static int visit_stream(struct shard *shard, MDB_txn *txn, uint64_t stream_id,
   rc = mdb_cursor_get(cursor, &ik, &iv, MDB_SET_RANGE);
   while (rc == 0 && visited < limit && ik.mv_size == RECORD_INDEX_KEY_LEN &&
          record_get_u64(ik.mv_data) == stream_id) {
-    if ((rc = get_event(shard, txn, &iv, &event)) != 0)
+    if ((rc = get_event(shard, r, &iv, &event)) != 0)
       break;
     if (cb(event.mv_data, event.mv_size, record_get_u64(iv.mv_data), arg) != 0)
       break;
@@ -70,15 +85,15 @@ int store_read_stream(struct evf_store *store, const char *stream, size_t len,
   if (!store_stream_name_valid(stream, len))
     return EVF_EINVAL;
   struct shard *shard = &store->shards[evf_stream_shard(stream, len, store->shard_count)];
-  MDB_txn *txn;
-  int rc = begin_read(shard, &txn);
+  struct shard_read r;
+  int rc = begin_read(shard, &r);
   if (rc != 0)
     return rc;
   uint64_t stream_id;
-  rc = find_stream_id(shard, txn, stream, len, &stream_id);
+  rc = find_stream_id(shard, &r, stream, len, &stream_id);
   if (rc == 0)
-    rc = visit_stream(shard, txn, stream_id, from_version, page_limit(store, limit), cb, arg);
-  mdb_txn_abort(txn);
+    rc = visit_stream(shard, &r, stream_id, from_version, page_limit(store, limit), cb, arg);
+  end_read(&r);
   return rc == MDB_NOTFOUND ? 0 : db__error(rc, "reading a stream");
 }
 
@@ -91,11 +106,26 @@ struct merge_head {
   bool live;
 };
 
-static int open_heads(struct evf_store *store, struct merge_head *heads, MDB_dbi (*dbi)(struct shard *)) {
+/* A database of a shard: its environment and handle. */
+struct table {
+  MDB_env *env;
+  MDB_dbi dbi;
+};
+
+static struct table events_table(struct shard *shard) {
+  return (struct table){shard->db.env, shard->db.events};
+}
+
+static struct table streams_table(struct shard *shard) {
+  return (struct table){shard->db.index_env, shard->db.streams};
+}
+
+static int open_heads(struct evf_store *store, struct merge_head *heads,
+                      struct table (*table)(struct shard *)) {
   for (unsigned s = 0; s < store->shard_count; s++) {
-    struct shard *shard = &store->shards[s];
-    int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &heads[s].txn);
-    if (rc == 0 && (rc = mdb_cursor_open(heads[s].txn, dbi(shard), &heads[s].cursor)) != 0)
+    struct table t = table(&store->shards[s]);
+    int rc = mdb_txn_begin(t.env, NULL, MDB_RDONLY, &heads[s].txn);
+    if (rc == 0 && (rc = mdb_cursor_open(heads[s].txn, t.dbi, &heads[s].cursor)) != 0)
       mdb_txn_abort(heads[s].txn);
     if (rc != 0) {
       heads[s].txn = NULL;
@@ -113,9 +143,6 @@ static void close_heads(struct evf_store *store, struct merge_head *heads) {
     mdb_txn_abort(heads[s].txn);
   }
 }
-
-static MDB_dbi events_dbi(struct shard *shard) { return shard->db.events; }
-static MDB_dbi streams_dbi(struct shard *shard) { return shard->db.streams; }
 
 /* Moves a head; it stays live while it is on an event at or below the watermark. */
 static int move_event_head(struct merge_head *h, MDB_cursor_op op, uint64_t watermark) {
@@ -147,7 +174,7 @@ int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
   memset(heads, 0, sizeof(heads));
   uint8_t start[RECORD_POSITION_LEN];
   record_position_key(start, offset + 1);
-  int rc = open_heads(store, heads, events_dbi);
+  int rc = open_heads(store, heads, events_table);
   for (unsigned s = 0; rc == 0 && s < n; s++) {
     heads[s].key = (MDB_val){sizeof(start), start};
     rc = move_event_head(&heads[s], MDB_SET_RANGE, watermark);
@@ -173,38 +200,39 @@ int store_get_event(struct evf_store *store, const char *id, size_t len, store_e
   for (unsigned s = 0; s < store->shard_count; s++) {
     struct shard *shard = &store->shards[s];
     struct event_id_record record;
-    MDB_txn *txn;
-    int rc = begin_read(shard, &txn);
+    struct shard_read r;
+    int rc = begin_read(shard, &r);
     if (rc != 0)
       return rc;
     MDB_val k = {sizeof(uuid.bytes), uuid.bytes}, v, event;
     uint8_t key[RECORD_POSITION_LEN];
-    rc = mdb_get(txn, shard->db.event_ids, &k, &v);
+    rc = mdb_get(r.index, shard->db.event_ids, &k, &v);
     if (rc == 0 && !record_event_id_decode(v.mv_data, v.mv_size, &record))
       rc = MDB_CORRUPTED;
     if (rc == 0) {
       record_position_key(key, record.position);
       MDB_val pk = {sizeof(key), key};
-      if ((rc = get_event(shard, txn, &pk, &event)) == 0)
+      if ((rc = get_event(shard, &r, &pk, &event)) == 0)
         cb(event.mv_data, event.mv_size, record.position, arg);
     }
-    mdb_txn_abort(txn);
+    end_read(&r);
     if (rc != MDB_NOTFOUND)
       return db__error(rc, "reading an event by id");
   }
   return EVF_ENOTFOUND;
 }
 
-static int count_entries(struct evf_store *store, MDB_dbi (*dbi)(struct shard *), int64_t *count) {
+static int count_entries(struct evf_store *store, struct table (*table)(struct shard *),
+                         int64_t *count) {
   int64_t total = 0;
   for (unsigned s = 0; s < store->shard_count; s++) {
-    struct shard *shard = &store->shards[s];
+    struct table t = table(&store->shards[s]);
     MDB_txn *txn;
     MDB_stat stat;
-    int rc = begin_read(shard, &txn);
+    int rc = mdb_txn_begin(t.env, NULL, MDB_RDONLY, &txn);
     if (rc != 0)
-      return rc;
-    rc = mdb_stat(txn, dbi(shard), &stat);
+      return db__error(rc, "beginning a read transaction");
+    rc = mdb_stat(txn, t.dbi, &stat);
     mdb_txn_abort(txn);
     if (rc != 0)
       return db__error(rc, "mdb_stat");
@@ -215,11 +243,11 @@ static int count_entries(struct evf_store *store, MDB_dbi (*dbi)(struct shard *)
 }
 
 int store_event_count(struct evf_store *store, int64_t *count) {
-  return count_entries(store, events_dbi, count);
+  return count_entries(store, events_table, count);
 }
 
 int store_stream_count(struct evf_store *store, int64_t *count) {
-  return count_entries(store, streams_dbi, count);
+  return count_entries(store, streams_table, count);
 }
 
 static int compare_names(const MDB_val *a, const MDB_val *b) {
@@ -249,7 +277,7 @@ int store_list_streams(struct evf_store *store, uint32_t skip, uint32_t limit,
   uint64_t skipped = 0;
   struct merge_head heads[n];
   memset(heads, 0, sizeof(heads));
-  int rc = open_heads(store, heads, streams_dbi);
+  int rc = open_heads(store, heads, streams_table);
   for (unsigned s = 0; rc == 0 && s < n; s++)
     rc = move_name_head(&heads[s], MDB_FIRST);
   struct merge_head *h;

@@ -33,7 +33,7 @@ struct prepare_ctx {
 
 static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
   if (ctx->others[shard] == NULL) {
-    int rc = mdb_txn_begin(ctx->shard->store->shards[shard].db.env, NULL, MDB_RDONLY,
+    int rc = mdb_txn_begin(ctx->shard->store->shards[shard].db.index_env, NULL, MDB_RDONLY,
                            &ctx->others[shard]);
     if (rc != 0)
       return db__error(rc, "beginning a read transaction");
@@ -249,6 +249,18 @@ static void answer_visible(struct shard *shard) {
   shard__update_watermark_watch(shard);
 }
 
+/*
+ * The index lacks events the log holds (its commit failed after the log's):
+ * the committer indexes them from the log before anything more is decided.
+ */
+static void start_repair(struct shard *shard) {
+  shard->batch.writes = (struct append_queue){0};
+  shard->batch.event_count = 0;
+  shard->batch.repair = true;
+  shard->state = SHARD_COMMITTING;
+  committer_submit(&shard->committer);
+}
+
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -262,7 +274,7 @@ static void prepare_batch(struct shard *shard) {
   if (shard->pending.head->alone)
     budget = 1;
   size_t bytes = 0;
-  int rc = mdb_txn_begin(shard->db.env, NULL, MDB_RDONLY, &ctx.own);
+  int rc = mdb_txn_begin(shard->db.index_env, NULL, MDB_RDONLY, &ctx.own);
   if (rc != 0) {
     ctx.own = NULL;
     rc = db__error(rc, "beginning a read transaction");
@@ -321,6 +333,10 @@ static void maybe_stop(struct shard *shard);
 /* On the shard's committer thread. */
 static void commit_job(void *arg) {
   struct shard *shard = arg;
+  if (shard->batch.repair) {
+    shard->batch.status = commit__repair_index(shard);
+    return;
+  }
   uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
   shard->batch.commit_ns = evf_monotonic_ns() - started;
@@ -340,7 +356,38 @@ static bool retry_alone(struct shard *shard, int status) {
   return true;
 }
 
+/* Pending appends wait for a repair that works; they fail with a failed one. */
+static void repair_done(struct shard *shard) {
+  int status = shard->batch.status;
+  shard->batch.repair = false;
+  shard->state = SHARD_IDLE;
+  if (status == 0) {
+    shard->index_behind = false;
+    shard->stored_next_stream_id = shard->batch.next_stream_id;
+  }
+  struct store_append *req;
+  while (status != 0 && (req = append_queue_pop(&shard->pending)) != NULL) {
+    req->status = status;
+    answer(shard, req);
+  }
+  answer_visible(shard);
+  maybe_stop(shard);
+}
+
+/* The batch is durable, but not indexed: its appends are not visible to every read. */
+static void fail_unindexed(struct shard *shard) {
+  shard->index_behind = true;
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
+    req->detail = "the events were stored, but the stream index could not take them "
+                  "(see the server log); a retry with the same event ids is safe";
+  reply_batch(shard, EVF_EINTERNAL);
+}
+
 static void commit_done(struct shard *shard) {
+  if (shard->batch.repair) {
+    repair_done(shard);
+    return;
+  }
   int status = shard->batch.status;
   /* Settled either way: a failed commit leaves a harmless hole. */
   sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
@@ -349,7 +396,9 @@ static void commit_done(struct shard *shard) {
     stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
     shard->stored_next_stream_id = shard->batch.next_stream_id;
   }
-  if (!retry_alone(shard, status))
+  if (shard->batch.index_behind)
+    fail_unindexed(shard);
+  else if (!retry_alone(shard, status))
     reply_batch(shard, status);
   maybe_stop(shard);
 }
@@ -432,8 +481,12 @@ static void wake_cb(struct waker *w) {
  */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
-  if (shard->state == SHARD_IDLE && shard->pending.head != NULL)
-    prepare_batch(shard);
+  if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
+    if (shard->index_behind)
+      start_repair(shard);
+    else
+      prepare_batch(shard);
+  }
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
 

@@ -71,22 +71,29 @@ void stats__queue_depth(struct shard_stats *s, size_t depth) {
   atomic_store_explicit(&s->queue_depth, depth, memory_order_relaxed);
 }
 
+/* Bytes used and mapped by one environment; 0 used when LMDB cannot tell. */
+static void env_figures(MDB_env *env, uint64_t *used, uint64_t *map) {
+  MDB_envinfo info;
+  MDB_stat stat;
+  *used = 0;
+  if (mdb_env_info(env, &info) == 0 && mdb_env_stat(env, &stat) == 0) {
+    *used = ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
+    *map = info.me_mapsize;
+  }
+}
+
 /*
  * LMDB's environment figures need no transaction: they read the newest
  * meta page, which any thread may do (MDB_NOTLS).
  */
 void store_shard_stats(struct evf_store *store, unsigned shard, struct store_shard_stats *out) {
   struct shard *sh = &store->shards[shard];
-  MDB_envinfo info;
-  MDB_stat stat;
   read_histogram(&sh->stats.batch_events, batch_bounds, COUNT_OF(batch_bounds),
                  &out->batch_events);
   read_histogram(&sh->stats.commit_ns, commit_bounds, COUNT_OF(commit_bounds), &out->commit_ns);
   out->queue_depth = load(&sh->stats.queue_depth);
-  out->storage_used_bytes = 0;
   out->storage_map_bytes = store->options.map_size;
-  if (mdb_env_info(sh->db.env, &info) == 0 && mdb_env_stat(sh->db.env, &stat) == 0) {
-    out->storage_used_bytes = ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
-    out->storage_map_bytes = info.me_mapsize;
-  }
+  out->index_map_bytes = store->options.map_size;
+  env_figures(sh->db.env, &out->storage_used_bytes, &out->storage_map_bytes);
+  env_figures(sh->db.index_env, &out->index_used_bytes, &out->index_map_bytes);
 }

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #define FORMAT_FILE "FORMAT"
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2
 
 struct folder_format {
   unsigned version;
@@ -208,7 +208,7 @@ static int open_shards(struct evf_store *s, uint64_t *last_position, char *err, 
       return rc;
     }
     if ((rc = db__last_position(&shard->db, &last)) != 0 ||
-        (rc = db__next_stream_id(&shard->db, &shard->next_stream_id)) != 0) {
+        (rc = index_db__next_stream_id(&shard->db, &shard->next_stream_id)) != 0) {
       snprintf(err, err_len, "cannot read %s: %s", path, evf_strerror(rc));
       for (unsigned k = 0; k <= i; k++)
         db__close(&s->shards[k].db);

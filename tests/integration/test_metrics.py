@@ -244,9 +244,10 @@ def test_gauges_match_the_store(server, stub):
 def test_per_shard_metrics(server, stub):
     _, m = scrape(server)
     for shard in map(str, range(SHARDS)):
-        assert m.one("eventflowdb_storage_map_bytes", shard=shard) == MAP_BYTES
-        used = m.one("eventflowdb_storage_used_bytes", shard=shard)
-        assert 0 < used <= MAP_BYTES, f"shard {shard} used {used}"
+        for kind in ("storage", "index"):
+            assert m.one(f"eventflowdb_{kind}_map_bytes", shard=shard) == MAP_BYTES
+            used = m.one(f"eventflowdb_{kind}_used_bytes", shard=shard)
+            assert 0 < used <= MAP_BYTES, f"shard {shard} {kind} used {used}"
         assert m.one("eventflowdb_shard_queue_depth", shard=shard) >= 0
     # Appends to a stream of shard k count a commit on shard k.
     for k in range(SHARDS):

@@ -545,10 +545,16 @@ static void shard_metrics(struct out *o, const struct store_shard_stats *stats, 
   } gauges[] = {
       {"eventflowdb_shard_queue_depth", "Appends waiting on the shard for its next batch.",
        offsetof(struct store_shard_stats, queue_depth)},
-      {"eventflowdb_storage_used_bytes", "Bytes of the shard's map in use (its high-water mark).",
+      {"eventflowdb_storage_used_bytes",
+       "Bytes of the map of the shard's log in use (its high-water mark).",
        offsetof(struct store_shard_stats, storage_used_bytes)},
-      {"eventflowdb_storage_map_bytes", "The shard's map size: the most it can store.",
+      {"eventflowdb_storage_map_bytes", "The map size of the shard's log: the most it can store.",
        offsetof(struct store_shard_stats, storage_map_bytes)},
+      {"eventflowdb_index_used_bytes",
+       "Bytes of the map of the shard's index (derived from its log) in use.",
+       offsetof(struct store_shard_stats, index_used_bytes)},
+      {"eventflowdb_index_map_bytes", "The map size of the shard's index.",
+       offsetof(struct store_shard_stats, index_map_bytes)},
   };
   for (size_t g = 0; g < COUNT_OF(gauges); g++) {
     family(o, gauges[g].name, "gauge", gauges[g].help);

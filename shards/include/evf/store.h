@@ -243,8 +243,10 @@ struct store_shard_stats {
   struct store_histogram batch_events;  /* events per batch */
   struct store_histogram commit_ns;     /* writing and committing a batch, its sync included */
   uint64_t queue_depth;                 /* appends waiting on the shard for its next batch */
-  uint64_t storage_used_bytes;          /* pages in use in the map file (its high-water mark) */
-  uint64_t storage_map_bytes;           /* the map size: the most the shard can hold */
+  uint64_t storage_used_bytes;          /* the log's pages in use in its map file (high-water mark) */
+  uint64_t storage_map_bytes;           /* the log's map size: the most the shard can hold */
+  uint64_t index_used_bytes;            /* the same for the index derived from the log */
+  uint64_t index_map_bytes;
 };
 
 /**

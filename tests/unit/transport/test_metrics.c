@@ -128,6 +128,8 @@ static void test_empty_store(void **state) {
     assert_true(shard_value(text, "eventflowdb_shard_queue_depth", s) == 0);
     assert_true(shard_value(text, "eventflowdb_storage_used_bytes", s) > 0);
     assert_true(shard_value(text, "eventflowdb_storage_map_bytes", s) == 64u << 20);
+    assert_true(shard_value(text, "eventflowdb_index_used_bytes", s) > 0);
+    assert_true(shard_value(text, "eventflowdb_index_map_bytes", s) == 64u << 20);
   }
   /* No request yet: the families are announced, without series. */
   assert_non_null(strstr(text, "# TYPE eventflowdb_requests_total counter\n"));

@@ -1,0 +1,325 @@
+/*
+ * The index environment of a shard (DATA/shard-NNN/index/): streams,
+ * stream_index and event_ids. Everything in it derives from the log (the
+ * events of DATA/shard-NNN/), so it is committed without a sync, after the
+ * log's commit: a batch's synced pages are the log's alone.
+ *
+ * Recovery rests on two facts. A process that dies leaves every completed
+ * write in the page cache, so after a crash of the server (kill -9, OOM)
+ * the index is consistent as of its last commit and lags the log by at
+ * most a batch: it catches up from `indexed_through`. After a crash of
+ * the machine the unsynced index may be torn: it is rebuilt from the log.
+ * The OPEN file tells the two apart: it holds the boot id of the machine
+ * session that has the index open, and is removed once a clean close has
+ * synced the index.
+ */
+#include "internal.h"
+
+#include "evf/log.h"
+#include "evf/status.h"
+#include "evf/uuid.h"
+#include "records.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define INDEX_FORMAT 1          /* of the index's own layout: another one is rebuilt */
+#define CATCH_UP_CHUNK 10000    /* events per index transaction while catching up */
+#define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
+#define BOOT_ID_MAX 64
+
+struct index_paths {
+  const char *dir;
+  char open_mark[4220];
+  char data[4220];
+  char lock[4220];
+};
+
+static void index_paths(struct index_paths *p, const char *dir) {
+  p->dir = dir;
+  snprintf(p->open_mark, sizeof(p->open_mark), "%s/OPEN", p->dir);
+  snprintf(p->data, sizeof(p->data), "%s/data.mdb", p->dir);
+  snprintf(p->lock, sizeof(p->lock), "%s/lock.mdb", p->dir);
+}
+
+/* Reads a small text file whole; "" when absent or unreadable. */
+static void read_small_file(const char *path, char *out, size_t len) {
+  out[0] = '\0';
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return;
+  size_t n = fread(out, 1, len - 1, f);
+  fclose(f);
+  out[n] = '\0';
+  out[strcspn(out, "\n")] = '\0';
+}
+
+/*
+ * Whether the index on disk can be trusted: closed cleanly (no OPEN file),
+ * or left open by a process of this very machine session, whose writes the
+ * page cache still holds. Without a boot id nothing left open is trusted.
+ */
+static bool index_trusted(const struct index_paths *p, const char *boot_id) {
+  char left_by[BOOT_ID_MAX];
+  if (access(p->open_mark, F_OK) != 0)
+    return errno == ENOENT;
+  read_small_file(p->open_mark, left_by, sizeof(left_by));
+  return boot_id[0] != '\0' && strcmp(left_by, boot_id) == 0;
+}
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  int rc = fsync(fd) == 0 ? 0 : -errno;
+  close(fd);
+  return rc;
+}
+
+/* Writes OPEN durably before the index takes any write of this session. */
+static int mark_open(const struct index_paths *p, const char *boot_id) {
+  int fd = open(p->open_mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return -errno;
+  size_t len = strlen(boot_id);
+  int rc = write(fd, boot_id, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -errno;
+  close(fd);
+  return rc != 0 ? rc : fsync_dir(p->dir);
+}
+
+static int remove_file(const char *path) {
+  return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+static int open_index_dbis(struct shard_db *db) {
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(db->index_env, NULL, 0, &txn);
+  if (rc != 0)
+    return rc;
+  if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
+      (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
+      (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  return mdb_txn_commit(txn);
+}
+
+/* Empties the index, to be rebuilt from the log. */
+static int clear_index(struct shard_db *db) {
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(db->index_env, NULL, 0, &txn);
+  if (rc != 0)
+    return rc;
+  if ((rc = mdb_drop(txn, db->streams, 0)) != 0 || (rc = mdb_drop(txn, db->stream_index, 0)) != 0 ||
+      (rc = mdb_drop(txn, db->event_ids, 0)) != 0 || (rc = mdb_drop(txn, db->index_meta, 0)) != 0 ||
+      (rc = db__meta_put_u64(txn, db->index_meta, "format", INDEX_FORMAT)) != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  return mdb_txn_commit(txn);
+}
+
+/* An index of another layout, or one ahead of its log (a log restored from a copy), is rebuilt. */
+static int index_usable(struct shard_db *db, bool *usable) {
+  MDB_txn *log, *index;
+  uint64_t format = 0, through = 0, last = 0;
+  bool has_format, has_through;
+  int rc = mdb_txn_begin(db->index_env, NULL, MDB_RDONLY, &index);
+  if (rc != 0)
+    return rc;
+  if ((rc = db__meta_get_u64(index, db->index_meta, "format", &format, &has_format)) == 0)
+    rc = db__meta_get_u64(index, db->index_meta, "indexed_through", &through, &has_through);
+  mdb_txn_abort(index);
+  if (rc != 0 || (rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &log)) != 0)
+    return rc;
+  rc = db__log_last_position(log, db, &last);
+  mdb_txn_abort(log);
+  *usable = has_format && format == INDEX_FORMAT && through <= last;
+  return rc;
+}
+
+/* The stream record as the index holds it, or a new one for an event of version 0. */
+static int stream_of(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
+                     struct stream_record *record, uint64_t *next_stream_id) {
+  MDB_val k = {strlen(e->stream), e->stream}, v;
+  int rc = mdb_get(txn, db->streams, &k, &v);
+  if (rc == 0)
+    return record_stream_decode(v.mv_data, v.mv_size, record) ? 0 : MDB_CORRUPTED;
+  if (rc != MDB_NOTFOUND)
+    return rc;
+  /* A stream is created by its first append, whose time is its events' added_at. */
+  *record = (struct stream_record){
+      .stream_id = (*next_stream_id)++, .next_version = 0, .created_at = e->added_at};
+  return 0;
+}
+
+/* Adds one event of the log to the index: what a commit writes, re-derived. */
+static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
+                       uint64_t *next_stream_id) {
+  struct stream_record stream;
+  struct evf_uuid id;
+  int rc = stream_of(txn, db, e, &stream, next_stream_id);
+  if (rc != 0)
+    return rc;
+  if (e->version != stream.next_version || evf_uuid_parse(e->id, strlen(e->id), &id) != 0)
+    return MDB_CORRUPTED;
+  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN],
+      stream_value[RECORD_STREAM_LEN];
+  record_index_key(index_key, stream.stream_id, e->version);
+  record_position_key(pos, e->position);
+  struct event_id_record id_record = {e->position, stream.stream_id, e->version};
+  record_event_id_encode(id_value, &id_record);
+  stream.next_version++;
+  record_stream_encode(stream_value, &stream);
+  MDB_val ik = {sizeof(index_key), index_key}, iv = {sizeof(pos), pos};
+  MDB_val idk = {sizeof(id.bytes), id.bytes}, idv = {sizeof(id_value), id_value};
+  MDB_val sk = {strlen(e->stream), e->stream}, sv = {sizeof(stream_value), stream_value};
+  if ((rc = mdb_put(txn, db->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
+      (rc = mdb_put(txn, db->event_ids, &idk, &idv, MDB_NOOVERWRITE)) != 0)
+    return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
+  return mdb_put(txn, db->streams, &sk, &sv, 0);
+}
+
+/* Indexes up to CATCH_UP_CHUNK events of the log after `through`. */
+static int index_chunk(struct shard_db *db, MDB_txn *log, MDB_txn *index, uint64_t *through,
+                       uint64_t *next_stream_id, size_t *indexed) {
+  MDB_cursor *cursor;
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, *through + 1);
+  MDB_val k = {sizeof(key), key}, v;
+  int rc = mdb_cursor_open(log, db->events, &cursor);
+  if (rc != 0)
+    return rc;
+  *indexed = 0;
+  rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && *indexed < CATCH_UP_CHUNK) {
+    Api__Event *e = api__event__unpack(NULL, v.mv_size, v.mv_data);
+    if (e == NULL || k.mv_size != RECORD_POSITION_LEN || e->position != record_get_u64(k.mv_data))
+      rc = MDB_CORRUPTED;
+    else
+      rc = index_event(index, db, e, next_stream_id);
+    if (e != NULL)
+      api__event__free_unpacked(e, NULL);
+    if (rc != 0)
+      break;
+    *through = record_get_u64(k.mv_data);
+    (*indexed)++;
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* One index transaction of the catch-up; *indexed is 0 once the index holds the whole log. */
+static int catch_up_step(struct shard_db *db, size_t *indexed) {
+  MDB_txn *log, *index;
+  uint64_t through = 0, next_stream_id = 1;
+  bool found;
+  int rc = mdb_txn_begin(db->index_env, NULL, 0, &index);
+  if (rc != 0)
+    return rc;
+  if ((rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &log)) != 0) {
+    mdb_txn_abort(index);
+    return rc;
+  }
+  if ((rc = db__meta_get_u64(index, db->index_meta, "indexed_through", &through, &found)) == 0 &&
+      (rc = db__meta_get_u64(index, db->index_meta, "next_stream_id", &next_stream_id, &found)) == 0 &&
+      (rc = index_chunk(db, log, index, &through, &next_stream_id, indexed)) == 0 && *indexed > 0 &&
+      (rc = db__meta_put_u64(index, db->index_meta, "indexed_through", through)) == 0)
+    rc = db__meta_put_u64(index, db->index_meta, "next_stream_id", next_stream_id);
+  mdb_txn_abort(log);
+  if (rc != 0 || *indexed == 0) {
+    mdb_txn_abort(index);
+    return rc;
+  }
+  return mdb_txn_commit(index);
+}
+
+int index_db__catch_up(struct shard_db *db, uint64_t *events) {
+  size_t indexed;
+  int rc;
+  *events = 0;
+  while ((rc = catch_up_step(db, &indexed)) == 0 && indexed > 0)
+    *events += indexed;
+  return rc;
+}
+
+/* Opens the environment and brings it level with the log. */
+static int prepare_index(struct shard_db *db, const struct index_paths *p, bool trusted) {
+  bool usable = false;
+  uint64_t indexed;
+  int rc = open_index_dbis(db);
+  if (rc == 0 && trusted)
+    rc = index_usable(db, &usable);
+  if (rc == 0 && !usable)
+    rc = clear_index(db);
+  if (rc == 0)
+    rc = index_db__catch_up(db, &indexed);
+  if (rc == 0 && indexed > 0)
+    evf_info("%s: %s %llu events of the log", p->dir, usable ? "indexed the last" : "rebuilt from",
+             (unsigned long long)indexed);
+  return rc;
+}
+
+int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size, char *err,
+                   size_t err_len) {
+  struct index_paths p;
+  char dir[4200], boot_id[BOOT_ID_MAX];
+  snprintf(dir, sizeof(dir), "%s/index", shard_path);
+  index_paths(&p, dir);
+  read_small_file(BOOT_ID_PATH, boot_id, sizeof(boot_id));
+  bool trusted = index_trusted(&p, boot_id);
+  int rc = 0;
+  if (!trusted && ((rc = remove_file(p.data)) != 0 || (rc = remove_file(p.lock)) != 0)) {
+    snprintf(err, err_len, "cannot remove the untrusted index in %s: %s", p.dir, strerror(-rc));
+    return rc;
+  }
+  /* Never synced per commit, whatever SYNC says: recovery rebuilds what a machine crash tore. */
+  if ((rc = db__open_env(&db->index_env, p.dir, map_size, MDB_NOSYNC, err, err_len)) != 0)
+    return rc;
+  if ((rc = mark_open(&p, boot_id)) != 0)
+    snprintf(err, err_len, "cannot write %s: %s", p.open_mark, strerror(-rc));
+  else if ((rc = prepare_index(db, &p, trusted)) != 0)
+    snprintf(err, err_len, "cannot bring the index in %s level with the log: %s", p.dir,
+             rc == MDB_CORRUPTED ? "the log is damaged" : mdb_strerror(rc));
+  if (rc != 0) {
+    mdb_env_close(db->index_env);
+    return rc > 0 ? -rc : EVF_EFORMAT;
+  }
+  return 0;
+}
+
+void index_db__close(struct shard_db *db) {
+  const char *dir = NULL;
+  struct index_paths p;
+  mdb_env_get_path(db->index_env, &dir);
+  index_paths(&p, dir);
+  /* Only a synced index may lose its OPEN mark; otherwise the next start rebuilds it. */
+  int rc = mdb_env_sync(db->index_env, 1);
+  if (rc == 0 && (rc = remove_file(p.open_mark)) == 0)
+    rc = fsync_dir(dir);
+  if (rc != 0)
+    evf_warn("closing the index in %s: %s; it will be rebuilt at the next start", dir,
+             rc > 0 ? mdb_strerror(rc) : strerror(-rc));
+  mdb_env_close(db->index_env);
+}
+
+int index_db__next_stream_id(struct shard_db *db, uint64_t *id) {
+  MDB_txn *txn;
+  bool found;
+  uint64_t value = 1;
+  int rc = mdb_txn_begin(db->index_env, NULL, MDB_RDONLY, &txn);
+  if (rc != 0)
+    return db__error(rc, "mdb_txn_begin");
+  rc = db__meta_get_u64(txn, db->index_meta, "next_stream_id", &value, &found);
+  mdb_txn_abort(txn);
+  if (rc != 0)
+    return db__error(rc, "reading next_stream_id");
+  *id = found ? value : 1;
+  return 0;
+}

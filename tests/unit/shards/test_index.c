@@ -1,0 +1,300 @@
+/*
+ * The index (streams, stream_index, event_ids) derives from the log: a
+ * missing index, one left open by another machine session, and one ahead
+ * of its log are rebuilt; one left open in this session catches up. Each
+ * case compares everything the public reads show with what they showed
+ * before, and checks that appends go on from the right state.
+ */
+#include "harness.h"
+
+#include "evf/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define SHARDS 2
+#define STREAM_COUNT 6
+
+static const char *const streams[STREAM_COUNT] = {"account-1", "account-2", "order-7",
+                                                  "order-8",   "cart-3",    "cart-4"};
+static const char *const client_ids[2] = {"0191e1c4-7d2a-7cc0-8f00-000000000001",
+                                          "0191e1c4-7d2a-7cc0-8f00-000000000002"};
+
+struct fixture {
+  char *dir;
+  struct evf_store *store;
+  struct harness_client client;
+};
+
+static void open_store(struct fixture *f) {
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+}
+
+static void close_store(struct fixture *f) {
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  f->store = NULL;
+}
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof(*f));
+  f->dir = harness_make_dir();
+  open_store(f);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  if (f->store != NULL)
+    close_store(f);
+  harness_remove_dir(f->dir);
+  free(f);
+  return 0;
+}
+
+static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+                  const char *const *ids, struct harness_result *r) {
+  struct harness_request req;
+  harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", ids);
+  return harness_append(&f->client, &req.request, r);
+}
+
+/* Appends of 1 to 3 events to each stream, twice over; the first also carries client ids. */
+static void fill(struct fixture *f, unsigned round) {
+  for (unsigned i = 0; i < STREAM_COUNT; i++) {
+    size_t n = 1 + (i + round) % 3;
+    assert_int_equal(append(f, streams[i], -1, n, NULL, NULL), 0);
+  }
+  if (round == 0)
+    assert_int_equal(append(f, "with-ids", 0, 2, client_ids, NULL), 0);
+}
+
+/* A growable text. */
+struct text {
+  char *data;
+  size_t len;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  t->data = realloc(t->data, t->len + (size_t)n + 1);
+  assert_non_null(t->data);
+  va_start(ap, fmt);
+  vsnprintf(t->data + t->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  t->len += (size_t)n;
+}
+
+static void describe_events(struct text *t, const struct harness_events *e) {
+  for (size_t i = 0; i < e->count; i++)
+    text_add(t, " %s/%u@%llu:%s", e->events[i]->stream, e->events[i]->version,
+             (unsigned long long)e->events[i]->position, e->events[i]->id);
+  text_add(t, "\n");
+}
+
+static int name_cb(const char *name, size_t len, void *arg) {
+  text_add(arg, " %.*s", (int)len, name);
+  return 0;
+}
+
+static int position_cb(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)event;
+  (void)len;
+  text_add(arg, " by id @%llu", (unsigned long long)position);
+  return 0;
+}
+
+/* Everything the reads show, as text: each stream, the global stream, lookups by id, counts. */
+static char *describe(struct evf_store *s) {
+  struct text t = {0};
+  struct harness_events e;
+  const char *names[STREAM_COUNT + 1];
+  memcpy(names, streams, sizeof(streams));
+  names[STREAM_COUNT] = "with-ids";
+  for (unsigned i = 0; i <= STREAM_COUNT; i++) {
+    assert_int_equal(harness_read_stream(s, names[i], 0, 0, &e), 0);
+    text_add(&t, "%s:", names[i]);
+    describe_events(&t, &e);
+    for (size_t k = 0; k < e.count; k++)
+      assert_int_equal(store_get_event(s, e.events[k]->id, strlen(e.events[k]->id), position_cb, &t), 0);
+    harness_events_free(&e);
+  }
+  uint64_t checkpoint;
+  assert_int_equal(harness_read_global(s, 0, 0, &e, &checkpoint), 0);
+  text_add(&t, "global:");
+  describe_events(&t, &e);
+  harness_events_free(&e);
+  int64_t events, stream_count;
+  assert_int_equal(store_event_count(s, &events), 0);
+  assert_int_equal(store_stream_count(s, &stream_count), 0);
+  text_add(&t, "counts %lld %lld\nstreams:", (long long)events, (long long)stream_count);
+  assert_int_equal(store_list_streams(s, 0, 0, name_cb, &t), 0);
+  return t.data;
+}
+
+static void shard_file(const struct fixture *f, unsigned shard, const char *name, char *out,
+                       size_t len) {
+  snprintf(out, len, "%s/shard-%03u/%s", f->dir, shard, name);
+}
+
+/* Copies a file of every shard's folder to another name in it. */
+static void copy_in_shards(const struct fixture *f, const char *from, const char *to) {
+  for (unsigned s = 0; s < SHARDS; s++) {
+    char source[4300], target[4300], command[8700];
+    shard_file(f, s, from, source, sizeof(source));
+    shard_file(f, s, to, target, sizeof(target));
+    snprintf(command, sizeof(command), "cp '%s' '%s'", source, target);
+    assert_int_equal(system(command), 0);
+  }
+}
+
+/* Writes a file of every shard's folder. */
+static void write_in_shards(const struct fixture *f, const char *name, const char *content,
+                            size_t len) {
+  for (unsigned s = 0; s < SHARDS; s++) {
+    char path[4300];
+    shard_file(f, s, name, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, content, len), (ssize_t)len);
+    close(fd);
+  }
+}
+
+static void this_boot_id(char *out, size_t len) {
+  FILE *file = fopen("/proc/sys/kernel/random/boot_id", "r");
+  assert_non_null(file);
+  assert_non_null(fgets(out, (int)len, file));
+  fclose(file);
+  out[strcspn(out, "\n")] = '\0';
+}
+
+/* After recovery, appends are decided against the right state. */
+static void appends_go_on(struct fixture *f) {
+  struct harness_result r;
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
+  uint32_t length = (uint32_t)e.count;
+  harness_events_free(&e);
+  assert_int_equal(append(f, "account-1", 0, 1, NULL, &r), EVF_EVERSION);
+  assert_int_equal(r.actual_version, length);
+  assert_int_equal(append(f, "account-1", (int32_t)length, 1, NULL, &r), 0);
+  assert_int_equal(r.first_version, length);
+  /* a retry of the append with client ids is recognized, not stored twice */
+  assert_int_equal(append(f, "with-ids", 0, 2, client_ids, &r), 0);
+  assert_int_equal(r.first_version, 0);
+  assert_int_equal(append(f, "another", 0, 1, client_ids, &r), EVF_EEXIST);
+  assert_int_equal(append(f, "brand-new", 0, 1, NULL, &r), 0);
+  assert_int_equal(harness_read_stream(f->store, "brand-new", 0, 0, &e), 0);
+  assert_int_equal(e.count, 1);
+  harness_events_free(&e);
+}
+
+/* Reopens the store: its reads show what `before` describes, and appends go on. Frees before. */
+static void reopen_and_compare(struct fixture *f, char *before) {
+  open_store(f);
+  char *after = describe(f->store);
+  assert_string_equal(after, before);
+  appends_go_on(f);
+  free(before);
+  free(after);
+}
+
+static void a_missing_index_is_rebuilt_from_the_log(void **state) {
+  struct fixture *f = *state;
+  fill(f, 0);
+  fill(f, 1);
+  char *before = describe(f->store);
+  close_store(f);
+  for (unsigned s = 0; s < SHARDS; s++) {
+    char path[4300];
+    shard_file(f, s, "index/data.mdb", path, sizeof(path));
+    assert_int_equal(unlink(path), 0);
+  }
+  reopen_and_compare(f, before);
+}
+
+/* Garbage in place of the index would fail the open, were it trusted. */
+static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
+  struct fixture *f = *state;
+  fill(f, 0);
+  char *before = describe(f->store);
+  close_store(f);
+  char garbage[65536];
+  memset(garbage, 0xab, sizeof(garbage));
+  write_in_shards(f, "index/data.mdb", garbage, sizeof(garbage));
+  write_in_shards(f, "index/OPEN", "00000000-1111-2222-3333-444444444444", 36);
+  reopen_and_compare(f, before);
+}
+
+/* As after a kill -9: the index of an earlier commit, left open in this boot. */
+static void an_index_left_open_in_this_boot_catches_up(void **state) {
+  struct fixture *f = *state;
+  char boot_id[64];
+  this_boot_id(boot_id, sizeof(boot_id));
+  fill(f, 0);
+  close_store(f);
+  copy_in_shards(f, "index/data.mdb", "index-saved.mdb");
+  open_store(f);
+  fill(f, 1);
+  assert_int_equal(append(f, "created-later", 0, 3, NULL, NULL), 0);
+  char *before = describe(f->store);
+  close_store(f);
+  copy_in_shards(f, "index-saved.mdb", "index/data.mdb");
+  write_in_shards(f, "index/OPEN", boot_id, strlen(boot_id));
+  assert_non_null(strstr(before, "created-later/2@"));
+  reopen_and_compare(f, before);
+}
+
+/* A log restored from an older copy, next to a newer index: the index follows the log. */
+static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
+  struct fixture *f = *state;
+  fill(f, 0);
+  char *before = describe(f->store);
+  close_store(f);
+  copy_in_shards(f, "data.mdb", "log-saved.mdb");
+  open_store(f);
+  fill(f, 1);
+  close_store(f);
+  copy_in_shards(f, "log-saved.mdb", "data.mdb");
+  reopen_and_compare(f, before);
+}
+
+/* A clean close leaves no OPEN mark: the next start trusts the index as it is. */
+static void a_clean_close_removes_the_open_mark(void **state) {
+  struct fixture *f = *state;
+  char path[4300];
+  fill(f, 0);
+  shard_file(f, 0, "index/OPEN", path, sizeof(path));
+  assert_int_equal(access(path, F_OK), 0);
+  close_store(f);
+  assert_int_equal(access(path, F_OK), -1);
+  assert_int_equal(errno, ENOENT);
+}
+
+int main(void) {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(a_missing_index_is_rebuilt_from_the_log),
+      T(an_index_left_open_by_another_boot_is_rebuilt),
+      T(an_index_left_open_in_this_boot_catches_up),
+      T(an_index_ahead_of_its_log_is_rebuilt),
+      T(a_clean_close_removes_the_open_mark),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
