@@ -91,16 +91,13 @@ static int put_indexes(MDB_txn *index, struct shard *shard, const struct store_a
   return put_new(index, db->event_ids, &idk, &idv, generated);
 }
 
+/* A new stream's record; its length lives in stream_index. */
 static int put_stream(MDB_txn *index, struct shard_db *db, const struct store_append *req) {
-  struct stream_record record = {
-      .stream_id = req->stream_id,
-      .next_version = req->first_version + (uint32_t)req->request->n_events,
-      .created_at = req->created_at,
-  };
+  struct stream_record record = {.stream_id = req->stream_id, .created_at = req->created_at};
   uint8_t value[RECORD_STREAM_LEN];
   record_stream_encode(value, &record);
   MDB_val k = {strlen(req->request->stream), req->request->stream}, v = {sizeof(value), value};
-  return mdb_put(index, db->streams, &k, &v, 0);
+  return mdb_put(index, db->streams, &k, &v, MDB_NOOVERWRITE);
 }
 
 static int write_append(MDB_txn *log, MDB_txn *index, struct shard *shard,
@@ -110,7 +107,7 @@ static int write_append(MDB_txn *log, MDB_txn *index, struct shard *shard,
     if ((rc = put_event(log, &shard->db, req, i)) == 0)
       rc = put_indexes(index, shard, req, i);
   }
-  return rc != 0 ? rc : put_stream(index, &shard->db, req);
+  return rc != 0 || !req->new_stream ? rc : put_stream(index, &shard->db, req);
 }
 
 /* The index's meta: how far it reaches into the log, and the stream counter when it moved. */

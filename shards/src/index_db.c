@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define INDEX_FORMAT 1          /* of the index's own layout: another one is rebuilt */
+#define INDEX_FORMAT 2          /* of the index's own layout: another one is rebuilt */
 #define CATCH_UP_CHUNK 10000    /* events per index transaction while catching up */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define BOOT_ID_MAX 64
@@ -143,13 +143,40 @@ static int index_usable(struct shard_db *db, bool *usable) {
   return rc;
 }
 
-/* The stream record as the index holds it, or a new one for an event of version 0. */
+int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
+                            uint32_t *length) {
+  MDB_cursor *cursor;
+  uint8_t key[RECORD_INDEX_KEY_LEN];
+  record_index_key(key, stream_id + 1, 0);
+  MDB_val k = {sizeof(key), key}, v;
+  int rc = mdb_cursor_open(txn, db->stream_index, &cursor);
+  if (rc != 0)
+    return rc;
+  /* The entry before the next stream's first is this stream's last, if it has one. */
+  rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  rc = mdb_cursor_get(cursor, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
+  mdb_cursor_close(cursor);
+  if (rc == MDB_NOTFOUND || (rc == 0 && record_get_u64(k.mv_data) != stream_id)) {
+    *length = 0;
+    return 0;
+  }
+  if (rc == 0 && k.mv_size != RECORD_INDEX_KEY_LEN)
+    rc = MDB_CORRUPTED;
+  if (rc == 0)
+    *length = record_get_u32((const uint8_t *)k.mv_data + 8) + 1;
+  return rc;
+}
+
+/* The stream as the index holds it, or a new one (*created) for an event of version 0. */
 static int stream_of(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
-                     struct stream_record *record, uint64_t *next_stream_id) {
+                     struct stream_record *record, bool *created, uint64_t *next_stream_id) {
   MDB_val k = {strlen(e->stream), e->stream}, v;
   int rc = mdb_get(txn, db->streams, &k, &v);
+  *created = rc == MDB_NOTFOUND;
+  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
+    return MDB_CORRUPTED;
   if (rc == 0)
-    return record_stream_decode(v.mv_data, v.mv_size, record) ? 0 : MDB_CORRUPTED;
+    return index_db__stream_length(txn, db, record->stream_id, &record->next_version);
   if (rc != MDB_NOTFOUND)
     return rc;
   /* A stream is created by its first append, whose time is its events' added_at. */
@@ -163,7 +190,8 @@ static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
                        uint64_t *next_stream_id) {
   struct stream_record stream;
   struct evf_uuid id;
-  int rc = stream_of(txn, db, e, &stream, next_stream_id);
+  bool created;
+  int rc = stream_of(txn, db, e, &stream, &created, next_stream_id);
   if (rc != 0)
     return rc;
   if (e->version != stream.next_version || evf_uuid_parse(e->id, strlen(e->id), &id) != 0)
@@ -174,7 +202,6 @@ static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
   record_position_key(pos, e->position);
   struct event_id_record id_record = {e->position, stream.stream_id, e->version};
   record_event_id_encode(id_value, &id_record);
-  stream.next_version++;
   record_stream_encode(stream_value, &stream);
   MDB_val ik = {sizeof(index_key), index_key}, iv = {sizeof(pos), pos};
   MDB_val idk = {sizeof(id.bytes), id.bytes}, idv = {sizeof(id_value), id_value};
@@ -182,7 +209,7 @@ static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
   if ((rc = mdb_put(txn, db->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
       (rc = mdb_put(txn, db->event_ids, &idk, &idv, MDB_NOOVERWRITE)) != 0)
     return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
-  return mdb_put(txn, db->streams, &sk, &sv, 0);
+  return created ? mdb_put(txn, db->streams, &sk, &sv, MDB_NOOVERWRITE) : 0;
 }
 
 /* Indexes up to CATCH_UP_CHUNK events of the log after `through`. */

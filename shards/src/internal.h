@@ -205,6 +205,9 @@ int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size,
                    size_t err_len);
 /** Syncs the index and marks it closed cleanly. */
 void index_db__close(struct shard_db *db);
+/** A stream's length: one more than its last version in stream_index. Returns an LMDB code. */
+int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
+                            uint32_t *length);
 /** Indexes the log's events the index lacks; *events says how many. Returns an LMDB code. */
 int index_db__catch_up(struct shard_db *db, uint64_t *events);
 /** The next stream id the index records (1 for none). */

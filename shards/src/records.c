@@ -37,8 +37,7 @@ void record_index_key(uint8_t out[RECORD_INDEX_KEY_LEN], uint64_t stream_id, uin
 
 void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_record *r) {
   record_put_u64(out, r->stream_id);
-  record_put_u32(out + 8, r->next_version);
-  record_put_u64(out + 12, (uint64_t)r->created_at);
+  record_put_u64(out + 8, (uint64_t)r->created_at);
 }
 
 bool record_stream_decode(const void *in, size_t len, struct stream_record *r) {
@@ -46,8 +45,8 @@ bool record_stream_decode(const void *in, size_t len, struct stream_record *r) {
   if (len != RECORD_STREAM_LEN)
     return false;
   r->stream_id = record_get_u64(p);
-  r->next_version = record_get_u32(p + 8);
-  r->created_at = (int64_t)record_get_u64(p + 12);
+  r->created_at = (int64_t)record_get_u64(p + 8);
+  r->next_version = 0;
   return true;
 }
 

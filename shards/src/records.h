@@ -14,14 +14,18 @@
 
 #define RECORD_POSITION_LEN 8
 #define RECORD_INDEX_KEY_LEN 12
-#define RECORD_STREAM_LEN 20
+#define RECORD_STREAM_LEN 16
 #define RECORD_EVENT_ID_LEN 20
 
-/* streams: name -> this */
+/*
+ * streams: name -> stream id and created-at, written once, when the stream
+ * is created. Its length is not stored here: it is one more than the last
+ * version in stream_index, so an append dirties no streams page.
+ */
 struct stream_record {
   uint64_t stream_id;
-  uint32_t next_version; /* the stream's length */
   int64_t created_at;    /* Unix ms */
+  uint32_t next_version; /* the stream's length: not encoded, found in stream_index */
 };
 
 /* event_ids: 16-byte id -> this */

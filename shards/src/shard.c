@@ -52,6 +52,9 @@ static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_s
     int rc = mdb_get(ctx->own, ctx->shard->db.streams, &k, &v);
     if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, &record))
       rc = MDB_CORRUPTED;
+    if (rc == 0)
+      rc = index_db__stream_length(ctx->own, &ctx->shard->db, record.stream_id,
+                                   &record.next_version);
     if (rc != 0 && rc != MDB_NOTFOUND)
       return db__error(rc, "reading a stream record");
     s = batch_index_add_stream(ctx->shard->decided, name, len, &record, rc == MDB_NOTFOUND);
@@ -167,7 +170,8 @@ static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
     req->status = rc;
     return VERDICT_DONE;
   }
-  if (stream->is_new && stream->record.stream_id == 0) {
+  req->new_stream = stream->is_new && stream->record.stream_id == 0;
+  if (req->new_stream) {
     stream->record.stream_id = ctx->shard->next_stream_id++;
     stream->record.created_at = ctx->now;
   }

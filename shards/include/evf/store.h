@@ -150,6 +150,7 @@ struct store_append {
   unsigned owner;
   int status;
   bool alone;               /* retry in a batch of its own (its batch hit a full map) */
+  bool new_stream;          /* the first append of a stream: writes its record */
   uint64_t stream_id;
   int64_t created_at;
   int64_t added_at;
