@@ -10,8 +10,12 @@
  *
  *   shard: SEQ_REQUEST n     -> sequencer: grants [next, next + n), pending
  *   sequencer: SEQ_GRANT     -> shard: writes and commits off-loop
- *   shard: SEQ_SETTLE        -> sequencer: the grant is committed or
- *                               abandoned; the watermark may move
+ *   shard's committer:       -> sequencer: the grant is committed or
+ *     SEQ_SETTLE                abandoned; the watermark may move
+ *
+ * The shard's side of a channel has one producer at a time: the committer
+ * settles before it hands the job back, and the loop requests again only
+ * after it took the job back (an acquire of what the committer released).
  *
  * A shard has at most one grant outstanding (it commits one batch at a
  * time), so a shard never has more than two messages in its ring and the

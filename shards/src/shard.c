@@ -344,6 +344,13 @@ static void commit_job(void *arg) {
   uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
   shard->batch.commit_ns = evf_monotonic_ns() - started;
+  /*
+   * Settled here, not by the loop: the watermark moves while the loop wakes,
+   * one hop less before the acknowledgement. Settled either way: a failed
+   * commit leaves a harmless hole. The loop sends its next request only
+   * after it took this job's result, so the ring keeps one producer at a time.
+   */
+  sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
 }
 
 /*
@@ -393,8 +400,6 @@ static void commit_done(struct shard *shard) {
     return;
   }
   int status = shard->batch.status;
-  /* Settled either way: a failed commit leaves a harmless hole. */
-  sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
   shard->state = SHARD_IDLE;
   if (status == 0) {
     stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
