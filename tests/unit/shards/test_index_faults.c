@@ -1,0 +1,183 @@
+/*
+ * A write error on the index after the log committed (a disk that fills
+ * between the two commits): the batch is indexed from the log at once, or
+ * the shard repairs its index before it decides anything more.
+ *
+ * The failure is injected by interposing pwrite and writev, LMDB's page
+ * writes: this program's definitions take precedence over libc's for
+ * liblmdb. Only page writes (4 KiB or more) to an index file fail; the
+ * meta record is written, as it would be on a full disk (it overwrites
+ * allocated blocks).
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include "evf/hash.h"
+#include "evf/status.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define FAIL_ALWAYS (-1)
+#define PAGE 4096
+
+static atomic_int failures_left; /* index page writes still to fail; FAIL_ALWAYS: every one */
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+
+static bool is_index_file(int fd) {
+  static const char suffix[] = "/index/data.mdb";
+  char link[64], path[4096];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, path, sizeof(path) - 1);
+  if (n < (ssize_t)strlen(suffix))
+    return false;
+  path[n] = '\0';
+  return strcmp(path + n - strlen(suffix), suffix) == 0;
+}
+
+static bool fail_now(int fd, size_t len) {
+  int left = atomic_load(&failures_left);
+  if (left == 0 || len < PAGE || !is_index_file(fd))
+    return false;
+  while (left > 0 && !atomic_compare_exchange_weak(&failures_left, &left, left - 1)) {
+  }
+  return left != 0;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
+  if (fail_now(fd, len)) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return real_pwrite(fd, buf, len, offset);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int count) {
+  size_t len = 0;
+  for (int i = 0; i < count; i++)
+    len += iov[i].iov_len;
+  if (fail_now(fd, len)) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return real_writev(fd, iov, count);
+}
+
+struct fixture {
+  char *dir;
+  struct evf_store *store;
+  struct harness_client client;
+};
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof(*f));
+  f->dir = harness_make_dir();
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+  atomic_store(&failures_left, 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  atomic_store(&failures_left, 0);
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  harness_remove_dir(f->dir);
+  free(f);
+  return 0;
+}
+
+static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+                  struct harness_result *r) {
+  struct harness_request req;
+  harness_request(&req, stream, version, n, "Deposited", "{}", NULL);
+  return harness_append(&f->client, &req.request, r);
+}
+
+static size_t stream_length(struct fixture *f, const char *stream) {
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), 0);
+  size_t n = e.count;
+  harness_events_free(&e);
+  return n;
+}
+
+static void a_failed_index_commit_is_indexed_from_the_log(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", 0, 2, NULL), 0);
+  atomic_store(&failures_left, 1);
+  assert_int_equal(append(f, "s", 2, 3, &r), 0);
+  assert_int_equal(atomic_load(&failures_left), 0); /* the failure did happen */
+  assert_int_equal(r.first_version, 2);
+  assert_int_equal(stream_length(f, "s"), 5);
+  assert_int_equal(append(f, "s", 5, 1, &r), 0);
+  assert_int_equal(r.first_version, 5);
+}
+
+/* Another stream of the shard that owns "s". */
+static void stream_next_to_s(char *out, size_t len) {
+  unsigned shards = 2, owner = evf_stream_shard("s", 1, shards);
+  for (unsigned i = 0;; i++) {
+    snprintf(out, len, "t-%u", i);
+    if (evf_stream_shard(out, strlen(out), shards) == owner)
+      return;
+  }
+}
+
+static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  char neighbour[32];
+  stream_next_to_s(neighbour, sizeof(neighbour));
+  assert_int_equal(store_shard_count(f->store), 2);
+  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
+  atomic_store(&failures_left, FAIL_ALWAYS);
+  /* stored in the log, but not indexed: not acknowledged */
+  assert_int_equal(append(f, "s", 1, 2, NULL), EVF_EINTERNAL);
+  /* nothing is decided against the index that lacks them */
+  assert_int_equal(append(f, "s", 1, 1, NULL), EVF_EFULL);
+  assert_int_equal(append(f, neighbour, -1, 1, NULL), EVF_EFULL);
+  atomic_store(&failures_left, 0);
+  assert_int_equal(append(f, "s", 1, 1, &r), EVF_EVERSION);
+  assert_int_equal(r.actual_version, 3);
+  assert_int_equal(append(f, "s", 3, 1, &r), 0);
+  assert_int_equal(r.first_version, 3);
+  assert_int_equal(stream_length(f, "s"), 4);
+  struct harness_events e;
+  uint64_t checkpoint;
+  assert_int_equal(harness_read_global(f->store, 0, 0, &e, &checkpoint), 0);
+  assert_int_equal(e.count, 4);
+  harness_events_free(&e);
+}
+
+int main(void) {
+  real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+  real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+  if (real_pwrite == NULL || real_writev == NULL) {
+    fprintf(stderr, "cannot find libc's pwrite and writev\n");
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(a_failed_index_commit_is_indexed_from_the_log, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_shard_repairs_its_index_before_it_decides_more, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
