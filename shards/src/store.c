@@ -17,6 +17,7 @@
 
 #define FORMAT_FILE "FORMAT"
 #define FORMAT_VERSION 2
+#define OLDEST_FORMAT 1 /* upgraded in place at start-up (db.c) */
 
 struct folder_format {
   unsigned version;
@@ -56,9 +57,11 @@ static int read_format(const char *dir, struct folder_format *f, char *err, size
     snprintf(err, err_len, "%s is damaged", path);
     return EVF_EFORMAT;
   }
-  if (f->version != FORMAT_VERSION || strcmp(f->hash, EVF_STREAM_HASH_NAME) != 0) {
-    snprintf(err, err_len, "%s has format %u with hash %s; this server reads format %d with hash %s",
-             path, f->version, f->hash, FORMAT_VERSION, EVF_STREAM_HASH_NAME);
+  if (f->version < OLDEST_FORMAT || f->version > FORMAT_VERSION ||
+      strcmp(f->hash, EVF_STREAM_HASH_NAME) != 0) {
+    snprintf(err, err_len,
+             "%s has format %u with hash %s; this server reads formats %d to %d with hash %s",
+             path, f->version, f->hash, OLDEST_FORMAT, FORMAT_VERSION, EVF_STREAM_HASH_NAME);
     return EVF_EFORMAT;
   }
   return 0;
@@ -104,13 +107,14 @@ static unsigned online_cpus(void) {
   return n > 0 ? (unsigned)n : 1;
 }
 
-/* The shard count: recorded in the folder, or chosen and recorded now. */
-static int settle_shard_count(const struct store_options *o, unsigned *count, char *err,
-                              size_t err_len) {
+/* The shard count: recorded in the folder, or chosen and recorded now; and the folder's format. */
+static int settle_shard_count(const struct store_options *o, unsigned *count, unsigned *version,
+                              char *err, size_t err_len) {
   struct folder_format f;
   int rc = read_format(o->data_dir, &f, err, err_len);
   if (rc == -ENOENT) {
     *count = o->shards ? o->shards : online_cpus();
+    *version = FORMAT_VERSION;
     return write_format(o->data_dir, *count, err, err_len);
   }
   if (rc != 0) {
@@ -126,6 +130,7 @@ static int settle_shard_count(const struct store_options *o, unsigned *count, ch
     return EVF_EFORMAT;
   }
   *count = f.shards;
+  *version = f.version;
   return 0;
 }
 
@@ -275,9 +280,10 @@ int store_open(const struct store_options *options, struct evf_store **out, char
   s->options = *options;
   s->lock_fd = -1;
   uint64_t last_position;
+  unsigned version = FORMAT_VERSION;
   int rc = lock_folder(options->data_dir, &s->lock_fd, err, err_len);
   if (rc == 0)
-    rc = settle_shard_count(options, &s->shard_count, err, err_len);
+    rc = settle_shard_count(options, &s->shard_count, &version, err, err_len);
   if (rc != 0) {
     free_store(s);
     return rc;
@@ -287,7 +293,11 @@ int store_open(const struct store_options *options, struct evf_store **out, char
     free_store(s);
     return rc;
   }
-  if ((rc = open_shards(s, &last_position, err, err_len)) != 0) {
+  /* Opening upgrades each shard of an older folder; the folder says so once all are. */
+  if ((rc = open_shards(s, &last_position, err, err_len)) == 0 && version != FORMAT_VERSION &&
+      (rc = write_format(options->data_dir, s->shard_count, err, err_len)) != 0)
+    close_shards(s);
+  if (rc != 0) {
     free_store(s);
     return rc;
   }

@@ -3,9 +3,12 @@
  * missing index, one left open by another machine session, and one ahead
  * of its log are rebuilt; one left open in this session catches up. Each
  * case compares everything the public reads show with what they showed
- * before, and checks that appends go on from the right state.
+ * before, and checks that appends go on from the right state. A format 1
+ * folder (the index's databases inside the shard's one environment) is
+ * upgraded in place.
  */
 #include "harness.h"
+#include "records.h"
 
 #include "evf/status.h"
 
@@ -21,6 +24,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #define SHARDS 2
 #define STREAM_COUNT 6
@@ -275,6 +279,80 @@ static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
   reopen_and_compare(f, before);
 }
 
+static void put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t value) {
+  uint8_t buf[8];
+  record_put_u64(buf, value);
+  MDB_val k = {strlen(key), (void *)key}, v = {sizeof(buf), buf};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+}
+
+static MDB_env *open_log(const struct fixture *f, unsigned shard) {
+  char path[4300];
+  MDB_env *env;
+  shard_file(f, shard, "", path, sizeof(path));
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
+  assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+  return env;
+}
+
+/* Turns each shard back into the format 1 layout: index databases beside the events. */
+static void make_format_1(struct fixture *f) {
+  for (unsigned s = 0; s < SHARDS; s++) {
+    MDB_env *env = open_log(f, s);
+    MDB_txn *txn;
+    MDB_dbi meta, dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    put_u64(txn, meta, "format", 1);
+    put_u64(txn, meta, "next_stream_id", 99);
+    static const char *const old[] = {"streams", "stream_index", "event_ids"};
+    for (unsigned i = 0; i < 3; i++) {
+      assert_int_equal(mdb_dbi_open(txn, old[i], MDB_CREATE, &dbi), 0);
+      put_u64(txn, dbi, "stale", 1);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    char path[4300];
+    shard_file(f, s, "index/data.mdb", path, sizeof(path));
+    assert_int_equal(unlink(path), 0);
+  }
+  char format[4300], command[8700];
+  snprintf(format, sizeof(format), "%s/FORMAT", f->dir);
+  snprintf(command, sizeof(command), "sed -i 's/^format 2$/format 1/' '%s' && grep -qx 'format 1' '%s'",
+           format, format);
+  assert_int_equal(system(command), 0);
+}
+
+static void a_format_1_folder_is_upgraded_in_place(void **state) {
+  struct fixture *f = *state;
+  fill(f, 0);
+  fill(f, 1);
+  char *before = describe(f->store);
+  close_store(f);
+  make_format_1(f);
+  reopen_and_compare(f, before);
+  close_store(f);
+  char command[4400];
+  snprintf(command, sizeof(command), "grep -qx 'format 2' '%s/FORMAT'", f->dir);
+  assert_int_equal(system(command), 0);
+  for (unsigned s = 0; s < SHARDS; s++) {
+    MDB_env *env = open_log(f, s);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &dbi), MDB_NOTFOUND);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {6, "format"}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_int_equal(record_get_u64(v.mv_data), 2);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+  }
+  open_store(f); /* the teardown closes it */
+}
+
 /* A clean close leaves no OPEN mark: the next start trusts the index as it is. */
 static void a_clean_close_removes_the_open_mark(void **state) {
   struct fixture *f = *state;
@@ -294,6 +372,7 @@ int main(void) {
       T(an_index_left_open_by_another_boot_is_rebuilt),
       T(an_index_left_open_in_this_boot_catches_up),
       T(an_index_ahead_of_its_log_is_rebuilt),
+      T(a_format_1_folder_is_upgraded_in_place),
       T(a_clean_close_removes_the_open_mark),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
