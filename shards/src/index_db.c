@@ -85,7 +85,8 @@ static int mark_open(const struct index_paths *p, const char *boot_id) {
   if (fd < 0)
     return -errno;
   size_t len = strlen(boot_id);
-  int rc = write(fd, boot_id, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -errno;
+  ssize_t written = write(fd, boot_id, len);
+  int rc = written < 0 || fsync(fd) != 0 ? -errno : (size_t)written < len ? -EIO : 0;
   close(fd);
   return rc != 0 ? rc : fsync_dir(p->dir);
 }
@@ -309,16 +310,20 @@ int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size,
   /* Never synced per commit, whatever SYNC says: recovery rebuilds what a machine crash tore. */
   if ((rc = db__open_env(&db->index_env, p.dir, map_size, MDB_NOSYNC, err, err_len)) != 0)
     return rc;
-  if ((rc = mark_open(&p, boot_id)) != 0)
+  if ((rc = mark_open(&p, boot_id)) != 0) {
     snprintf(err, err_len, "cannot write %s: %s", p.open_mark, strerror(-rc));
-  else if ((rc = prepare_index(db, &p, trusted)) != 0)
+  } else if ((rc = prepare_index(db, &p, trusted)) != 0) {
     snprintf(err, err_len, "cannot bring the index in %s level with the log: %s", p.dir,
              rc == MDB_CORRUPTED ? "the log is damaged" : mdb_strerror(rc));
-  if (rc != 0) {
-    mdb_env_close(db->index_env);
-    return rc > 0 ? -rc : EVF_EFORMAT;
+    /* LMDB's codes stay inside shards/. */
+    rc = rc == MDB_CORRUPTED ? EVF_EFORMAT
+         : rc == MDB_MAP_FULL ? EVF_EFULL
+         : rc > 0             ? -rc
+                              : EVF_EINTERNAL;
   }
-  return 0;
+  if (rc != 0)
+    mdb_env_close(db->index_env);
+  return rc;
 }
 
 void index_db__close(struct shard_db *db) {

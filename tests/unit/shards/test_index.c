@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "records.h"
 
+#include "evf/hash.h"
 #include "evf/status.h"
 
 #include <errno.h>
@@ -353,6 +354,39 @@ static void a_format_1_folder_is_upgraded_in_place(void **state) {
   open_store(f); /* the teardown closes it */
 }
 
+/* An event the index cannot follow (version 7 of a stream that has none) stops the start. */
+static void a_log_the_index_cannot_follow_is_refused(void **state) {
+  struct fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(append(f, "s", 0, 1, NULL, &r), 0);
+  close_store(f);
+  unsigned shard = evf_stream_shard("s", 1, SHARDS);
+  MDB_env *env = open_log(f, shard);
+  MDB_txn *txn;
+  MDB_dbi events;
+  Api__Event event = API__EVENT__INIT;
+  event.id = "0191e1c4-7d2a-7cc0-8f00-00000000000f";
+  event.stream = "no-such-start";
+  event.version = 7;
+  event.type = "Deposited";
+  event.position = r.first_position + 100;
+  uint8_t value[256], key[RECORD_POSITION_LEN];
+  size_t len = api__event__pack(&event, value);
+  record_position_key(key, event.position);
+  MDB_val k = {sizeof(key), key}, v = {len, value};
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+  assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  char path[4300];
+  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
+  assert_int_equal(unlink(path), 0);
+  struct evf_store *s = NULL;
+  assert_int_equal(harness_try_open(f->dir, NULL, &s), EVF_EFORMAT);
+  assert_null(s);
+}
+
 /* A clean close leaves no OPEN mark: the next start trusts the index as it is. */
 static void a_clean_close_removes_the_open_mark(void **state) {
   struct fixture *f = *state;
@@ -373,6 +407,7 @@ int main(void) {
       T(an_index_left_open_in_this_boot_catches_up),
       T(an_index_ahead_of_its_log_is_rebuilt),
       T(a_format_1_folder_is_upgraded_in_place),
+      T(a_log_the_index_cannot_follow_is_refused),
       T(a_clean_close_removes_the_open_mark),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
