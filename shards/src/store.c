@@ -198,32 +198,71 @@ static void free_store(struct evf_store *s) {
   free(s);
 }
 
-/* Opens every shard's environment; returns the highest stored position. */
+/* One shard's opening, on a thread of its own: rebuilding an index takes a while. */
+struct shard_opening {
+  struct evf_store *store;
+  unsigned index;
+  uv_thread_t thread;
+  bool threaded;
+  int rc;
+  uint64_t last_position;
+  char err[4400];
+};
+
+static void open_shard(void *arg) {
+  struct shard_opening *o = arg;
+  struct evf_store *s = o->store;
+  struct shard *shard = &s->shards[o->index];
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/shard-%03u", s->options.data_dir, o->index);
+  o->rc = db__open(&shard->db, path, &s->options, o->index, s->shard_count, o->err,
+                   sizeof(o->err));
+  if (o->rc != 0)
+    return;
+  if ((o->rc = db__last_position(&shard->db, &o->last_position)) != 0 ||
+      (o->rc = index_db__next_stream_id(&shard->db, &shard->next_stream_id)) != 0) {
+    snprintf(o->err, sizeof(o->err), "cannot read %s: %s", path, evf_strerror(o->rc));
+    db__close(&shard->db);
+    return;
+  }
+  shard->stored_next_stream_id = shard->next_stream_id;
+}
+
+/*
+ * Opens every shard's environments, all at once (each may catch up or
+ * rebuild its index); returns the highest stored position. On failure the
+ * first failing shard's error is reported and every shard is closed again.
+ */
 static int open_shards(struct evf_store *s, uint64_t *last_position, char *err, size_t err_len) {
+  struct shard_opening *openings = calloc(s->shard_count, sizeof(*openings));
+  if (openings == NULL)
+    return -ENOMEM;
+  for (unsigned i = 0; i < s->shard_count; i++) {
+    struct shard_opening *o = &openings[i];
+    *o = (struct shard_opening){.store = s, .index = i};
+    o->threaded = uv_thread_create(&o->thread, open_shard, o) == 0;
+    if (!o->threaded)
+      open_shard(o);
+  }
+  int rc = 0;
   *last_position = 0;
   for (unsigned i = 0; i < s->shard_count; i++) {
-    struct shard *shard = &s->shards[i];
-    char path[4200];
-    uint64_t last;
-    snprintf(path, sizeof(path), "%s/shard-%03u", s->options.data_dir, i);
-    int rc = db__open(&shard->db, path, &s->options, i, s->shard_count, err, err_len);
-    if (rc != 0) {
-      while (i-- > 0)
-        db__close(&s->shards[i].db);
-      return rc;
+    struct shard_opening *o = &openings[i];
+    if (o->threaded)
+      uv_thread_join(&o->thread);
+    if (o->rc != 0 && rc == 0) {
+      rc = o->rc;
+      snprintf(err, err_len, "%s", o->err);
     }
-    if ((rc = db__last_position(&shard->db, &last)) != 0 ||
-        (rc = index_db__next_stream_id(&shard->db, &shard->next_stream_id)) != 0) {
-      snprintf(err, err_len, "cannot read %s: %s", path, evf_strerror(rc));
-      for (unsigned k = 0; k <= i; k++)
-        db__close(&s->shards[k].db);
-      return rc;
-    }
-    shard->stored_next_stream_id = shard->next_stream_id;
-    if (last > *last_position)
-      *last_position = last;
+    if (o->last_position > *last_position)
+      *last_position = o->last_position;
   }
-  return 0;
+  for (unsigned i = 0; rc != 0 && i < s->shard_count; i++) {
+    if (openings[i].rc == 0)
+      db__close(&s->shards[i].db);
+  }
+  free(openings);
+  return rc;
 }
 
 static void close_shards(struct evf_store *s) {
