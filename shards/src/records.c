@@ -91,9 +91,9 @@ static uint8_t *put_varint(uint8_t *out, uint64_t v) {
 /* Every field of api.Event has a number below 16: its tag is one byte. */
 static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + varint_size(v); }
 
-static size_t bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
+size_t record_bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
 
-static size_t string_field_size(const char *s) { return bytes_field_size(s ? strlen(s) : 0); }
+static size_t string_field_size(const char *s) { return record_bytes_field_size(s ? strlen(s) : 0); }
 
 static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
   if (v == 0)
@@ -117,8 +117,8 @@ static uint8_t *put_string_field(uint8_t *out, unsigned field, const char *s) {
 
 size_t record_event_size(const Api__Event *e) {
   return string_field_size(e->id) + string_field_size(e->stream) + varint_field_size(e->version) +
-         string_field_size(e->type) + bytes_field_size(e->data.len) +
-         bytes_field_size(e->metadata.len) + string_field_size(e->causation_id) +
+         string_field_size(e->type) + record_bytes_field_size(e->data.len) +
+         record_bytes_field_size(e->metadata.len) + string_field_size(e->causation_id) +
          string_field_size(e->correlation_id) + varint_field_size((uint64_t)e->added_at) +
          varint_field_size(e->position);
 }

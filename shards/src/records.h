@@ -60,6 +60,8 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
  * (empty strings and bytes, zeroes) left out.
  */
 size_t record_event_size(const Api__Event *event);
+/** What a string or bytes field of len bytes adds to that size (0 when empty: left out). */
+size_t record_bytes_field_size(size_t len);
 /** Writes record_event_size(event) bytes to out. */
 void record_event_encode(const Api__Event *event, uint8_t *out);
 

@@ -56,16 +56,16 @@ static int check_client_ids_distinct(struct store_append *req) {
   return distinct ? 0 : invalid(req, "two events of one append have the same id");
 }
 
-/* The size of the event as stored, with the largest position and version. */
-static size_t stored_size(const Api__AppendToStreamRequest *request, const Api__EventData *e) {
+/*
+ * The size of an event of this append as stored, with the largest position
+ * and version, less its type, data and metadata: the same for every event.
+ */
+static size_t stored_size_base(const Api__AppendToStreamRequest *request) {
   char id_text[EVF_UUID_TEXT_LEN + 1] = "00000000-0000-0000-0000-000000000000";
   Api__Event event = API__EVENT__INIT;
   event.id = id_text;
   event.stream = request->stream;
   event.version = UINT32_MAX;
-  event.type = e->type;
-  event.data = e->data;
-  event.metadata = e->metadata;
   event.causation_id = id_text;
   event.correlation_id = id_text;
   event.added_at = INT64_MAX;
@@ -73,8 +73,13 @@ static size_t stored_size(const Api__AppendToStreamRequest *request, const Api__
   return record_event_size(&event);
 }
 
+static size_t stored_size(size_t base, const Api__EventData *e) {
+  return base + record_bytes_field_size(strlen(e->type)) + record_bytes_field_size(e->data.len) +
+         record_bytes_field_size(e->metadata.len);
+}
+
 static int validate_event(const struct store_options *options, struct store_append *req,
-                          const Api__EventData *e, struct evf_uuid *id) {
+                          size_t base, const Api__EventData *e, struct evf_uuid *id) {
   if (!type_valid(e->type))
     return invalid(req, "an event type must be 1 to 200 bytes of UTF-8");
   if (!optional_uuid_valid(e->causation_id))
@@ -85,7 +90,7 @@ static int validate_event(const struct store_options *options, struct store_appe
     evf_uuid_v7(id);
   else if (evf_uuid_parse(e->id, strlen(e->id), id) != 0)
     return invalid(req, "an event id must be a UUID (8-4-4-4-12 hex, not nil)");
-  if (options->max_event_size != 0 && stored_size(req->request, e) > options->max_event_size) {
+  if (options->max_event_size != 0 && stored_size(base, e) > options->max_event_size) {
     req->detail = "an event is larger than the largest that can be read back (MAX_MESSAGE_SIZE)";
     return EVF_ETOOBIG;
   }
@@ -104,8 +109,9 @@ int validate__append(const struct store_options *options, struct store_append *r
   req->ids = malloc(r->n_events * sizeof(*req->ids));
   if (req->ids == NULL)
     return -ENOMEM;
+  size_t base = stored_size_base(r);
   for (size_t i = 0; i < r->n_events; i++) {
-    int rc = validate_event(options, req, r->events[i], &req->ids[i]);
+    int rc = validate_event(options, req, base, r->events[i], &req->ids[i]);
     if (rc != 0)
       return rc;
   }
