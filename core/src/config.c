@@ -55,8 +55,9 @@ static const struct setting settings[] = {
              "appends.",
      .kind = KIND_SYNC, .offset = FIELD(sync_full)},
     {.env = "MAP_SIZE", .flag = "map-size", .metavar = "SIZE", .def = "16G",
-     .help = "LMDB map size per shard: the most data a shard holds. Once it is full,\n"
-             "appends fail with a storage-full error; reads go on.",
+     .help = "LMDB map size of each shard's log (the most events a shard holds) and of\n"
+             "its index (about a quarter of the log's size). Once one is full, appends\n"
+             "fail with a storage-full error; reads go on.",
      .kind = KIND_SIZE, .offset = FIELD(map_size), .min = (uint64_t)1 << 20},
     {.env = "PAGE_SIZE", .flag = "page-size", .metavar = "N", .def = "1000",
      .help = "Most events or stream names one read returns; a read limit of 0 or\n"

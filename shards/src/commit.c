@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include "evf/log.h"
 #include "records.h"
 
 #include <string.h>
@@ -131,9 +132,13 @@ static int write_batch(MDB_txn *log, MDB_txn *index, struct shard *shard) {
 /* The log holds the batch and its index commit failed: index it from the log. */
 static int index_from_log(struct shard *shard, int index_rc) {
   uint64_t indexed;
-  db__error(index_rc, "committing the index of a stored batch");
+  evf_error("shard %u: committing the index of a stored batch: %s; indexing it from the log",
+            shard->index, mdb_strerror(index_rc));
   int rc = index_db__catch_up(&shard->db, &indexed);
   shard->batch.index_behind = rc != 0;
+  if (rc != 0)
+    evf_error("shard %u: indexing a stored batch from the log: %s; the shard repairs its index "
+              "before it decides more appends", shard->index, mdb_strerror(rc));
   return db__error(rc, "indexing a stored batch from the log");
 }
 
@@ -166,7 +171,11 @@ int commit__batch(struct shard *shard) {
 int commit__repair_index(struct shard *shard) {
   uint64_t indexed;
   int rc = index_db__catch_up(&shard->db, &indexed);
-  if (rc == 0)
-    rc = index_db__next_stream_id(&shard->db, &shard->batch.next_stream_id);
-  return db__error(rc, "repairing the index from the log");
+  if (rc != 0) {
+    evf_error("shard %u: repairing the index from the log: %s", shard->index, mdb_strerror(rc));
+    return db__error(rc, "repairing the index from the log");
+  }
+  evf_info("shard %u: the index is repaired (%llu events indexed from the log)", shard->index,
+           (unsigned long long)indexed);
+  return index_db__next_stream_id(&shard->db, &shard->batch.next_stream_id);
 }

@@ -294,6 +294,41 @@ static int prepare_index(struct shard_db *db, const struct index_paths *p, bool 
   return rc;
 }
 
+/* Removes the index's files: it is rebuilt from the log. */
+static int discard_index(const struct index_paths *p, char *err, size_t err_len) {
+  int rc;
+  if ((rc = remove_file(p->data)) != 0 || (rc = remove_file(p->lock)) != 0)
+    snprintf(err, err_len, "cannot remove the index in %s: %s", p->dir, strerror(-rc));
+  return rc;
+}
+
+/* LMDB's codes stay inside shards/. */
+static int index_error(int mdb_rc) {
+  return mdb_rc == MDB_CORRUPTED ? EVF_EFORMAT
+         : mdb_rc == MDB_MAP_FULL ? EVF_EFULL
+         : mdb_rc > 0             ? -mdb_rc
+                                  : EVF_EINTERNAL;
+}
+
+/* Opens the environment, marks it open in this boot, and brings it level with the log. */
+static int open_index(struct shard_db *db, const struct index_paths *p, size_t map_size,
+                      const char *boot_id, bool trusted, char *err, size_t err_len) {
+  /* Never synced per commit, whatever SYNC says: recovery rebuilds what a machine crash tore. */
+  int rc = db__open_env(&db->index_env, p->dir, map_size, MDB_NOSYNC, err, err_len);
+  if (rc != 0)
+    return rc;
+  if ((rc = mark_open(p, boot_id)) != 0) {
+    snprintf(err, err_len, "cannot write %s: %s", p->open_mark, strerror(-rc));
+  } else if ((rc = prepare_index(db, p, trusted)) != 0) {
+    snprintf(err, err_len, "cannot bring the index in %s level with the log: %s", p->dir,
+             rc == MDB_CORRUPTED ? "the log is damaged" : mdb_strerror(rc));
+    rc = index_error(rc);
+  }
+  if (rc != 0)
+    mdb_env_close(db->index_env);
+  return rc;
+}
+
 int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size, char *err,
                    size_t err_len) {
   struct index_paths p;
@@ -302,28 +337,18 @@ int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size,
   index_paths(&p, dir);
   read_small_file(BOOT_ID_PATH, boot_id, sizeof(boot_id));
   bool trusted = index_trusted(&p, boot_id);
-  int rc = 0;
-  if (!trusted && ((rc = remove_file(p.data)) != 0 || (rc = remove_file(p.lock)) != 0)) {
-    snprintf(err, err_len, "cannot remove the untrusted index in %s: %s", p.dir, strerror(-rc));
-    return rc;
-  }
-  /* Never synced per commit, whatever SYNC says: recovery rebuilds what a machine crash tore. */
-  if ((rc = db__open_env(&db->index_env, p.dir, map_size, MDB_NOSYNC, err, err_len)) != 0)
-    return rc;
-  if ((rc = mark_open(&p, boot_id)) != 0) {
-    snprintf(err, err_len, "cannot write %s: %s", p.open_mark, strerror(-rc));
-  } else if ((rc = prepare_index(db, &p, trusted)) != 0) {
-    snprintf(err, err_len, "cannot bring the index in %s level with the log: %s", p.dir,
-             rc == MDB_CORRUPTED ? "the log is damaged" : mdb_strerror(rc));
-    /* LMDB's codes stay inside shards/. */
-    rc = rc == MDB_CORRUPTED ? EVF_EFORMAT
-         : rc == MDB_MAP_FULL ? EVF_EFULL
-         : rc > 0             ? -rc
-                              : EVF_EINTERNAL;
-  }
-  if (rc != 0)
-    mdb_env_close(db->index_env);
-  return rc;
+  if (trusted && open_index(db, &p, map_size, boot_id, true, err, err_len) == 0)
+    return 0;
+  /*
+   * Untrusted, or trusted and found unreadable or out of step with the log
+   * (a file torn before its OPEN mark was durable, a copy from elsewhere):
+   * only a rebuild from the log that fails stops the start.
+   */
+  if (trusted)
+    evf_warn("%s: %s; rebuilding it from the log", p.dir, err);
+  err[0] = '\0';
+  int rc = discard_index(&p, err, err_len);
+  return rc != 0 ? rc : open_index(db, &p, map_size, boot_id, false, err, err_len);
 }
 
 void index_db__close(struct shard_db *db) {
@@ -331,13 +356,20 @@ void index_db__close(struct shard_db *db) {
   struct index_paths p;
   mdb_env_get_path(db->index_env, &dir);
   index_paths(&p, dir);
-  /* Only a synced index may lose its OPEN mark; otherwise the next start rebuilds it. */
+  /* Only a synced index may lose its OPEN mark. */
   int rc = mdb_env_sync(db->index_env, 1);
   if (rc == 0 && (rc = remove_file(p.open_mark)) == 0)
     rc = fsync_dir(dir);
-  if (rc != 0)
+  if (rc != 0) {
+    /*
+     * A failed sync may leave pages the page cache no longer holds: an
+     * empty mark matches no boot, so the next start rebuilds the index.
+     */
     evf_warn("closing the index in %s: %s; it will be rebuilt at the next start", dir,
              rc > 0 ? mdb_strerror(rc) : strerror(-rc));
+    if (mark_open(&p, "") != 0)
+      remove_file(p.data);
+  }
   mdb_env_close(db->index_env);
 }
 

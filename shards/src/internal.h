@@ -101,6 +101,7 @@ struct shard {
   struct waker wake;
   struct committer committer;    /* runs the batch's write transaction */
   uv_check_t batcher;
+  uv_timer_t repair_timer;       /* retries an index repair while nothing else asks for one */
   bool stop_hook_called;
   bool closed;
   bool watches_watermark;        /* call on_watermark when it moves */
@@ -113,8 +114,9 @@ struct shard {
   struct batch batch;
   struct append_queue unseen;    /* durable, answered once the watermark covers them */
   uint64_t next_stream_id;
-  uint64_t stored_next_stream_id; /* as the last committed batch left it in meta */
+  uint64_t stored_next_stream_id; /* at most the counter the index's meta holds */
   bool index_behind;             /* the index lacks committed events: repair before deciding */
+  bool repair_due;               /* the repair timer fired: repair even with nothing pending */
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */

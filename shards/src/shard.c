@@ -21,6 +21,7 @@
 /* Bounds of one batch, well inside LMDB's dirty-page limit. */
 #define MAX_BATCH_APPENDS 4096
 #define MAX_BATCH_BYTES (64u << 20)
+#define REPAIR_RETRY_MS 1000
 
 enum verdict { VERDICT_WRITE, VERDICT_DONE, VERDICT_DEFER };
 
@@ -367,6 +368,24 @@ static bool retry_alone(struct shard *shard, int status) {
   return true;
 }
 
+static void repair_timer_cb(uv_timer_t *timer) {
+  struct shard *shard = timer->data;
+  if (!shard->index_behind)
+    return;
+  if (shard->state == SHARD_IDLE)
+    start_repair(shard);
+  else
+    shard->repair_due = true; /* the batcher starts it once the job in flight is done */
+}
+
+/*
+ * Reads do not wait for appends: while the index lacks stored events, the
+ * shard retries the repair every REPAIR_RETRY_MS until one works.
+ */
+static void schedule_repair(struct shard *shard) {
+  uv_timer_start(&shard->repair_timer, repair_timer_cb, REPAIR_RETRY_MS, 0);
+}
+
 /* Pending appends wait for a repair that works; they fail with a failed one. */
 static void repair_done(struct shard *shard) {
   int status = shard->batch.status;
@@ -375,6 +394,9 @@ static void repair_done(struct shard *shard) {
   if (status == 0) {
     shard->index_behind = false;
     shard->stored_next_stream_id = shard->batch.next_stream_id;
+    uv_timer_stop(&shard->repair_timer);
+  } else {
+    schedule_repair(shard);
   }
   struct store_append *req;
   while (status != 0 && (req = append_queue_pop(&shard->pending)) != NULL) {
@@ -388,9 +410,11 @@ static void repair_done(struct shard *shard) {
 /* The batch is durable, but not indexed: its appends are not visible to every read. */
 static void fail_unindexed(struct shard *shard) {
   shard->index_behind = true;
+  schedule_repair(shard);
   for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
-    req->detail = "the events were stored, but the stream index could not take them "
-                  "(see the server log); a retry with the same event ids is safe";
+    req->detail = "the events were stored in the log, and are in the global stream, but the "
+                  "stream index could not take them yet (see the server log); a retry stores "
+                  "them again unless it carries the same client event ids";
   reply_batch(shard, EVF_EINTERNAL);
 }
 
@@ -456,6 +480,7 @@ static void maybe_stop(struct shard *shard) {
     shard->closed = true;
     waker_stop(&shard->wake);
     uv_close((uv_handle_t *)&shard->batcher, NULL);
+    uv_close((uv_handle_t *)&shard->repair_timer, NULL);
   }
 }
 
@@ -490,11 +515,12 @@ static void wake_cb(struct waker *w) {
  */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
-  if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
-    if (shard->index_behind)
-      start_repair(shard);
-    else
-      prepare_batch(shard);
+  if (shard->state == SHARD_IDLE && shard->index_behind &&
+      (shard->pending.head != NULL || shard->repair_due)) {
+    shard->repair_due = false;
+    start_repair(shard);
+  } else if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
+    prepare_batch(shard);
   }
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
@@ -529,6 +555,8 @@ int shard__init_loop(struct shard *shard) {
   }
   uv_check_init(&shard->loop, &shard->batcher);
   uv_check_start(&shard->batcher, batcher_cb);
+  uv_timer_init(&shard->loop, &shard->repair_timer);
+  shard->repair_timer.data = shard;
   stats__init(&shard->stats);
   shard->batcher.data = shard;
   shard->state = SHARD_IDLE;
@@ -538,6 +566,7 @@ int shard__init_loop(struct shard *shard) {
 void shard__discard_loop(struct shard *shard) {
   waker_stop(&shard->wake);
   uv_close((uv_handle_t *)&shard->batcher, NULL);
+  uv_close((uv_handle_t *)&shard->repair_timer, NULL);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
   uv_loop_close(&shard->loop);
 }

@@ -189,6 +189,24 @@ static void this_boot_id(char *out, size_t len) {
   out[strcspn(out, "\n")] = '\0';
 }
 
+static void put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t value) {
+  uint8_t buf[8];
+  record_put_u64(buf, value);
+  MDB_val k = {strlen(key), (void *)key}, v = {sizeof(buf), buf};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+}
+
+static MDB_env *open_env(const struct fixture *f, unsigned shard, const char *sub) {
+  char path[4300];
+  MDB_env *env;
+  shard_file(f, shard, sub, path, sizeof(path));
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
+  assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+  return env;
+}
+
 /* After recovery, appends are decided against the right state. */
 static void appends_go_on(struct fixture *f) {
   struct harness_result r;
@@ -234,8 +252,33 @@ static void a_missing_index_is_rebuilt_from_the_log(void **state) {
   reopen_and_compare(f, before);
 }
 
-/* Garbage in place of the index would fail the open, were it trusted. */
+/*
+ * An index that reads fine and is level with its log, but holds a stream
+ * the log never had (as a torn index could): trusted, it would be kept.
+ */
 static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
+  struct fixture *f = *state;
+  fill(f, 0);
+  char *before = describe(f->store);
+  close_store(f);
+  for (unsigned shard = 0; shard < SHARDS; shard++) {
+    MDB_env *env = open_env(f, shard, "index");
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint8_t record[RECORD_STREAM_LEN] = {0};
+    MDB_val k = {5, "ghost"}, v = {sizeof(record), record};
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "streams", 0, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  write_in_shards(f, "index/OPEN", "00000000-1111-2222-3333-444444444444", 36);
+  reopen_and_compare(f, before);
+}
+
+/* A torn index without its OPEN mark (a crash while the first start created it). */
+static void a_trusted_index_that_cannot_be_read_is_rebuilt(void **state) {
   struct fixture *f = *state;
   fill(f, 0);
   char *before = describe(f->store);
@@ -243,7 +286,6 @@ static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
   char garbage[65536];
   memset(garbage, 0xab, sizeof(garbage));
   write_in_shards(f, "index/data.mdb", garbage, sizeof(garbage));
-  write_in_shards(f, "index/OPEN", "00000000-1111-2222-3333-444444444444", 36);
   reopen_and_compare(f, before);
 }
 
@@ -280,28 +322,10 @@ static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
   reopen_and_compare(f, before);
 }
 
-static void put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t value) {
-  uint8_t buf[8];
-  record_put_u64(buf, value);
-  MDB_val k = {strlen(key), (void *)key}, v = {sizeof(buf), buf};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-}
-
-static MDB_env *open_log(const struct fixture *f, unsigned shard) {
-  char path[4300];
-  MDB_env *env;
-  shard_file(f, shard, "", path, sizeof(path));
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-  assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
-  assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
-  return env;
-}
-
 /* Turns each shard back into the format 1 layout: index databases beside the events. */
 static void make_format_1(struct fixture *f) {
   for (unsigned s = 0; s < SHARDS; s++) {
-    MDB_env *env = open_log(f, s);
+    MDB_env *env = open_env(f, s, "");
     MDB_txn *txn;
     MDB_dbi meta, dbi;
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
@@ -339,7 +363,7 @@ static void a_format_1_folder_is_upgraded_in_place(void **state) {
   snprintf(command, sizeof(command), "grep -qx 'format 2' '%s/FORMAT'", f->dir);
   assert_int_equal(system(command), 0);
   for (unsigned s = 0; s < SHARDS; s++) {
-    MDB_env *env = open_log(f, s);
+    MDB_env *env = open_env(f, s, "");
     MDB_txn *txn;
     MDB_dbi dbi;
     assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
@@ -361,7 +385,7 @@ static void a_log_the_index_cannot_follow_is_refused(void **state) {
   assert_int_equal(append(f, "s", 0, 1, NULL, &r), 0);
   close_store(f);
   unsigned shard = evf_stream_shard("s", 1, SHARDS);
-  MDB_env *env = open_log(f, shard);
+  MDB_env *env = open_env(f, shard, "");
   MDB_txn *txn;
   MDB_dbi events;
   Api__Event event = API__EVENT__INIT;
@@ -404,6 +428,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(a_missing_index_is_rebuilt_from_the_log),
       T(an_index_left_open_by_another_boot_is_rebuilt),
+      T(a_trusted_index_that_cannot_be_read_is_rebuilt),
       T(an_index_left_open_in_this_boot_catches_up),
       T(an_index_ahead_of_its_log_is_rebuilt),
       T(a_format_1_folder_is_upgraded_in_place),

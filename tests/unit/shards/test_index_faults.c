@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include "evf/clock.h"
 #include "evf/hash.h"
 #include "evf/status.h"
 
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -166,6 +168,23 @@ static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
   harness_events_free(&e);
 }
 
+/* Reads do not wait for another append: the shard retries the repair on its own. */
+static void the_repair_is_retried_without_appends(void **state) {
+  struct fixture *f = *state;
+  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
+  atomic_store(&failures_left, FAIL_ALWAYS);
+  assert_int_equal(append(f, "s", 1, 2, NULL), EVF_EINTERNAL);
+  assert_int_equal(stream_length(f, "s"), 1);
+  atomic_store(&failures_left, 0);
+  /* The retry comes within a second or so; the bound leaves room for a slow machine. */
+  uint64_t deadline = evf_monotonic_ns() + 10ull * 1000 * 1000 * 1000;
+  while (stream_length(f, "s") < 3 && evf_monotonic_ns() < deadline) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  assert_int_equal(stream_length(f, "s"), 3);
+}
+
 int main(void) {
   real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
@@ -178,6 +197,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_shard_repairs_its_index_before_it_decides_more, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(the_repair_is_retried_without_appends, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
