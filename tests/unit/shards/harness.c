@@ -74,6 +74,40 @@ void harness_client_deinit(struct harness_client *c) {
   assert_int_equal(uv_loop_close(&c->loop), 0);
 }
 
+void harness_fixture_open(struct harness_fixture *f) {
+  f->store = harness_open(f->dir, NULL);
+  harness_client_init(&f->client, f->store, 0);
+}
+
+void harness_fixture_close(struct harness_fixture *f) {
+  harness_client_deinit(&f->client);
+  store_close(f->store);
+  f->store = NULL;
+}
+
+void harness_fixture_reopen(struct harness_fixture *f) {
+  harness_fixture_close(f);
+  harness_fixture_open(f);
+}
+
+int harness_fixture_setup(void **state) {
+  struct harness_fixture *f = calloc(1, sizeof(*f));
+  assert_non_null(f);
+  f->dir = harness_make_dir();
+  harness_fixture_open(f);
+  *state = f;
+  return 0;
+}
+
+int harness_fixture_teardown(void **state) {
+  struct harness_fixture *f = *state;
+  if (f->store != NULL)
+    harness_fixture_close(f);
+  harness_remove_dir(f->dir);
+  free(f);
+  return 0;
+}
+
 struct wait_state {
   bool done;
   struct evf_store *store;

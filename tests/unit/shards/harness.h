@@ -42,6 +42,23 @@ struct harness_client {
 void harness_client_init(struct harness_client *c, struct evf_store *store, unsigned port);
 void harness_client_deinit(struct harness_client *c);
 
+/*
+ * The usual test fixture: a store with default options in a temporary
+ * folder, and a client on its external port 0. setup/teardown are cmocka's
+ * (the state is the fixture); close and open let a test restart the store
+ * on the same folder (teardown accepts a closed one).
+ */
+struct harness_fixture {
+  char *dir;
+  struct evf_store *store;
+  struct harness_client client;
+};
+int harness_fixture_setup(void **state);
+int harness_fixture_teardown(void **state);
+void harness_fixture_open(struct harness_fixture *f);
+void harness_fixture_close(struct harness_fixture *f);
+void harness_fixture_reopen(struct harness_fixture *f);
+
 /* The outcome of an append. */
 struct harness_result {
   int status;

@@ -35,41 +35,7 @@ static const char *const streams[STREAM_COUNT] = {"account-1", "account-2", "ord
 static const char *const client_ids[2] = {"0191e1c4-7d2a-7cc0-8f00-000000000001",
                                           "0191e1c4-7d2a-7cc0-8f00-000000000002"};
 
-struct fixture {
-  char *dir;
-  struct evf_store *store;
-  struct harness_client client;
-};
-
-static void open_store(struct fixture *f) {
-  f->store = harness_open(f->dir, NULL);
-  harness_client_init(&f->client, f->store, 0);
-}
-
-static void close_store(struct fixture *f) {
-  harness_client_deinit(&f->client);
-  store_close(f->store);
-  f->store = NULL;
-}
-
-static int setup(void **state) {
-  struct fixture *f = calloc(1, sizeof(*f));
-  f->dir = harness_make_dir();
-  open_store(f);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  struct fixture *f = *state;
-  if (f->store != NULL)
-    close_store(f);
-  harness_remove_dir(f->dir);
-  free(f);
-  return 0;
-}
-
-static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
                   const char *const *ids, struct harness_result *r) {
   struct harness_request req;
   harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", ids);
@@ -77,7 +43,7 @@ static int append(struct fixture *f, const char *stream, int32_t version, size_t
 }
 
 /* Appends of 1 to 3 events to each stream, twice over; the first also carries client ids. */
-static void fill(struct fixture *f, unsigned round) {
+static void fill(struct harness_fixture *f, unsigned round) {
   for (unsigned i = 0; i < STREAM_COUNT; i++) {
     size_t n = 1 + (i + round) % 3;
     assert_int_equal(append(f, streams[i], -1, n, NULL, NULL), 0);
@@ -152,13 +118,13 @@ static char *describe(struct evf_store *s) {
   return t.data;
 }
 
-static void shard_file(const struct fixture *f, unsigned shard, const char *name, char *out,
+static void shard_file(const struct harness_fixture *f, unsigned shard, const char *name, char *out,
                        size_t len) {
   snprintf(out, len, "%s/shard-%03u/%s", f->dir, shard, name);
 }
 
 /* Copies a file of every shard's folder to another name in it. */
-static void copy_in_shards(const struct fixture *f, const char *from, const char *to) {
+static void copy_in_shards(const struct harness_fixture *f, const char *from, const char *to) {
   for (unsigned s = 0; s < SHARDS; s++) {
     char source[4300], target[4300], command[8700];
     shard_file(f, s, from, source, sizeof(source));
@@ -169,7 +135,7 @@ static void copy_in_shards(const struct fixture *f, const char *from, const char
 }
 
 /* Writes a file of every shard's folder. */
-static void write_in_shards(const struct fixture *f, const char *name, const char *content,
+static void write_in_shards(const struct harness_fixture *f, const char *name, const char *content,
                             size_t len) {
   for (unsigned s = 0; s < SHARDS; s++) {
     char path[4300];
@@ -196,7 +162,7 @@ static void put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t value) 
   assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
 }
 
-static MDB_env *open_env(const struct fixture *f, unsigned shard, const char *sub) {
+static MDB_env *open_env(const struct harness_fixture *f, unsigned shard, const char *sub) {
   char path[4300];
   MDB_env *env;
   shard_file(f, shard, sub, path, sizeof(path));
@@ -208,7 +174,7 @@ static MDB_env *open_env(const struct fixture *f, unsigned shard, const char *su
 }
 
 /* After recovery, appends are decided against the right state. */
-static void appends_go_on(struct fixture *f) {
+static void appends_go_on(struct harness_fixture *f) {
   struct harness_result r;
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
@@ -229,8 +195,8 @@ static void appends_go_on(struct fixture *f) {
 }
 
 /* Reopens the store: its reads show what `before` describes, and appends go on. Frees before. */
-static void reopen_and_compare(struct fixture *f, char *before) {
-  open_store(f);
+static void reopen_and_compare(struct harness_fixture *f, char *before) {
+  harness_fixture_open(f);
   char *after = describe(f->store);
   assert_string_equal(after, before);
   appends_go_on(f);
@@ -239,11 +205,11 @@ static void reopen_and_compare(struct fixture *f, char *before) {
 }
 
 static void a_missing_index_is_rebuilt_from_the_log(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   fill(f, 0);
   fill(f, 1);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   for (unsigned s = 0; s < SHARDS; s++) {
     char path[4300];
     shard_file(f, s, "index/data.mdb", path, sizeof(path));
@@ -257,10 +223,10 @@ static void a_missing_index_is_rebuilt_from_the_log(void **state) {
  * the log never had (as a torn index could): trusted, it would be kept.
  */
 static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   fill(f, 0);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   for (unsigned shard = 0; shard < SHARDS; shard++) {
     MDB_env *env = open_env(f, shard, "index");
     MDB_txn *txn;
@@ -279,10 +245,10 @@ static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
 
 /* A torn index without its OPEN mark (a crash while the first start created it). */
 static void a_trusted_index_that_cannot_be_read_is_rebuilt(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   fill(f, 0);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   char garbage[65536];
   memset(garbage, 0xab, sizeof(garbage));
   write_in_shards(f, "index/data.mdb", garbage, sizeof(garbage));
@@ -291,17 +257,17 @@ static void a_trusted_index_that_cannot_be_read_is_rebuilt(void **state) {
 
 /* As after a kill -9: the index of an earlier commit, left open in this boot. */
 static void an_index_left_open_in_this_boot_catches_up(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   char boot_id[64];
   this_boot_id(boot_id, sizeof(boot_id));
   fill(f, 0);
-  close_store(f);
+  harness_fixture_close(f);
   copy_in_shards(f, "index/data.mdb", "index-saved.mdb");
-  open_store(f);
+  harness_fixture_open(f);
   fill(f, 1);
   assert_int_equal(append(f, "created-later", 0, 3, NULL, NULL), 0);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   copy_in_shards(f, "index-saved.mdb", "index/data.mdb");
   write_in_shards(f, "index/OPEN", boot_id, strlen(boot_id));
   assert_non_null(strstr(before, "created-later/2@"));
@@ -310,20 +276,20 @@ static void an_index_left_open_in_this_boot_catches_up(void **state) {
 
 /* A log restored from an older copy, next to a newer index: the index follows the log. */
 static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   fill(f, 0);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   copy_in_shards(f, "data.mdb", "log-saved.mdb");
-  open_store(f);
+  harness_fixture_open(f);
   fill(f, 1);
-  close_store(f);
+  harness_fixture_close(f);
   copy_in_shards(f, "log-saved.mdb", "data.mdb");
   reopen_and_compare(f, before);
 }
 
 /* Turns each shard back into the format 1 layout: index databases beside the events. */
-static void make_format_1(struct fixture *f) {
+static void make_format_1(struct harness_fixture *f) {
   for (unsigned s = 0; s < SHARDS; s++) {
     MDB_env *env = open_env(f, s, "");
     MDB_txn *txn;
@@ -351,14 +317,14 @@ static void make_format_1(struct fixture *f) {
 }
 
 static void a_format_1_folder_is_upgraded_in_place(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   fill(f, 0);
   fill(f, 1);
   char *before = describe(f->store);
-  close_store(f);
+  harness_fixture_close(f);
   make_format_1(f);
   reopen_and_compare(f, before);
-  close_store(f);
+  harness_fixture_close(f);
   char command[4400];
   snprintf(command, sizeof(command), "grep -qx 'format 2' '%s/FORMAT'", f->dir);
   assert_int_equal(system(command), 0);
@@ -375,15 +341,15 @@ static void a_format_1_folder_is_upgraded_in_place(void **state) {
     mdb_txn_abort(txn);
     mdb_env_close(env);
   }
-  open_store(f); /* the teardown closes it */
+  harness_fixture_open(f); /* the teardown closes it */
 }
 
 /* An event the index cannot follow (version 7 of a stream that has none) stops the start. */
 static void a_log_the_index_cannot_follow_is_refused(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", 0, 1, NULL, &r), 0);
-  close_store(f);
+  harness_fixture_close(f);
   unsigned shard = evf_stream_shard("s", 1, SHARDS);
   MDB_env *env = open_env(f, shard, "");
   MDB_txn *txn;
@@ -413,18 +379,18 @@ static void a_log_the_index_cannot_follow_is_refused(void **state) {
 
 /* A clean close leaves no OPEN mark: the next start trusts the index as it is. */
 static void a_clean_close_removes_the_open_mark(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   char path[4300];
   fill(f, 0);
   shard_file(f, 0, "index/OPEN", path, sizeof(path));
   assert_int_equal(access(path, F_OK), 0);
-  close_store(f);
+  harness_fixture_close(f);
   assert_int_equal(access(path, F_OK), -1);
   assert_int_equal(errno, ENOENT);
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, harness_fixture_setup, harness_fixture_teardown)
   const struct CMUnitTest tests[] = {
       T(a_missing_index_is_rebuilt_from_the_log),
       T(an_index_left_open_by_another_boot_is_rebuilt),

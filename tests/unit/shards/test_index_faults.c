@@ -78,40 +78,25 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
   return real_writev(fd, iov, count);
 }
 
-struct fixture {
-  char *dir;
-  struct evf_store *store;
-  struct harness_client client;
-};
-
+/* No failure is left armed from one test to the next. */
 static int setup(void **state) {
-  struct fixture *f = calloc(1, sizeof(*f));
-  f->dir = harness_make_dir();
-  f->store = harness_open(f->dir, NULL);
-  harness_client_init(&f->client, f->store, 0);
   atomic_store(&failures_left, 0);
-  *state = f;
-  return 0;
+  return harness_fixture_setup(state);
 }
 
 static int teardown(void **state) {
-  struct fixture *f = *state;
   atomic_store(&failures_left, 0);
-  harness_client_deinit(&f->client);
-  store_close(f->store);
-  harness_remove_dir(f->dir);
-  free(f);
-  return 0;
+  return harness_fixture_teardown(state);
 }
 
-static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
                   struct harness_result *r) {
   struct harness_request req;
   harness_request(&req, stream, version, n, "Deposited", "{}", NULL);
   return harness_append(&f->client, &req.request, r);
 }
 
-static size_t stream_length(struct fixture *f, const char *stream) {
+static size_t stream_length(struct harness_fixture *f, const char *stream) {
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), 0);
   size_t n = e.count;
@@ -120,7 +105,7 @@ static size_t stream_length(struct fixture *f, const char *stream) {
 }
 
 static void a_failed_index_commit_is_indexed_from_the_log(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", 0, 2, NULL), 0);
   atomic_store(&failures_left, 1);
@@ -143,7 +128,7 @@ static void stream_next_to_s(char *out, size_t len) {
 }
 
 static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   char neighbour[32];
   stream_next_to_s(neighbour, sizeof(neighbour));
@@ -170,7 +155,7 @@ static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
 
 /* Reads do not wait for another append: the shard retries the repair on its own. */
 static void the_repair_is_retried_without_appends(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append(f, "s", 0, 1, NULL), 0);
   atomic_store(&failures_left, FAIL_ALWAYS);
   assert_int_equal(append(f, "s", 1, 2, NULL), EVF_EINTERNAL);

@@ -19,45 +19,14 @@
 
 #include <cmocka.h>
 
-struct fixture {
-  char *dir;
-  struct evf_store *store;
-  struct harness_client client;
-};
-
-static int setup(void **state) {
-  struct fixture *f = calloc(1, sizeof(*f));
-  f->dir = harness_make_dir();
-  f->store = harness_open(f->dir, NULL);
-  harness_client_init(&f->client, f->store, 0);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  struct fixture *f = *state;
-  harness_client_deinit(&f->client);
-  store_close(f->store);
-  harness_remove_dir(f->dir);
-  free(f);
-  return 0;
-}
-
-static void reopen(struct fixture *f) {
-  harness_client_deinit(&f->client);
-  store_close(f->store);
-  f->store = harness_open(f->dir, NULL);
-  harness_client_init(&f->client, f->store, 0);
-}
-
-static int append(struct fixture *f, const char *stream, int32_t version, size_t n,
+static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
                   struct harness_result *r) {
   struct harness_request req;
   harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", NULL);
   return harness_append(&f->client, &req.request, r);
 }
 
-static int append_ids(struct fixture *f, const char *stream, int32_t version, size_t n,
+static int append_ids(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
                       const char *const *ids, struct harness_result *r) {
   struct harness_request req;
   harness_request(&req, stream, version, n, "Deposited", "{}", ids);
@@ -71,7 +40,7 @@ static void uuid_text(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1]
 /* ---- appends and reads ---- */
 
 static void append_then_read_the_stream(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "account-1", 0, 3, &r), 0);
   assert_int_equal(r.first_version, 0);
@@ -98,7 +67,7 @@ static void append_then_read_the_stream(void **state) {
 }
 
 static void generated_ids_are_uuidv7(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", -1, 2, &r), 0);
   assert_int_equal(r.ids[0].bytes[6] >> 4, 7);
@@ -106,7 +75,7 @@ static void generated_ids_are_uuidv7(void **state) {
 }
 
 static void version_minus_one_appends_whatever_the_length(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", -1, 2, &r), 0);
   assert_int_equal(r.first_version, 0);
@@ -116,7 +85,7 @@ static void version_minus_one_appends_whatever_the_length(void **state) {
 }
 
 static void wrong_expected_version_names_the_actual_one(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", 1, 1, &r), EVF_EVERSION); /* new stream has length 0 */
   assert_int_equal(r.actual_version, 0);
@@ -131,7 +100,7 @@ static void wrong_expected_version_names_the_actual_one(void **state) {
 }
 
 static void a_rejected_append_writes_nothing(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   int64_t events, streams;
   assert_int_equal(append(f, "fresh", 5, 1, NULL), EVF_EVERSION);
   assert_int_equal(store_event_count(f->store, &events), 0);
@@ -147,7 +116,7 @@ static const char *const ids_a[] = {"0190a7e2-0000-7000-8000-00000000000a",
                                     "0190a7e2-0000-7000-8000-00000000000c"};
 
 static void client_ids_are_stored_lowercase(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "s", 0, 0, &e), 0);
@@ -165,7 +134,7 @@ static int count_cb(const uint8_t *event, size_t len, uint64_t position, void *a
 }
 
 static void get_event_finds_by_id_in_any_case(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
   int found = 0;
   assert_int_equal(store_get_event(f->store, "0190a7e2-0000-7000-8000-00000000000B", 36, count_cb,
@@ -178,7 +147,7 @@ static void get_event_finds_by_id_in_any_case(void **state) {
 }
 
 static void an_exact_retry_succeeds_without_writing(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result first, retry;
   assert_int_equal(append(f, "s", 0, 1, NULL), 0);
   assert_int_equal(append_ids(f, "s", 1, 3, ids_a, &first), 0);
@@ -197,7 +166,7 @@ static void an_exact_retry_succeeds_without_writing(void **state) {
 }
 
 static void ids_reused_otherwise_are_rejected_whole(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
   /* another stream */
   assert_int_equal(append_ids(f, "other", -1, 1, ids_a, NULL), EVF_EEXIST);
@@ -232,7 +201,7 @@ static void pending_cb(struct store_append *req, int status) {
 
 /* Submitted back to back, both usually land in one batch: the retry waits for its original. */
 static void a_retry_racing_its_original_succeeds(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_request a, b;
   harness_request(&a, "race", 0, 2, "T", "x", ids_a);
   harness_request(&b, "race", 0, 2, "T", "x", ids_a);
@@ -258,7 +227,7 @@ static void a_retry_racing_its_original_succeeds(void **state) {
 /* ---- validation ---- */
 
 static void invalid_stream_names(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   char long_name[202];
   memset(long_name, 'x', 201);
   long_name[201] = '\0';
@@ -272,7 +241,7 @@ static void invalid_stream_names(void **state) {
 }
 
 static void invalid_types(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_request r;
   char long_type[202];
   memset(long_type, 't', 201);
@@ -285,7 +254,7 @@ static void invalid_types(void **state) {
 }
 
 static void invalid_ids(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   const char *bad[] = {"{0190a7e2-0000-7000-8000-00000000000a}", "0190a7e200007000800000000000000a",
                        "00000000-0000-0000-0000-000000000000", "0190a7e2-0000-7000-8000-00000000000g",
                        "urn:uuid:0190a7e2-0000-7000-8000-00000000000a"};
@@ -303,13 +272,13 @@ static void invalid_ids(void **state) {
 }
 
 static void duplicate_ids_in_one_append(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   const char *ids[] = {ids_a[0], "0190A7E2-0000-7000-8000-00000000000A"};
   assert_int_equal(append_ids(f, "s", -1, 2, ids, NULL), EVF_EINVAL);
 }
 
 static void invalid_versions_and_empty_appends(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append(f, "s", -2, 1, NULL), EVF_EINVAL);
   assert_int_equal(append(f, "s", INT32_MIN, 1, NULL), EVF_EINVAL);
   assert_int_equal(append(f, "s", -1, 0, NULL), EVF_EINVAL);
@@ -319,7 +288,7 @@ static void invalid_versions_and_empty_appends(void **state) {
 }
 
 static void causation_and_correlation_are_kept_lowercase(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_request r;
   harness_request(&r, "s", -1, 1, "T", "{}", NULL);
   r.events[0].causation_id = "0190A7E2-0000-7000-8000-0000000000CA";
@@ -356,7 +325,7 @@ static void events_larger_than_the_limit_are_refused(void **state) {
 /* ---- reads ---- */
 
 static void stream_reads_page_from_a_version(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append(f, "s", -1, 10, NULL), 0);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "s", 4, 3, &e), 0);
@@ -403,7 +372,7 @@ static void reads_are_capped_at_the_page_size(void **state) {
 }
 
 static void the_global_stream_merges_shards_in_position_order(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   char name[32];
   for (int i = 0; i < 20; i++) {
     snprintf(name, sizeof(name), "stream-%d", i);
@@ -441,7 +410,7 @@ static int stop_after_two(const uint8_t *event, size_t len, uint64_t position, v
 }
 
 static void a_visitor_can_cut_the_page(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   assert_int_equal(append(f, "s", -1, 5, NULL), 0);
   assert_true(harness_wait_watermark(f->store, 5));
   int seen = 0;
@@ -462,7 +431,7 @@ static int name_cb(const char *name, size_t len, void *arg) {
 }
 
 static void streams_are_listed_in_byte_order(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   const char *names[] = {"b", "a", "c-1", "c", "B", "aa"};
   for (size_t i = 0; i < 6; i++)
     assert_int_equal(append(f, names[i], -1, 1, NULL), 0);
@@ -485,11 +454,11 @@ static void streams_are_listed_in_byte_order(void **state) {
 /* ---- restarts ---- */
 
 static void data_and_positions_survive_a_restart(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_result r;
   assert_int_equal(append(f, "s", 0, 3, NULL), 0);
   assert_int_equal(append(f, "t", 0, 2, NULL), 0);
-  reopen(f);
+  harness_fixture_reopen(f);
   int64_t events, streams;
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(store_stream_count(f->store, &streams), 0);
@@ -505,14 +474,14 @@ static void data_and_positions_survive_a_restart(void **state) {
 
 /* Stream ids are never reused: batches that create no stream leave the stored counter as it was. */
 static void streams_created_after_a_restart_get_new_ids(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct harness_events e;
   assert_int_equal(append(f, "first", 0, 1, NULL), 0);
   assert_int_equal(append(f, "first", 1, 1, NULL), 0); /* a batch creating nothing */
-  reopen(f);
+  harness_fixture_reopen(f);
   assert_int_equal(append(f, "second", 0, 2, NULL), 0);
   assert_int_equal(append(f, "first", 2, 1, NULL), 0);
-  reopen(f);
+  harness_fixture_reopen(f);
   assert_int_equal(append(f, "third", 0, 1, NULL), 0);
   const char *names[] = {"first", "second", "third"};
   const size_t lengths[] = {3, 2, 1};
@@ -526,9 +495,8 @@ static void streams_created_after_a_restart_get_new_ids(void **state) {
 }
 
 static void another_shard_count_is_refused(void **state) {
-  struct fixture *f = *state;
-  harness_client_deinit(&f->client);
-  store_close(f->store);
+  struct harness_fixture *f = *state;
+  harness_fixture_close(f);
   struct harness_options o = {.shards = 3, .external_ports = 1};
   struct evf_store *s = NULL;
   assert_int_equal(harness_try_open(f->dir, &o, &s), EVF_EFORMAT);
@@ -536,12 +504,10 @@ static void another_shard_count_is_refused(void **state) {
   s = harness_open(f->dir, &o);
   assert_int_equal(store_shard_count(s), 2);
   store_close(s);
-  f->store = harness_open(f->dir, NULL);
-  harness_client_init(&f->client, f->store, 0);
 }
 
 static void a_second_process_cannot_open_the_folder(void **state) {
-  struct fixture *f = *state;
+  struct harness_fixture *f = *state;
   struct evf_store *s = NULL;
   assert_int_equal(harness_try_open(f->dir, NULL, &s), -EWOULDBLOCK);
 }
@@ -622,7 +588,7 @@ static void a_rejected_append_may_be_freed_while_its_batch_is_prepared(void **st
   harness_remove_dir(dir);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, harness_fixture_setup, harness_fixture_teardown)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
