@@ -116,7 +116,6 @@ struct shard {
   uint64_t next_stream_id;
   uint64_t stored_next_stream_id; /* at most the counter the index's meta holds */
   bool index_behind;             /* the index lacks committed events: repair before deciding */
-  bool repair_due;               /* the repair timer fired: repair even with nothing pending */
   struct batch_index *decided;   /* what the batch being prepared holds */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */

@@ -259,6 +259,7 @@ static void answer_visible(struct shard *shard) {
  * the committer indexes them from the log before anything more is decided.
  */
 static void start_repair(struct shard *shard) {
+  uv_timer_stop(&shard->repair_timer);
   shard->batch.writes = (struct append_queue){0};
   shard->batch.event_count = 0;
   shard->batch.repair = true;
@@ -368,15 +369,8 @@ static bool retry_alone(struct shard *shard, int status) {
   return true;
 }
 
-static void repair_timer_cb(uv_timer_t *timer) {
-  struct shard *shard = timer->data;
-  if (!shard->index_behind)
-    return;
-  if (shard->state == SHARD_IDLE)
-    start_repair(shard);
-  else
-    shard->repair_due = true; /* the batcher starts it once the job in flight is done */
-}
+/* Armed only while the shard is idle and behind; a repair that starts disarms it. */
+static void repair_timer_cb(uv_timer_t *timer) { start_repair(timer->data); }
 
 /*
  * Reads do not wait for appends: while the index lacks stored events, the
@@ -394,7 +388,6 @@ static void repair_done(struct shard *shard) {
   if (status == 0) {
     shard->index_behind = false;
     shard->stored_next_stream_id = shard->batch.next_stream_id;
-    uv_timer_stop(&shard->repair_timer);
   } else {
     schedule_repair(shard);
   }
@@ -515,12 +508,11 @@ static void wake_cb(struct waker *w) {
  */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
-  if (shard->state == SHARD_IDLE && shard->index_behind &&
-      (shard->pending.head != NULL || shard->repair_due)) {
-    shard->repair_due = false;
-    start_repair(shard);
-  } else if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
-    prepare_batch(shard);
+  if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
+    if (shard->index_behind)
+      start_repair(shard);
+    else
+      prepare_batch(shard);
   }
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
