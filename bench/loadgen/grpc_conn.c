@@ -382,6 +382,21 @@ static int on_data_chunk_recv_cb(nghttp2_session *session, uint8_t flags, int32_
   return 0;
 }
 
+/* A stream that closed without a grpc-status: a reset, an HTTP error, or a bad answer. */
+static void settle_without_status(struct lg_reply *r, uint32_t error_code, int http_status) {
+  if (error_code != NGHTTP2_NO_ERROR) {
+    r->kind = LG_REPLY_RESET;
+    snprintf(r->message, sizeof(r->message), "stream reset by the server: %s",
+             nghttp2_http2_strerror(error_code));
+  } else if (http_status > 0 && http_status != 200) {
+    r->kind = LG_REPLY_HTTP;
+    r->status = http_status;
+  } else {
+    r->kind = LG_REPLY_BAD;
+    snprintf(r->message, sizeof(r->message), "response without grpc-status");
+  }
+}
+
 /* What a closed stream amounts to. */
 static void settle_reply(struct lg_call *call, uint32_t error_code) {
   struct lg_reply *r = &call->reply;
@@ -401,16 +416,8 @@ static void settle_reply(struct lg_call *call, uint32_t error_code) {
                                                                   ? "not exactly one message"
                                                                   : "an undecodable message");
     }
-  } else if (error_code != NGHTTP2_NO_ERROR) {
-    r->kind = LG_REPLY_RESET;
-    snprintf(r->message, sizeof(r->message), "stream reset by the server: %s",
-             nghttp2_http2_strerror(error_code));
-  } else if (call->http_status > 0 && call->http_status != 200) {
-    r->kind = LG_REPLY_HTTP;
-    r->status = call->http_status;
   } else {
-    r->kind = LG_REPLY_BAD;
-    snprintf(r->message, sizeof(r->message), "response without grpc-status");
+    settle_without_status(r, error_code, call->http_status);
   }
 }
 
@@ -440,16 +447,8 @@ static void settle_stream(struct lg_grpc_conn *c, struct lg_grpc_stream *s, uint
       r->kind = LG_REPLY_BAD;
       snprintf(r->message, sizeof(r->message), "OK after a partial message");
     }
-  } else if (error_code != NGHTTP2_NO_ERROR) {
-    r->kind = LG_REPLY_RESET;
-    snprintf(r->message, sizeof(r->message), "stream reset: %s",
-             nghttp2_http2_strerror(error_code));
-  } else if (s->http_status > 0 && s->http_status != 200) {
-    r->kind = LG_REPLY_HTTP;
-    r->status = s->http_status;
   } else {
-    r->kind = LG_REPLY_BAD;
-    snprintf(r->message, sizeof(r->message), "response without grpc-status");
+    settle_without_status(r, error_code, s->http_status);
   }
   end_stream(c, s);
 }
