@@ -119,6 +119,14 @@ static void tell_drained(struct lg_worker *w) {
   uv_async_send(run->notify); /* the main loop wakes every worker once all have */
 }
 
+/* After a call ended while draining: done once none is left, drained once only subscribers are. */
+static void drain_step(struct lg_worker *w) {
+  if (w->inflight == 0)
+    finish(w);
+  else if (w->inflight == w->subs_open)
+    tell_drained(w);
+}
+
 /* Every worker drained: the owed count is final; subscribers that have it all end. */
 static void learn_owed(struct lg_worker *w) {
   struct lg_run *run = w->run;
@@ -267,10 +275,8 @@ static void call_done(struct lg_call *call) {
       issue(w, s, now, now);
     }
     check_done(w, now);
-  } else if (w->phase == LG_DRAINING && w->inflight == 0) {
-    finish(w);
-  } else if (w->phase == LG_DRAINING && w->inflight == w->subs_open) {
-    tell_drained(w);
+  } else if (w->phase == LG_DRAINING) {
+    drain_step(w);
   }
 }
 
@@ -371,10 +377,8 @@ void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint6
     snprintf(reason, sizeof(reason), "a %s call ended before the run did: %s", lg_ops[s->op].name,
              reply->message[0] ? reply->message : "the server closed it");
     fatal(w, reason);
-  } else if (w->phase == LG_DRAINING && w->inflight == 0) {
-    finish(w);
-  } else if (w->phase == LG_DRAINING && w->inflight == w->subs_open) {
-    tell_drained(w);
+  } else if (w->phase == LG_DRAINING) {
+    drain_step(w);
   }
 }
 
