@@ -90,6 +90,13 @@ void harness_fixture_reopen(struct harness_fixture *f) {
   harness_fixture_open(f);
 }
 
+int harness_fixture_append(struct harness_fixture *f, const char *stream, int32_t version,
+                           size_t n, const char *const *ids, struct harness_result *result) {
+  struct harness_request req;
+  harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", ids);
+  return harness_append(&f->client, &req.request, result);
+}
+
 int harness_fixture_setup(void **state) {
   struct harness_fixture *f = calloc(1, sizeof(*f));
   assert_non_null(f);

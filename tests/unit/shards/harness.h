@@ -42,22 +42,6 @@ struct harness_client {
 void harness_client_init(struct harness_client *c, struct evf_store *store, unsigned port);
 void harness_client_deinit(struct harness_client *c);
 
-/*
- * The usual test fixture: a store with default options in a temporary
- * folder, and a client on its external port 0. setup/teardown are cmocka's
- * (the state is the fixture); close and open let a test restart the store
- * on the same folder (teardown accepts a closed one).
- */
-struct harness_fixture {
-  char *dir;
-  struct evf_store *store;
-  struct harness_client client;
-};
-int harness_fixture_setup(void **state);
-int harness_fixture_teardown(void **state);
-void harness_fixture_open(struct harness_fixture *f);
-void harness_fixture_close(struct harness_fixture *f);
-void harness_fixture_reopen(struct harness_fixture *f);
 
 /* The outcome of an append. */
 struct harness_result {
@@ -99,5 +83,28 @@ void harness_events_free(struct harness_events *e);
 
 /** Waits (bounded) until the watermark reaches at least position. Returns true if it did. */
 bool harness_wait_watermark(struct evf_store *s, uint64_t position);
+
+/*
+ * The usual test fixture: a store with default options in a temporary
+ * folder, and a client on its external port 0. setup/teardown are cmocka's
+ * (the state is the fixture); close and open let a test restart the store
+ * on the same folder (teardown accepts a closed one).
+ */
+struct harness_fixture {
+  char *dir;
+  struct evf_store *store;
+  struct harness_client client;
+};
+int harness_fixture_setup(void **state);
+int harness_fixture_teardown(void **state);
+void harness_fixture_open(struct harness_fixture *f);
+void harness_fixture_close(struct harness_fixture *f);
+void harness_fixture_reopen(struct harness_fixture *f);
+/**
+ * Appends n events of type "Deposited" with data {"amount":1} (ids NULL or
+ * n client ids) through the fixture's client; as harness_append.
+ */
+int harness_fixture_append(struct harness_fixture *f, const char *stream, int32_t version,
+                           size_t n, const char *const *ids, struct harness_result *result);
 
 #endif

@@ -35,21 +35,14 @@ static const char *const streams[STREAM_COUNT] = {"account-1", "account-2", "ord
 static const char *const client_ids[2] = {"0191e1c4-7d2a-7cc0-8f00-000000000001",
                                           "0191e1c4-7d2a-7cc0-8f00-000000000002"};
 
-static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
-                  const char *const *ids, struct harness_result *r) {
-  struct harness_request req;
-  harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", ids);
-  return harness_append(&f->client, &req.request, r);
-}
-
 /* Appends of 1 to 3 events to each stream, twice over; the first also carries client ids. */
 static void fill(struct harness_fixture *f, unsigned round) {
   for (unsigned i = 0; i < STREAM_COUNT; i++) {
     size_t n = 1 + (i + round) % 3;
-    assert_int_equal(append(f, streams[i], -1, n, NULL, NULL), 0);
+    assert_int_equal(harness_fixture_append(f, streams[i], -1, n, NULL, NULL), 0);
   }
   if (round == 0)
-    assert_int_equal(append(f, "with-ids", 0, 2, client_ids, NULL), 0);
+    assert_int_equal(harness_fixture_append(f, "with-ids", 0, 2, client_ids, NULL), 0);
 }
 
 /* A growable text. */
@@ -180,15 +173,15 @@ static void appends_go_on(struct harness_fixture *f) {
   assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
   uint32_t length = (uint32_t)e.count;
   harness_events_free(&e);
-  assert_int_equal(append(f, "account-1", 0, 1, NULL, &r), EVF_EVERSION);
+  assert_int_equal(harness_fixture_append(f, "account-1", 0, 1, NULL, &r), EVF_EVERSION);
   assert_int_equal(r.actual_version, length);
-  assert_int_equal(append(f, "account-1", (int32_t)length, 1, NULL, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "account-1", (int32_t)length, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, length);
   /* a retry of the append with client ids is recognized, not stored twice */
-  assert_int_equal(append(f, "with-ids", 0, 2, client_ids, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "with-ids", 0, 2, client_ids, &r), 0);
   assert_int_equal(r.first_version, 0);
-  assert_int_equal(append(f, "another", 0, 1, client_ids, &r), EVF_EEXIST);
-  assert_int_equal(append(f, "brand-new", 0, 1, NULL, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "another", 0, 1, client_ids, &r), EVF_EEXIST);
+  assert_int_equal(harness_fixture_append(f, "brand-new", 0, 1, NULL, &r), 0);
   assert_int_equal(harness_read_stream(f->store, "brand-new", 0, 0, &e), 0);
   assert_int_equal(e.count, 1);
   harness_events_free(&e);
@@ -265,7 +258,7 @@ static void an_index_left_open_in_this_boot_catches_up(void **state) {
   copy_in_shards(f, "index/data.mdb", "index-saved.mdb");
   harness_fixture_open(f);
   fill(f, 1);
-  assert_int_equal(append(f, "created-later", 0, 3, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "created-later", 0, 3, NULL, NULL), 0);
   char *before = describe(f->store);
   harness_fixture_close(f);
   copy_in_shards(f, "index-saved.mdb", "index/data.mdb");
@@ -348,7 +341,7 @@ static void a_format_1_folder_is_upgraded_in_place(void **state) {
 static void a_log_the_index_cannot_follow_is_refused(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", 0, 1, NULL, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, &r), 0);
   harness_fixture_close(f);
   unsigned shard = evf_stream_shard("s", 1, SHARDS);
   MDB_env *env = open_env(f, shard, "");

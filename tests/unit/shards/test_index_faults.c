@@ -89,13 +89,6 @@ static int teardown(void **state) {
   return harness_fixture_teardown(state);
 }
 
-static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
-                  struct harness_result *r) {
-  struct harness_request req;
-  harness_request(&req, stream, version, n, "Deposited", "{}", NULL);
-  return harness_append(&f->client, &req.request, r);
-}
-
 static size_t stream_length(struct harness_fixture *f, const char *stream) {
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), 0);
@@ -107,13 +100,13 @@ static size_t stream_length(struct harness_fixture *f, const char *stream) {
 static void a_failed_index_commit_is_indexed_from_the_log(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", 0, 2, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 2, NULL, NULL), 0);
   atomic_store(&failures_left, 1);
-  assert_int_equal(append(f, "s", 2, 3, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 2, 3, NULL, &r), 0);
   assert_int_equal(atomic_load(&failures_left), 0); /* the failure did happen */
   assert_int_equal(r.first_version, 2);
   assert_int_equal(stream_length(f, "s"), 5);
-  assert_int_equal(append(f, "s", 5, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 5, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, 5);
 }
 
@@ -133,17 +126,17 @@ static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
   char neighbour[32];
   stream_next_to_s(neighbour, sizeof(neighbour));
   assert_int_equal(store_shard_count(f->store), 2);
-  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, NULL), 0);
   atomic_store(&failures_left, FAIL_ALWAYS);
   /* stored in the log, but not indexed: not acknowledged */
-  assert_int_equal(append(f, "s", 1, 2, NULL), EVF_EINTERNAL);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 2, NULL, NULL), EVF_EINTERNAL);
   /* nothing is decided against the index that lacks them */
-  assert_int_equal(append(f, "s", 1, 1, NULL), EVF_EFULL);
-  assert_int_equal(append(f, neighbour, -1, 1, NULL), EVF_EFULL);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 1, NULL, NULL), EVF_EFULL);
+  assert_int_equal(harness_fixture_append(f, neighbour, -1, 1, NULL, NULL), EVF_EFULL);
   atomic_store(&failures_left, 0);
-  assert_int_equal(append(f, "s", 1, 1, &r), EVF_EVERSION);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 1, NULL, &r), EVF_EVERSION);
   assert_int_equal(r.actual_version, 3);
-  assert_int_equal(append(f, "s", 3, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 3, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, 3);
   assert_int_equal(stream_length(f, "s"), 4);
   struct harness_events e;
@@ -156,9 +149,9 @@ static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
 /* Reads do not wait for another append: the shard retries the repair on its own. */
 static void the_repair_is_retried_without_appends(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, NULL), 0);
   atomic_store(&failures_left, FAIL_ALWAYS);
-  assert_int_equal(append(f, "s", 1, 2, NULL), EVF_EINTERNAL);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 2, NULL, NULL), EVF_EINTERNAL);
   assert_int_equal(stream_length(f, "s"), 1);
   atomic_store(&failures_left, 0);
   /* The retry comes within a second or so; the bound leaves room for a slow machine. */

@@ -19,20 +19,6 @@
 
 #include <cmocka.h>
 
-static int append(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
-                  struct harness_result *r) {
-  struct harness_request req;
-  harness_request(&req, stream, version, n, "Deposited", "{\"amount\":1}", NULL);
-  return harness_append(&f->client, &req.request, r);
-}
-
-static int append_ids(struct harness_fixture *f, const char *stream, int32_t version, size_t n,
-                      const char *const *ids, struct harness_result *r) {
-  struct harness_request req;
-  harness_request(&req, stream, version, n, "Deposited", "{}", ids);
-  return harness_append(&f->client, &req.request, r);
-}
-
 static void uuid_text(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1]) {
   evf_uuid_format(id, out);
 }
@@ -42,7 +28,7 @@ static void uuid_text(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1]
 static void append_then_read_the_stream(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "account-1", 0, 3, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "account-1", 0, 3, NULL, &r), 0);
   assert_int_equal(r.first_version, 0);
   assert_int_equal(r.first_position, 1);
 
@@ -69,7 +55,7 @@ static void append_then_read_the_stream(void **state) {
 static void generated_ids_are_uuidv7(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", -1, 2, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, NULL, &r), 0);
   assert_int_equal(r.ids[0].bytes[6] >> 4, 7);
   assert_true(memcmp(&r.ids[0], &r.ids[1], 16) < 0);
 }
@@ -77,9 +63,9 @@ static void generated_ids_are_uuidv7(void **state) {
 static void version_minus_one_appends_whatever_the_length(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", -1, 2, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, NULL, &r), 0);
   assert_int_equal(r.first_version, 0);
-  assert_int_equal(append(f, "s", -1, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, 2);
   assert_int_equal(r.first_position, 3);
 }
@@ -87,13 +73,13 @@ static void version_minus_one_appends_whatever_the_length(void **state) {
 static void wrong_expected_version_names_the_actual_one(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", 1, 1, &r), EVF_EVERSION); /* new stream has length 0 */
+  assert_int_equal(harness_fixture_append(f, "s", 1, 1, NULL, &r), EVF_EVERSION); /* new stream has length 0 */
   assert_int_equal(r.actual_version, 0);
-  assert_int_equal(append(f, "s", 0, 2, &r), 0);
-  assert_int_equal(append(f, "s", 0, 1, &r), EVF_EVERSION);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 2, NULL, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, &r), EVF_EVERSION);
   assert_int_equal(r.actual_version, 2);
-  assert_int_equal(append(f, "s", 3, 1, &r), EVF_EVERSION);
-  assert_int_equal(append(f, "s", 2, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 3, 1, NULL, &r), EVF_EVERSION);
+  assert_int_equal(harness_fixture_append(f, "s", 2, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, 2);
   /* rejected appends take no position: positions stay dense */
   assert_int_equal(r.first_position, 3);
@@ -102,7 +88,7 @@ static void wrong_expected_version_names_the_actual_one(void **state) {
 static void a_rejected_append_writes_nothing(void **state) {
   struct harness_fixture *f = *state;
   int64_t events, streams;
-  assert_int_equal(append(f, "fresh", 5, 1, NULL), EVF_EVERSION);
+  assert_int_equal(harness_fixture_append(f, "fresh", 5, 1, NULL, NULL), EVF_EVERSION);
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(store_stream_count(f->store, &streams), 0);
   assert_int_equal(events, 0);
@@ -117,7 +103,7 @@ static const char *const ids_a[] = {"0190a7e2-0000-7000-8000-00000000000a",
 
 static void client_ids_are_stored_lowercase(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 2, ids_a, NULL), 0);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "s", 0, 0, &e), 0);
   assert_int_equal(e.count, 2);
@@ -135,7 +121,7 @@ static int count_cb(const uint8_t *event, size_t len, uint64_t position, void *a
 
 static void get_event_finds_by_id_in_any_case(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 2, ids_a, NULL), 0);
   int found = 0;
   assert_int_equal(store_get_event(f->store, "0190a7e2-0000-7000-8000-00000000000B", 36, count_cb,
                                    &found), 0);
@@ -149,11 +135,11 @@ static void get_event_finds_by_id_in_any_case(void **state) {
 static void an_exact_retry_succeeds_without_writing(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result first, retry;
-  assert_int_equal(append(f, "s", 0, 1, NULL), 0);
-  assert_int_equal(append_ids(f, "s", 1, 3, ids_a, &first), 0);
-  assert_int_equal(append(f, "s", -1, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 3, ids_a, &first), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, NULL, NULL), 0);
   /* the retry carries a stale expected version: ids win over it */
-  assert_int_equal(append_ids(f, "s", 1, 3, ids_a, &retry), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 3, ids_a, &retry), 0);
   assert_int_equal(retry.first_version, 1);
   assert_int_equal(retry.first_position, first.first_position);
   assert_memory_equal(retry.ids, first.ids, 3 * sizeof(first.ids[0]));
@@ -161,30 +147,30 @@ static void an_exact_retry_succeeds_without_writing(void **state) {
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(events, 5);
   /* a retry of a part, in order, from its start, is also the same append */
-  assert_int_equal(append_ids(f, "s", -1, 2, ids_a, &retry), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, ids_a, &retry), 0);
   assert_int_equal(retry.first_version, 1);
 }
 
 static void ids_reused_otherwise_are_rejected_whole(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append_ids(f, "s", 0, 2, ids_a, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 2, ids_a, NULL), 0);
   /* another stream */
-  assert_int_equal(append_ids(f, "other", -1, 1, ids_a, NULL), EVF_EEXIST);
+  assert_int_equal(harness_fixture_append(f, "other", -1, 1, ids_a, NULL), EVF_EEXIST);
   /* another order */
   const char *const swapped[] = {ids_a[1], ids_a[0]};
-  assert_int_equal(append_ids(f, "s", -1, 2, swapped, NULL), EVF_EEXIST);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, swapped, NULL), EVF_EEXIST);
   /* partly new */
   const char *const partly[] = {ids_a[0], ids_a[1], ids_a[2]};
-  assert_int_equal(append_ids(f, "s", -1, 3, partly, NULL), EVF_EEXIST);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 3, partly, NULL), EVF_EEXIST);
   /* not from the start of the stored run */
   const char *const tail[] = {ids_a[1]};
   int64_t events;
-  assert_int_equal(append_ids(f, "s", -1, 1, tail, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, tail, NULL), 0);
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(events, 2);
   /* nothing of the rejected appends was written: ids_a[2] is still free */
   const char *const third[] = {ids_a[2]};
-  assert_int_equal(append_ids(f, "other", 0, 1, third, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "other", 0, 1, third, NULL), 0);
 }
 
 struct pending_append {
@@ -233,11 +219,11 @@ static void invalid_stream_names(void **state) {
   long_name[201] = '\0';
   const char *bad[] = {"", "all", "count", "$system", "\xff\xfe", "caf\xc3", long_name};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-    assert_int_equal(append(f, bad[i], -1, 1, NULL), EVF_EINVAL);
+    assert_int_equal(harness_fixture_append(f, bad[i], -1, 1, NULL, NULL), EVF_EINVAL);
   long_name[200] = '\0';
-  assert_int_equal(append(f, long_name, -1, 1, NULL), 0);
-  assert_int_equal(append(f, "all-accounts", -1, 1, NULL), 0);
-  assert_int_equal(append(f, "caf\xc3\xa9", -1, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, long_name, -1, 1, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "all-accounts", -1, 1, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "caf\xc3\xa9", -1, 1, NULL, NULL), 0);
 }
 
 static void invalid_types(void **state) {
@@ -260,7 +246,7 @@ static void invalid_ids(void **state) {
                        "urn:uuid:0190a7e2-0000-7000-8000-00000000000a"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     const char *ids[] = {bad[i]};
-    assert_int_equal(append_ids(f, "s", -1, 1, ids, NULL), EVF_EINVAL);
+    assert_int_equal(harness_fixture_append(f, "s", -1, 1, ids, NULL), EVF_EINVAL);
   }
   struct harness_request r;
   harness_request(&r, "s", -1, 1, "T", "{}", NULL);
@@ -274,14 +260,14 @@ static void invalid_ids(void **state) {
 static void duplicate_ids_in_one_append(void **state) {
   struct harness_fixture *f = *state;
   const char *ids[] = {ids_a[0], "0190A7E2-0000-7000-8000-00000000000A"};
-  assert_int_equal(append_ids(f, "s", -1, 2, ids, NULL), EVF_EINVAL);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, ids, NULL), EVF_EINVAL);
 }
 
 static void invalid_versions_and_empty_appends(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append(f, "s", -2, 1, NULL), EVF_EINVAL);
-  assert_int_equal(append(f, "s", INT32_MIN, 1, NULL), EVF_EINVAL);
-  assert_int_equal(append(f, "s", -1, 0, NULL), EVF_EINVAL);
+  assert_int_equal(harness_fixture_append(f, "s", -2, 1, NULL, NULL), EVF_EINVAL);
+  assert_int_equal(harness_fixture_append(f, "s", INT32_MIN, 1, NULL, NULL), EVF_EINVAL);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 0, NULL, NULL), EVF_EINVAL);
   int64_t events;
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(events, 0);
@@ -326,7 +312,7 @@ static void events_larger_than_the_limit_are_refused(void **state) {
 
 static void stream_reads_page_from_a_version(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append(f, "s", -1, 10, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 10, NULL, NULL), 0);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "s", 4, 3, &e), 0);
   assert_int_equal(e.count, 3);
@@ -376,7 +362,7 @@ static void the_global_stream_merges_shards_in_position_order(void **state) {
   char name[32];
   for (int i = 0; i < 20; i++) {
     snprintf(name, sizeof(name), "stream-%d", i);
-    assert_int_equal(append(f, name, -1, 1 + i % 3, NULL), 0);
+    assert_int_equal(harness_fixture_append(f, name, -1, 1 + i % 3, NULL, NULL), 0);
   }
   int64_t total;
   assert_int_equal(store_event_count(f->store, &total), 0);
@@ -411,7 +397,7 @@ static int stop_after_two(const uint8_t *event, size_t len, uint64_t position, v
 
 static void a_visitor_can_cut_the_page(void **state) {
   struct harness_fixture *f = *state;
-  assert_int_equal(append(f, "s", -1, 5, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 5, NULL, NULL), 0);
   assert_true(harness_wait_watermark(f->store, 5));
   int seen = 0;
   uint64_t checkpoint;
@@ -434,7 +420,7 @@ static void streams_are_listed_in_byte_order(void **state) {
   struct harness_fixture *f = *state;
   const char *names[] = {"b", "a", "c-1", "c", "B", "aa"};
   for (size_t i = 0; i < 6; i++)
-    assert_int_equal(append(f, names[i], -1, 1, NULL), 0);
+    assert_int_equal(harness_fixture_append(f, names[i], -1, 1, NULL, NULL), 0);
   struct names n = {0};
   assert_int_equal(store_list_streams(f->store, 0, 0, name_cb, &n), 0);
   assert_int_equal(n.count, 6);
@@ -456,8 +442,8 @@ static void streams_are_listed_in_byte_order(void **state) {
 static void data_and_positions_survive_a_restart(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
-  assert_int_equal(append(f, "s", 0, 3, NULL), 0);
-  assert_int_equal(append(f, "t", 0, 2, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 0, 3, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "t", 0, 2, NULL, NULL), 0);
   harness_fixture_reopen(f);
   int64_t events, streams;
   assert_int_equal(store_event_count(f->store, &events), 0);
@@ -465,10 +451,10 @@ static void data_and_positions_survive_a_restart(void **state) {
   assert_int_equal(events, 5);
   assert_int_equal(streams, 2);
   assert_int_equal(store_watermark(f->store), 5);
-  assert_int_equal(append(f, "s", 3, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "s", 3, 1, NULL, &r), 0);
   assert_int_equal(r.first_version, 3);
   assert_int_equal(r.first_position, 6);
-  assert_int_equal(append(f, "new", 0, 1, &r), 0);
+  assert_int_equal(harness_fixture_append(f, "new", 0, 1, NULL, &r), 0);
   assert_int_equal(r.first_position, 7);
 }
 
@@ -476,13 +462,13 @@ static void data_and_positions_survive_a_restart(void **state) {
 static void streams_created_after_a_restart_get_new_ids(void **state) {
   struct harness_fixture *f = *state;
   struct harness_events e;
-  assert_int_equal(append(f, "first", 0, 1, NULL), 0);
-  assert_int_equal(append(f, "first", 1, 1, NULL), 0); /* a batch creating nothing */
+  assert_int_equal(harness_fixture_append(f, "first", 0, 1, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "first", 1, 1, NULL, NULL), 0); /* a batch creating nothing */
   harness_fixture_reopen(f);
-  assert_int_equal(append(f, "second", 0, 2, NULL), 0);
-  assert_int_equal(append(f, "first", 2, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "second", 0, 2, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "first", 2, 1, NULL, NULL), 0);
   harness_fixture_reopen(f);
-  assert_int_equal(append(f, "third", 0, 1, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "third", 0, 1, NULL, NULL), 0);
   const char *names[] = {"first", "second", "third"};
   const size_t lengths[] = {3, 2, 1};
   for (size_t i = 0; i < 3; i++) {
