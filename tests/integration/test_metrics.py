@@ -264,32 +264,39 @@ def test_per_shard_metrics(server, stub):
         moved(server, "eventflowdb_storage_used_bytes", used, 100000, shard=str(k))
 
 
-def test_connections_gauge(server):
-    _, m = scrape(server)
-    base = m.value("eventflowdb_connections", transport="http")
-    conns = [KeepAlive(server.http_port) for _ in range(5)]
+def connections_counted(server, transport, n, open_them, close_them):
+    """
+    With n connections of ours open the gauge counts at least n; once they
+    are closed it falls by at least n from what it showed. Connections that
+    earlier tests left open may close meanwhile, so no fixed base is used.
+    """
+    conns = open_them(n)
     try:
+        peak = moved(server, "eventflowdb_connections", 0, n, transport=transport)
+    finally:
+        close_them(conns)
+    poll(lambda: scrape(server)[1].value("eventflowdb_connections", transport=transport) <= peak - n,
+         timeout=10, interval=0.05, what=f"eventflowdb_connections{{transport={transport}}} to drop by {n}")
+
+
+def test_connections_gauge(server):
+    def open_them(n):
+        conns = [KeepAlive(server.http_port) for _ in range(n)]
         for c in conns:
             expect_ok(c.get(f"{API}/version"))  # accepted and served
-        moved(server, "eventflowdb_connections", base, 5, transport="http")
-    finally:
-        for c in conns:
-            c.close()
-    poll(lambda: scrape(server)[1].value("eventflowdb_connections", transport="http") <= base,
-         timeout=10, interval=0.05, what="eventflowdb_connections{transport=\"http\"} to drop back")
+        return conns
+
+    connections_counted(server, "http", 5, open_them, lambda conns: [c.close() for c in conns])
 
 
 def test_grpc_connections_gauge(server):
-    _, m = scrape(server)
-    base = m.value("eventflowdb_connections", transport="grpc")
-    chans = [server.channel(own_connection=True) for _ in range(3)]
-    for ch in chans:
-        server_version(server.stub(ch))
-    moved(server, "eventflowdb_connections", base, 3, transport="grpc")
-    for ch in chans:
-        ch.close()
-    poll(lambda: scrape(server)[1].value("eventflowdb_connections", transport="grpc") <= base,
-         timeout=10, interval=0.05, what="eventflowdb_connections{transport=\"grpc\"} to drop back")
+    def open_them(n):
+        chans = [server.channel(own_connection=True) for _ in range(n)]
+        for ch in chans:
+            server_version(server.stub(ch))
+        return chans
+
+    connections_counted(server, "grpc", 3, open_them, lambda chans: [ch.close() for ch in chans])
 
 
 def test_storage_full_is_counted(server_factory):
