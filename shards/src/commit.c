@@ -19,8 +19,19 @@ static void lowercase_uuid(const char *given, const char *fallback, char out[EVF
     memcpy(out, fallback, EVF_UUID_TEXT_LEN + 1);
 }
 
+/*
+ * The open write transactions of a batch, with a cursor per database that
+ * takes an insert per event. A cursor that stays where it last wrote skips
+ * the search from the root when the next key lands on the same page, and
+ * MDB_APPEND through it finds the last page without a search.
+ */
+struct batch_txns {
+  MDB_txn *log, *index;
+  MDB_cursor *events, *stream_index, *event_ids;
+};
+
 /* The event as stored: packed straight into LMDB's buffer (MDB_RESERVE). */
-static int put_event(MDB_txn *log, struct shard_db *db, const struct store_append *req, size_t i) {
+static int put_event(struct batch_txns *txns, const struct store_append *req, size_t i) {
   const Api__EventData *in = req->request->events[i];
   char id[EVF_UUID_TEXT_LEN + 1], causation[EVF_UUID_TEXT_LEN + 1],
       correlation[EVF_UUID_TEXT_LEN + 1];
@@ -45,7 +56,7 @@ static int put_event(MDB_txn *log, struct shard_db *db, const struct store_appen
   MDB_val k = {sizeof(key), key};
   MDB_val v = {record_event_size(&event), NULL};
   /* Positions rise within a shard: appending is exact and cheap. */
-  int rc = mdb_put(log, db->events, &k, &v, MDB_APPEND | MDB_RESERVE);
+  int rc = mdb_cursor_put(txns->events, &k, &v, MDB_APPEND | MDB_RESERVE);
   if (rc != 0)
     return rc;
   record_event_encode(&event, v.mv_data);
@@ -58,22 +69,21 @@ static int put_event(MDB_txn *log, struct shard_db *db, const struct store_appen
  * append with MDB_KEYEXIST if the key is not the highest after all, and the
  * insert is then made the normal way (which also catches a real duplicate).
  */
-static int put_new(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, bool likely_highest) {
+static int put_new(MDB_cursor *cursor, MDB_val *k, MDB_val *v, bool likely_highest) {
   if (likely_highest) {
-    int rc = mdb_put(txn, dbi, k, v, MDB_APPEND);
+    int rc = mdb_cursor_put(cursor, k, v, MDB_APPEND);
     if (rc != MDB_KEYEXIST)
       return rc;
   }
-  return mdb_put(txn, dbi, k, v, MDB_NOOVERWRITE);
+  return mdb_cursor_put(cursor, k, v, MDB_NOOVERWRITE);
 }
 
 /*
  * The newest stream's index entries sort last, and ids the store generated
  * (UUIDv7, time-ordered) nearly always sort after every id stored before.
  */
-static int put_indexes(MDB_txn *index, struct shard *shard, const struct store_append *req,
-                       size_t i) {
-  struct shard_db *db = &shard->db;
+static int put_indexes(struct batch_txns *txns, const struct shard *shard,
+                       const struct store_append *req, size_t i) {
   uint32_t version = req->first_version + (uint32_t)i;
   uint64_t position = req->first_position + i;
   uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN];
@@ -81,7 +91,7 @@ static int put_indexes(MDB_txn *index, struct shard *shard, const struct store_a
   record_position_key(pos, position);
   MDB_val k = {sizeof(index_key), index_key}, v = {sizeof(pos), pos};
   bool newest_stream = req->stream_id + 1 == shard->batch.next_stream_id;
-  int rc = put_new(index, db->stream_index, &k, &v, newest_stream);
+  int rc = put_new(txns->stream_index, &k, &v, newest_stream);
   if (rc != 0)
     return rc;
   struct event_id_record id_record = {position, req->stream_id, version};
@@ -89,7 +99,7 @@ static int put_indexes(MDB_txn *index, struct shard *shard, const struct store_a
   MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
   MDB_val idv = {sizeof(id_value), id_value};
   bool generated = req->request->events[i]->id[0] == '\0';
-  return put_new(index, db->event_ids, &idk, &idv, generated);
+  return put_new(txns->event_ids, &idk, &idv, generated);
 }
 
 /* A new stream's record; its length lives in stream_index. */
@@ -101,14 +111,14 @@ static int put_stream(MDB_txn *index, struct shard_db *db, const struct store_ap
   return mdb_put(index, db->streams, &k, &v, MDB_NOOVERWRITE);
 }
 
-static int write_append(MDB_txn *log, MDB_txn *index, struct shard *shard,
+static int write_append(struct batch_txns *txns, struct shard *shard,
                         const struct store_append *req) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
-    if ((rc = put_event(log, &shard->db, req, i)) == 0)
-      rc = put_indexes(index, shard, req, i);
+    if ((rc = put_event(txns, req, i)) == 0)
+      rc = put_indexes(txns, shard, req, i);
   }
-  return rc != 0 || !req->new_stream ? rc : put_stream(index, &shard->db, req);
+  return rc != 0 || !req->new_stream ? rc : put_stream(txns->index, &shard->db, req);
 }
 
 /* The index's meta: how far it reaches into the log, and the stream counter when it moved. */
@@ -122,11 +132,21 @@ static int put_index_meta(MDB_txn *index, struct shard *shard) {
   return rc;
 }
 
-static int write_batch(MDB_txn *log, MDB_txn *index, struct shard *shard) {
-  int rc = 0;
+/* The cursors close with their transactions. */
+static int open_cursors(struct batch_txns *txns, const struct shard_db *db) {
+  int rc = mdb_cursor_open(txns->log, db->events, &txns->events);
+  if (rc == 0)
+    rc = mdb_cursor_open(txns->index, db->stream_index, &txns->stream_index);
+  if (rc == 0)
+    rc = mdb_cursor_open(txns->index, db->event_ids, &txns->event_ids);
+  return rc;
+}
+
+static int write_batch(struct batch_txns *txns, struct shard *shard) {
+  int rc = open_cursors(txns, &shard->db);
   for (struct store_append *req = shard->batch.writes.head; rc == 0 && req; req = req->next)
-    rc = write_append(log, index, shard, req);
-  return rc != 0 ? rc : put_index_meta(index, shard);
+    rc = write_append(txns, shard, req);
+  return rc != 0 ? rc : put_index_meta(txns->index, shard);
 }
 
 /* The log holds the batch and its index commit failed: index it from the log. */
@@ -144,27 +164,27 @@ static int index_from_log(struct shard *shard, int index_rc) {
 
 int commit__batch(struct shard *shard) {
   struct shard_db *db = &shard->db;
-  MDB_txn *log, *index;
+  struct batch_txns txns = {0};
   shard->batch.index_behind = false;
-  int rc = mdb_txn_begin(db->env, NULL, 0, &log);
+  int rc = mdb_txn_begin(db->env, NULL, 0, &txns.log);
   if (rc != 0)
     return db__error(rc, "beginning a write transaction");
-  if ((rc = mdb_txn_begin(db->index_env, NULL, 0, &index)) != 0) {
-    mdb_txn_abort(log);
+  if ((rc = mdb_txn_begin(db->index_env, NULL, 0, &txns.index)) != 0) {
+    mdb_txn_abort(txns.log);
     return db__error(rc, "beginning an index transaction");
   }
   /* Every put happens before either commit: a full map fails the batch with nothing written. */
-  if ((rc = write_batch(log, index, shard)) != 0) {
-    mdb_txn_abort(index);
-    mdb_txn_abort(log);
+  if ((rc = write_batch(&txns, shard)) != 0) {
+    mdb_txn_abort(txns.index);
+    mdb_txn_abort(txns.log);
     return db__error(rc, "writing a batch");
   }
   /* With SYNC=full this is where the batch becomes durable; the index follows, unsynced. */
-  if ((rc = mdb_txn_commit(log)) != 0) {
-    mdb_txn_abort(index);
+  if ((rc = mdb_txn_commit(txns.log)) != 0) {
+    mdb_txn_abort(txns.index);
     return db__error(rc, "committing a batch");
   }
-  rc = mdb_txn_commit(index);
+  rc = mdb_txn_commit(txns.index);
   return rc == 0 ? 0 : index_from_log(shard, rc);
 }
 
