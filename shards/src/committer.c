@@ -5,19 +5,23 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static void signal_thread(struct committer *c) {
+void committer_signal(struct committer *c) {
   uint64_t one = 1;
   /* An eventfd write fails only if the counter would overflow: it is readable then. */
   ssize_t n = write(c->fd, &one, sizeof(one));
   (void)n;
 }
 
+void committer_wait(struct committer *c) {
+  uint64_t count;
+  while (read(c->fd, &count, sizeof(count)) < 0 && errno == EINTR)
+    continue;
+}
+
 static void thread_main(void *arg) {
   struct committer *c = arg;
   for (;;) {
-    uint64_t count;
-    if (read(c->fd, &count, sizeof(count)) < 0 && errno == EINTR)
-      continue;
+    committer_wait(c);
     if (atomic_exchange(&c->job, false)) {
       c->run(c->arg);
       atomic_store(&c->done, true);
@@ -49,7 +53,7 @@ int committer_start(struct committer *c, void (*run)(void *), void *arg, struct 
 
 void committer_submit(struct committer *c) {
   atomic_store(&c->job, true);
-  signal_thread(c);
+  committer_signal(c);
 }
 
 bool committer_take_done(struct committer *c) { return atomic_exchange(&c->done, false); }
@@ -58,7 +62,7 @@ void committer_stop(struct committer *c) {
   if (!c->started)
     return;
   atomic_store(&c->stopping, true);
-  signal_thread(c);
+  committer_signal(c);
   uv_thread_join(&c->thread);
   close(c->fd);
   c->started = false;

@@ -12,6 +12,12 @@
  * takes it with an exchange (acquire). After the job the thread sets `done`
  * (release) and wakes the loop's waker; committer_take_done() exchanges it
  * (acquire), so the loop sees everything the job wrote.
+ *
+ * A job may wait for another thread (the sequencer's grant) with
+ * committer_wait(); that thread calls committer_signal() after publishing
+ * what the job waits for. Signals are counted by the eventfd, so one sent
+ * before the wait is not lost; one left over only makes the thread look
+ * for a job once more.
  */
 
 #include "waker.h"
@@ -37,6 +43,12 @@ int committer_start(struct committer *c, void (*run)(void *), void *arg, struct 
 
 /** Runs the job once on the thread. Loop thread; one job at a time. */
 void committer_submit(struct committer *c);
+
+/** Wakes the thread, from inside a job's committer_wait() or idle. Any thread. */
+void committer_signal(struct committer *c);
+
+/** Blocks the job until committer_signal() (or one already sent). The committer's thread. */
+void committer_wait(struct committer *c);
 
 /** True once after each job ran (then its results are visible). Loop thread. */
 bool committer_take_done(struct committer *c);

@@ -79,7 +79,7 @@ struct shard_db {
   MDB_dbi index_meta;
 };
 
-enum shard_state { SHARD_IDLE, SHARD_AWAIT_GRANT, SHARD_COMMITTING };
+enum shard_state { SHARD_IDLE, SHARD_COMMITTING };
 
 struct batch {
   struct append_queue writes;   /* accepted appends to write, in order */

@@ -99,7 +99,7 @@ static void reply(struct sequencer *seq, unsigned shard, struct seq_msg msg) {
   assert(queued);
   (void)queued;
   ck_pr_fence_memory();
-  waker_send(ch->shard_wake);
+  ch->on_grant(ch->on_grant_arg);
 }
 
 static void handle(struct sequencer *seq, unsigned shard, const struct seq_msg *msg) {

@@ -6,16 +6,22 @@
  * The sequencer thread hands out global positions and publishes the
  * watermark. It runs its own libuv loop and talks to each shard over two
  * SPSC rings of struct seq_msg values (shard -> sequencer, sequencer ->
- * shard), woken by wakers (waker.h) on each side.
+ * shard). The sequencer is woken by its waker (waker.h); a grant wakes
+ * the channel's grant receiver (on_grant), the shard's committer.
  *
  *   shard: SEQ_REQUEST n     -> sequencer: grants [next, next + n), pending
- *   sequencer: SEQ_GRANT     -> shard: writes and commits off-loop
+ *   sequencer: SEQ_GRANT     -> shard's committer, already holding the
+ *                               batch: writes and commits
  *   shard's committer:       -> sequencer: the grant is committed or
  *     SEQ_SETTLE                abandoned; the watermark may move
+ *
+ * The grant goes straight to the committer, not through the shard's loop:
+ * one wake-up less before every commit.
  *
  * The shard's side of a channel has one producer at a time: the committer
  * settles before it hands the job back, and the loop requests again only
  * after it took the job back (an acquire of what the committer released).
+ * The ring back has one consumer, the committer.
  *
  * A shard has at most one grant outstanding (it commits one batch at a
  * time), so a shard never has more than two messages in its ring and the
@@ -80,7 +86,9 @@ struct seq_channel {
   struct ck_ring from_seq;
   struct seq_msg to_seq_buf[8];
   struct seq_msg from_seq_buf[8];
-  struct waker *shard_wake;  /* set before the sequencer starts */
+  struct waker *shard_wake;  /* set before the sequencer starts: watermark moves */
+  void (*on_grant)(void *arg); /* set before the sequencer starts: wakes the grant's receiver */
+  void *on_grant_arg;
   atomic_uint watermark_watch; /* nonzero: wake the shard whenever the watermark moves */
 };
 
@@ -97,7 +105,7 @@ struct sequencer {
 /** Allocates the channels and state. Main thread. Returns 0 or -errno. */
 int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_position);
 
-/** Starts the thread (channels' shard_wake must be set). Returns 0 or a -errno. */
+/** Starts the thread (channels' shard_wake and on_grant must be set). Returns 0 or a -errno. */
 int sequencer_start(struct sequencer *seq);
 
 /** Stops and joins the thread, after every shard has stopped. Main thread. */
@@ -117,7 +125,7 @@ static inline void sequencer_watch_watermark(struct sequencer *seq, unsigned sha
   atomic_store(&seq->channels[shard].watermark_watch, reasons);
 }
 
-/** Takes the next message for a shard, on the shard's thread. Returns false when none. */
+/** Takes the next message for a shard, on its grant receiver's thread. Returns false when none. */
 bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg);
 
 static inline uint64_t sequencer_watermark(const struct sequencer *seq) {

@@ -13,9 +13,9 @@
 
 #include "batch_index.h"
 #include "evf/clock.h"
-#include "evf/log.h"
 #include "evf/status.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* Bounds of one batch, well inside LMDB's dirty-page limit. */
@@ -320,9 +320,11 @@ static void prepare_batch(struct shard *shard) {
   batch->next_stream_id = shard->next_stream_id;
   /* Meta's counter is rewritten only when it moved: one page less per commit. */
   batch->creates_streams = shard->next_stream_id != shard->stored_next_stream_id;
-  shard->state = SHARD_AWAIT_GRANT;
+  shard->state = SHARD_COMMITTING;
   sequencer_send(&store->sequencer, shard->index,
                  (struct seq_msg){.kind = SEQ_REQUEST, .count = batch->event_count});
+  /* The committer takes the batch now and waits there for the grant. */
+  committer_submit(&shard->committer);
 }
 
 static void reply_batch(struct shard *shard, int status) {
@@ -336,6 +338,23 @@ static void reply_batch(struct shard *shard, int status) {
 
 static void maybe_stop(struct shard *shard);
 
+/* The first of the positions the sequencer granted the batch. On the committer's thread. */
+static uint64_t await_grant(struct shard *shard) {
+  struct seq_msg msg;
+  while (!sequencer_receive(&shard->store->sequencer, shard->index, &msg))
+    committer_wait(&shard->committer);
+  assert(msg.kind == SEQ_GRANT); /* the only message the sequencer sends a shard */
+  return msg.first;
+}
+
+static void assign_positions(struct shard *shard, uint64_t first_position) {
+  uint64_t position = first_position;
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
+    req->first_position = position;
+    position += req->request->n_events;
+  }
+}
+
 /* On the shard's committer thread. */
 static void commit_job(void *arg) {
   struct shard *shard = arg;
@@ -343,6 +362,7 @@ static void commit_job(void *arg) {
     shard->batch.status = commit__repair_index(shard);
     return;
   }
+  assign_positions(shard, await_grant(shard));
   uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
   shard->batch.commit_ns = evf_monotonic_ns() - started;
@@ -429,16 +449,6 @@ static void commit_done(struct shard *shard) {
   maybe_stop(shard);
 }
 
-static void start_commit(struct shard *shard, uint64_t first_position) {
-  uint64_t position = first_position;
-  for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
-    req->first_position = position;
-    position += req->request->n_events;
-  }
-  shard->state = SHARD_COMMITTING;
-  committer_submit(&shard->committer);
-}
-
 static void receive_requests(struct shard *shard) {
   struct evf_store *store = shard->store;
   for (unsigned p = 0; p < store->port_count; p++) {
@@ -446,16 +456,6 @@ static void receive_requests(struct shard *shard) {
     struct store_append *req;
     while (ring_pop(r, &req))
       append_queue_push(&shard->pending, req);
-  }
-}
-
-static void receive_grants(struct shard *shard) {
-  struct seq_msg msg;
-  while (sequencer_receive(&shard->store->sequencer, shard->index, &msg)) {
-    if (msg.kind == SEQ_GRANT && shard->state == SHARD_AWAIT_GRANT)
-      start_commit(shard, msg.first);
-    else
-      evf_error("shard %u: unexpected sequencer message %u", shard->index, msg.kind);
   }
 }
 
@@ -493,7 +493,6 @@ static void wake_cb(struct waker *w) {
   struct shard *shard = w->data;
   receive_requests(shard);
   port__drain_replies(&shard->store->ports[shard->index]);
-  receive_grants(shard);
   if (committer_take_done(&shard->committer))
     commit_done(shard);
   notice_watermark(shard);

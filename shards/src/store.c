@@ -284,6 +284,8 @@ static void stop_threads(struct evf_store *s, unsigned started, bool sequencer_s
     sequencer_stop(&s->sequencer);
 }
 
+static void wake_committer(void *committer) { committer_signal(committer); }
+
 static int start_threads(struct evf_store *s) {
   int rc = 0;
   unsigned started = 0;
@@ -294,6 +296,8 @@ static int start_threads(struct evf_store *s) {
       return rc;
     }
     s->sequencer.channels[i].shard_wake = &s->shards[i].wake;
+    s->sequencer.channels[i].on_grant = wake_committer;
+    s->sequencer.channels[i].on_grant_arg = &s->shards[i].committer;
   }
   if ((rc = sequencer_start(&s->sequencer)) != 0) {
     stop_threads(s, 0, false);

@@ -88,6 +88,8 @@ static void fake_wake_cb(struct waker *w) {
   }
 }
 
+static void wake_fake_shard(void *wake) { waker_send(wake); }
+
 static void run_until(uv_loop_t *loop, bool *flag) {
   uint64_t deadline = evf_monotonic_ns() + 10ull * 1000000000u;
   while (!*flag) {
@@ -106,6 +108,8 @@ static void the_thread_grants_over_rings_and_publishes_the_watermark(void **stat
   assert_int_equal(waker_start(&f.wake, &loop, fake_wake_cb, &f), 0);
   assert_int_equal(sequencer_init(&seq, 1, 100), 0);
   seq.channels[0].shard_wake = &f.wake;
+  seq.channels[0].on_grant = wake_fake_shard;
+  seq.channels[0].on_grant_arg = &f.wake;
   assert_int_equal(sequencer_start(&seq), 0);
 
   for (uint64_t round = 0; round < 50; round++) {
