@@ -27,6 +27,7 @@
 #include "sequencer.h"
 #include "committer.h"
 #include "stats.h"
+#include "stream_cache.h"
 #include "waker.h"
 
 #include <ck_ring.h>
@@ -117,6 +118,7 @@ struct shard {
   uint64_t stored_next_stream_id; /* at most the counter the index's meta holds */
   bool index_behind;             /* the index lacks committed events: repair before deciding */
   struct batch_index *decided;   /* what the batch being prepared holds */
+  struct stream_cache *streams;  /* committed state of streams decided lately */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */
 };

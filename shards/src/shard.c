@@ -43,21 +43,36 @@ static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
   return 0;
 }
 
-/* The stream as the batch so far leaves it: from the batch, else from storage. */
+/* The stream's record and length as the index holds them; MDB_NOTFOUND for a new stream. */
+static int read_stream(struct prepare_ctx *ctx, const char *name, size_t len,
+                       struct stream_record *record) {
+  MDB_val k = {len, (void *)name}, v;
+  int rc = mdb_get(ctx->own, ctx->shard->db.streams, &k, &v);
+  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
+    rc = MDB_CORRUPTED;
+  if (rc == 0)
+    rc = index_db__stream_length(ctx->own, &ctx->shard->db, record->stream_id,
+                                 &record->next_version);
+  return rc;
+}
+
+/* The stream as the batch so far leaves it: from the batch, else as committed. */
 static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_stream **out) {
   size_t len = strlen(name);
   struct batch_stream *s = batch_index_find_stream(ctx->shard->decided, name, len);
   if (s == NULL) {
     struct stream_record record = {0};
-    MDB_val k = {len, (void *)name}, v;
-    int rc = mdb_get(ctx->own, ctx->shard->db.streams, &k, &v);
-    if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, &record))
-      rc = MDB_CORRUPTED;
-    if (rc == 0)
-      rc = index_db__stream_length(ctx->own, &ctx->shard->db, record.stream_id,
-                                   &record.next_version);
+    const struct stream_record *cached = stream_cache_find(ctx->shard->streams, name, len);
+    int rc = 0;
+    if (cached != NULL)
+      record = *cached;
+    else
+      rc = read_stream(ctx, name, len, &record);
     if (rc != 0 && rc != MDB_NOTFOUND)
       return db__error(rc, "reading a stream record");
+    /* A stream read is cached at once; a new one once its first commit succeeded. */
+    if (cached == NULL && rc == 0 && stream_cache_put(ctx->shard->streams, name, len, &record) != 0)
+      return -ENOMEM;
     s = batch_index_add_stream(ctx->shard->decided, name, len, &record, rc == MDB_NOTFOUND);
     if (s == NULL)
       return -ENOMEM;
@@ -408,6 +423,8 @@ static void repair_done(struct shard *shard) {
   if (status == 0) {
     shard->index_behind = false;
     shard->stored_next_stream_id = shard->batch.next_stream_id;
+    /* The repair lengthened streams the cache knows shorter. */
+    stream_cache_clear(shard->streams);
   } else {
     schedule_repair(shard);
   }
@@ -431,6 +448,19 @@ static void fail_unindexed(struct shard *shard) {
   reply_batch(shard, EVF_EINTERNAL);
 }
 
+/* The streams of a committed batch, as they now are in the index. */
+static void cache_committed_streams(struct shard *shard) {
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
+    const char *name = req->request->stream;
+    struct stream_record record = {
+        .stream_id = req->stream_id,
+        .created_at = req->created_at,
+        .next_version = req->first_version + (uint32_t)req->request->n_events};
+    /* Out of memory, the stream has no entry (only a new one needs memory): it is read again. */
+    (void)stream_cache_put(shard->streams, name, strlen(name), &record);
+  }
+}
+
 static void commit_done(struct shard *shard) {
   if (shard->batch.repair) {
     repair_done(shard);
@@ -442,6 +472,8 @@ static void commit_done(struct shard *shard) {
     stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
     shard->stored_next_stream_id = shard->batch.next_stream_id;
   }
+  if (status == 0 && !shard->batch.index_behind)
+    cache_committed_streams(shard);
   if (shard->batch.index_behind)
     fail_unindexed(shard);
   else if (!retry_alone(shard, status))

@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Streams per shard whose committed state the loop keeps: a few MiB with short names. */
+#define STREAM_CACHE_STREAMS 65536
+
 #define FORMAT_FILE "FORMAT"
 #define FORMAT_VERSION 2
 #define OLDEST_FORMAT 1 /* upgraded in place at start-up (db.c) */
@@ -171,8 +174,9 @@ static int alloc_store(struct evf_store *s) {
     shard->store = s;
     shard->index = i;
     shard->decided = batch_index_create();
+    shard->streams = stream_cache_create(STREAM_CACHE_STREAMS);
     shard->reply_dirty = calloc(s->port_count, sizeof(bool));
-    if (shard->decided == NULL || shard->reply_dirty == NULL)
+    if (shard->decided == NULL || shard->streams == NULL || shard->reply_dirty == NULL)
       return -ENOMEM;
     if ((rc = waker_open(&shard->wake)) != 0)
       return rc;
@@ -184,6 +188,7 @@ static void free_store(struct evf_store *s) {
   size_t ring_count = (size_t)s->shard_count * s->port_count;
   for (unsigned i = 0; s->shards && i < s->shard_count; i++) {
     batch_index_destroy(s->shards[i].decided);
+    stream_cache_destroy(s->shards[i].streams);
     free(s->shards[i].reply_dirty);
     waker_destroy(&s->shards[i].wake); /* every thread that could send has ended */
   }

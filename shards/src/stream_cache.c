@@ -1,0 +1,96 @@
+#include "stream_cache.h"
+
+#include "evf/hash.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cached_stream {
+  char *name;                /* owned; NULL: an empty slot */
+  size_t len;
+  struct stream_record record;
+};
+
+/* Open addressing with linear probing, never more than half full: no deletes, so no tombstones. */
+struct stream_cache {
+  struct cached_stream *slots;
+  size_t cap;                /* a power of two, at least 2 * max */
+  size_t count;
+  size_t max;
+};
+
+static size_t capacity_for(size_t max_streams) {
+  size_t cap = 16;
+  while (cap < 2 * max_streams)
+    cap *= 2;
+  return cap;
+}
+
+struct stream_cache *stream_cache_create(size_t max_streams) {
+  struct stream_cache *cache = calloc(1, sizeof(*cache));
+  if (cache == NULL)
+    return NULL;
+  cache->max = max_streams > 0 ? max_streams : 1;
+  cache->cap = capacity_for(cache->max);
+  cache->slots = calloc(cache->cap, sizeof(*cache->slots));
+  if (cache->slots == NULL) {
+    free(cache);
+    return NULL;
+  }
+  return cache;
+}
+
+void stream_cache_clear(struct stream_cache *cache) {
+  for (size_t i = 0; i < cache->cap && cache->count > 0; i++) {
+    if (cache->slots[i].name != NULL) {
+      free(cache->slots[i].name);
+      cache->slots[i] = (struct cached_stream){0};
+      cache->count--;
+    }
+  }
+}
+
+void stream_cache_destroy(struct stream_cache *cache) {
+  if (cache == NULL)
+    return;
+  stream_cache_clear(cache);
+  free(cache->slots);
+  free(cache);
+}
+
+static size_t slot_of(const struct stream_cache *cache, const char *name, size_t len) {
+  size_t mask = cache->cap - 1;
+  size_t i = (size_t)evf_hash_fnv1a64(name, len) & mask;
+  const struct cached_stream *s;
+  while ((s = &cache->slots[i])->name != NULL &&
+         !(s->len == len && memcmp(s->name, name, len) == 0))
+    i = (i + 1) & mask;
+  return i;
+}
+
+const struct stream_record *stream_cache_find(const struct stream_cache *cache, const char *name,
+                                              size_t len) {
+  const struct cached_stream *s = &cache->slots[slot_of(cache, name, len)];
+  return s->name != NULL ? &s->record : NULL;
+}
+
+int stream_cache_put(struct stream_cache *cache, const char *name, size_t len,
+                     const struct stream_record *record) {
+  size_t i = slot_of(cache, name, len);
+  if (cache->slots[i].name == NULL && cache->count == cache->max) {
+    stream_cache_clear(cache);
+    i = slot_of(cache, name, len);
+  }
+  struct cached_stream *s = &cache->slots[i];
+  if (s->name == NULL) {
+    if ((s->name = malloc(len)) == NULL)
+      return -ENOMEM;
+    memcpy(s->name, name, len);
+    s->len = len;
+    cache->count++;
+  }
+  s->record = *record;
+  return 0;
+}
