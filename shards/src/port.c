@@ -124,7 +124,8 @@ int store_append(struct store_port *port, struct store_append *req) {
 }
 
 void store_append_deinit(struct store_append *req) {
-  free(req->ids);
+  if (req->ids != &req->single_id)
+    free(req->ids);
   req->ids = NULL;
 }
 

@@ -145,6 +145,7 @@ struct store_append {
   const char *detail;       /* EVF_EINVAL or EVF_ETOOBIG from store_append: what is wrong (static) */
 
   /* Private to the store. */
+  struct evf_uuid single_id;  /* ids of a one-event append */
   struct store_append *next;
   struct store_port *origin;
   unsigned owner;
