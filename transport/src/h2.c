@@ -18,6 +18,8 @@ struct tp_conn {
   struct tp_buf writing;        /* handed to the one uv_write in flight */
   uv_write_t write_req;
   bool write_in_flight;
+  bool write_queued;            /* in the server's queue of writes to start */
+  struct tp_conn *write_next;
   bool receiving;               /* inside nghttp2_session_mem_recv: flush afterwards */
   bool reading;
   bool closing;
@@ -53,8 +55,11 @@ static void forget(struct tp_server *server, struct tp_conn *conn) {
 nghttp2_session *tp_conn_session(struct tp_conn *conn) { return conn->session; }
 struct tp_server *tp_conn_server(struct tp_conn *conn) { return conn->server; }
 
+static void unqueue_write(struct tp_conn *conn);
+
 static void conn_closed_cb(uv_handle_t *handle) {
   struct tp_conn *conn = handle->data;
+  unqueue_write(conn);
   tp_buf_free(&conn->pending);
   tp_buf_free(&conn->writing);
   forget(conn->server, conn);
@@ -170,6 +175,64 @@ static void start_write(struct tp_conn *conn) {
   conn->write_in_flight = true;
 }
 
+/*
+ * Writes start from the loop's prepare phase, just before it polls: the
+ * replies a loop turn produces for a connection (one per append a shard
+ * answered, window updates) leave in one write instead of one write for
+ * the first and another for the rest once that write completed.
+ */
+static void start_queued_writes(uv_prepare_t *writer) {
+  struct tp_server *server = writer->data;
+  struct tp_conn *conn;
+  while ((conn = server->h2_write_queue) != NULL) {
+    server->h2_write_queue = conn->write_next;
+    conn->write_queued = false;
+    if (!conn->closing && conn->pending.len > 0 && !conn->write_in_flight)
+      start_write(conn);
+  }
+  uv_prepare_stop(writer);
+}
+
+static void queue_write(struct tp_conn *conn) {
+  struct tp_server *server = conn->server;
+  if (!server->h2_writer_open) {
+    start_write(conn); /* not expected: the writer outlives every connection */
+    return;
+  }
+  if (conn->write_queued)
+    return;
+  conn->write_queued = true;
+  conn->write_next = server->h2_write_queue;
+  server->h2_write_queue = conn;
+  uv_prepare_start(&server->h2_writer, start_queued_writes);
+}
+
+/* Before the connection's memory goes: the queue must not point at it. */
+static void unqueue_write(struct tp_conn *conn) {
+  struct tp_conn **link = &conn->server->h2_write_queue;
+  while (conn->write_queued && *link != NULL) {
+    if (*link == conn) {
+      *link = conn->write_next;
+      conn->write_queued = false;
+    } else {
+      link = &(*link)->write_next;
+    }
+  }
+}
+
+void tp_h2_writer_init(struct tp_server *server) {
+  uv_prepare_init(server->loop, &server->h2_writer);
+  server->h2_writer.data = server;
+  server->h2_writer_open = true;
+}
+
+void tp_h2_writer_close(struct tp_server *server) {
+  if (!server->h2_writer_open)
+    return;
+  server->h2_writer_open = false;
+  uv_close((uv_handle_t *)&server->h2_writer, NULL);
+}
+
 void tp_conn_flush(struct tp_conn *conn) {
   /* nghttp2 must not send from inside its own callbacks; read_cb flushes after. */
   if (conn->closing || conn->receiving)
@@ -190,7 +253,7 @@ void tp_conn_flush(struct tp_conn *conn) {
     }
   }
   if (conn->pending.len > 0 && !conn->write_in_flight)
-    start_write(conn);
+    queue_write(conn);
   else if (finished(conn))
     tp_conn_close(conn);
 }

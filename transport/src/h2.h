@@ -71,6 +71,12 @@ struct tp_h2_protocol {
   void (*resume)(struct tp_h2_stream *stream);
 };
 
+/** Prepares the server's writer, which starts the connections' writes once per loop turn. */
+void tp_h2_writer_init(struct tp_server *server);
+
+/** Closes the writer, once the server has no connection left. */
+void tp_h2_writer_close(struct tp_server *server);
+
 /** Accepts a connection from the server's listener. Loop's thread. */
 void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
                     const struct tp_h2_protocol *protocol);

@@ -69,6 +69,7 @@ void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, v
   struct tp_server *server = &((struct tp_server *)servers)[shard];
   server->store = store;
   server->loop = loop;
+  tp_h2_writer_init(server);
   tp_hub_init(&server->hub, server);
   for (int p = 0; p < TP_PORTS; p++) {
     struct tp_listener *l = &server->listeners[p];
@@ -83,11 +84,13 @@ void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, v
   }
 }
 
-static void stop_grace_timer(struct tp_server *server) {
+/* The server's own handles close once its last connection went. */
+static void close_server_handles(struct tp_server *server) {
   if (server->grace_running) {
     server->grace_running = false;
     uv_close((uv_handle_t *)&server->grace, NULL);
   }
+  tp_h2_writer_close(server);
 }
 
 /* Clients that kept their streams open past the grace period are cut off. */
@@ -103,7 +106,7 @@ static void grace_over_cb(uv_timer_t *timer) {
     tp_conn_close(conn);
   }
   tp_h1_close_all(server);
-  stop_grace_timer(server);
+  close_server_handles(server);
 }
 
 void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers) {
@@ -121,8 +124,10 @@ void tp_server_stop(struct evf_store *store, unsigned shard, uv_loop_t *loop, vo
   tp_h1_drain_all(server);
   tp_hub_close(&server->hub); /* after the GOAWAYs: subscriptions end with UNAVAILABLE */
   tp_rpc__batch_append_shutdown(server);
-  if (server->conn_count + server->http_conn_count == 0)
+  if (server->conn_count + server->http_conn_count == 0) {
+    close_server_handles(server);
     return;
+  }
   uv_timer_init(loop, &server->grace);
   server->grace.data = server;
   server->grace_running = true;
@@ -135,5 +140,5 @@ uv_buf_t tp_server__read_buffer(struct tp_server *server) {
 
 void tp_server__conn_gone(struct tp_server *server) {
   if (server->stopping && server->conn_count + server->http_conn_count == 0)
-    stop_grace_timer(server);
+    close_server_handles(server);
 }

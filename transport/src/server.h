@@ -50,6 +50,9 @@ struct tp_server {
   uv_timer_t grace;
   bool grace_running;
   struct tp_conn *conns;        /* HTTP/2: gRPC and h2c */
+  uv_prepare_t h2_writer;       /* starts their queued writes before the loop polls (h2.c) */
+  bool h2_writer_open;
+  struct tp_conn *h2_write_queue;
   size_t conn_count;
   struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
   size_t http_conn_count;
