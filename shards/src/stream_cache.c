@@ -13,27 +13,26 @@ struct cached_stream {
   struct stream_record record;
 };
 
-/* Open addressing with linear probing, never more than half full: no deletes, so no tombstones. */
+/*
+ * Open addressing with linear probing, never more than half full: no
+ * deletes, so no tombstones. The table grows with the streams it holds, so
+ * that a few hot streams stay in a few cache lines.
+ */
 struct stream_cache {
   struct cached_stream *slots;
-  size_t cap;                /* a power of two, at least 2 * max */
+  size_t cap;                /* a power of two */
   size_t count;
   size_t max;
 };
 
-static size_t capacity_for(size_t max_streams) {
-  size_t cap = 16;
-  while (cap < 2 * max_streams)
-    cap *= 2;
-  return cap;
-}
+#define INITIAL_CAPACITY 64
 
 struct stream_cache *stream_cache_create(size_t max_streams) {
   struct stream_cache *cache = calloc(1, sizeof(*cache));
   if (cache == NULL)
     return NULL;
   cache->max = max_streams > 0 ? max_streams : 1;
-  cache->cap = capacity_for(cache->max);
+  cache->cap = INITIAL_CAPACITY;
   cache->slots = calloc(cache->cap, sizeof(*cache->slots));
   if (cache->slots == NULL) {
     free(cache);
@@ -76,11 +75,30 @@ const struct stream_record *stream_cache_find(const struct stream_cache *cache, 
   return s->name != NULL ? &s->record : NULL;
 }
 
+static int grow(struct stream_cache *cache) {
+  struct cached_stream *old = cache->slots;
+  size_t old_cap = cache->cap;
+  struct cached_stream *grown = calloc(old_cap * 2, sizeof(*grown));
+  if (grown == NULL)
+    return -ENOMEM;
+  cache->slots = grown;
+  cache->cap = old_cap * 2;
+  for (size_t i = 0; i < old_cap; i++) {
+    if (old[i].name != NULL)
+      cache->slots[slot_of(cache, old[i].name, old[i].len)] = old[i];
+  }
+  free(old);
+  return 0;
+}
+
 int stream_cache_put(struct stream_cache *cache, const char *name, size_t len,
                      const struct stream_record *record) {
   size_t i = slot_of(cache, name, len);
-  if (cache->slots[i].name == NULL && cache->count == cache->max) {
-    stream_cache_clear(cache);
+  if (cache->slots[i].name == NULL) {
+    if (cache->count == cache->max)
+      stream_cache_clear(cache);
+    else if (2 * (cache->count + 1) > cache->cap && grow(cache) != 0)
+      return -ENOMEM;
     i = slot_of(cache, name, len);
   }
   struct cached_stream *s = &cache->slots[i];
