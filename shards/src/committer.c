@@ -48,6 +48,7 @@ int committer_start(struct committer *c, void (*run)(void *), void *arg, struct 
     return rc;
   }
   c->started = true;
+  c->fd_open = true;
   return 0;
 }
 
@@ -64,6 +65,11 @@ void committer_stop(struct committer *c) {
   atomic_store(&c->stopping, true);
   committer_signal(c);
   uv_thread_join(&c->thread);
-  close(c->fd);
   c->started = false;
+}
+
+void committer_destroy(struct committer *c) {
+  if (c->fd_open)
+    close(c->fd);
+  c->fd_open = false;
 }

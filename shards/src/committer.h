@@ -29,6 +29,7 @@
 struct committer {
   uv_thread_t thread;
   int fd;                      /* eventfd the thread blocks on */
+  bool fd_open;
   bool started;
   atomic_bool job;             /* submitted, not taken by the thread yet */
   atomic_bool done;            /* ran; the loop has not taken the result yet */
@@ -55,5 +56,11 @@ bool committer_take_done(struct committer *c);
 
 /** Ends and joins the thread, once no job is pending. Any thread but its own. */
 void committer_stop(struct committer *c);
+
+/**
+ * Closes the eventfd, once no thread can signal it: the sequencer wakes the
+ * committer with a grant, and may do so just after the committer has taken it.
+ */
+void committer_destroy(struct committer *c);
 
 #endif

@@ -189,6 +189,7 @@ static void free_store(struct evf_store *s) {
   for (unsigned i = 0; s->shards && i < s->shard_count; i++) {
     batch_index_destroy(s->shards[i].decided);
     stream_cache_destroy(s->shards[i].streams);
+    committer_destroy(&s->shards[i].committer); /* after the sequencer, which may signal it */
     free(s->shards[i].reply_dirty);
     waker_destroy(&s->shards[i].wake); /* every thread that could send has ended */
   }
