@@ -156,6 +156,7 @@ static int index_from_log(struct shard *shard, int index_rc) {
             shard->index, mdb_strerror(index_rc));
   int rc = index_db__catch_up(&shard->db, &indexed);
   shard->batch.index_behind = rc != 0;
+  shard->batch.reindexed = rc == 0;
   if (rc != 0)
     evf_error("shard %u: indexing a stored batch from the log: %s; the shard repairs its index "
               "before it decides more appends", shard->index, mdb_strerror(rc));
@@ -166,6 +167,7 @@ int commit__batch(struct shard *shard) {
   struct shard_db *db = &shard->db;
   struct batch_txns txns = {0};
   shard->batch.index_behind = false;
+  shard->batch.reindexed = false;
   int rc = mdb_txn_begin(db->env, NULL, 0, &txns.log);
   if (rc != 0)
     return db__error(rc, "beginning a write transaction");

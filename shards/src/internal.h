@@ -89,6 +89,7 @@ struct batch {
   bool creates_streams;
   int status;                   /* commit result, set off-loop */
   bool index_behind;            /* set off-loop: the log holds what the index could not take */
+  bool reindexed;               /* set off-loop: indexed from the log, new streams numbered anew */
   bool repair;                  /* no writes: index the log's events the index lacks */
   uint64_t commit_ns;           /* how long the commit took, set off-loop */
 };
@@ -180,7 +181,9 @@ int validate__append(const struct store_options *options, struct store_append *r
 /**
  * Writes the batch to the log and the index and commits both; sets
  * batch.index_behind if the log took it and the index did not (the batch
- * is then durable, and the status says what failed). Committer thread.
+ * is then durable, and the status says what failed), and batch.reindexed
+ * if the index took it from the log after its own commit failed (its new
+ * streams then have the ids the index gave them). Committer thread.
  */
 int commit__batch(struct shard *shard);
 /** Brings the index level with the log after a failed index commit. Committer thread. */

@@ -461,6 +461,17 @@ static void cache_committed_streams(struct shard *shard) {
   }
 }
 
+/*
+ * A batch indexed from the log after its index commit failed: the index
+ * numbered its new streams itself, from the counter its meta holds, which
+ * lags the loop's after a failed batch. What the loop decided about those
+ * streams is not what the index holds.
+ */
+static void forget_reindexed_streams(struct shard *shard) {
+  stream_cache_clear(shard->streams);
+  shard->stored_next_stream_id = 0; /* unknown: the next batch rewrites the meta's counter */
+}
+
 static void commit_done(struct shard *shard) {
   if (shard->batch.repair) {
     repair_done(shard);
@@ -472,7 +483,9 @@ static void commit_done(struct shard *shard) {
     stats__commit(&shard->stats, shard->batch.event_count, shard->batch.commit_ns);
     shard->stored_next_stream_id = shard->batch.next_stream_id;
   }
-  if (status == 0 && !shard->batch.index_behind)
+  if (status == 0 && shard->batch.reindexed)
+    forget_reindexed_streams(shard);
+  else if (status == 0 && !shard->batch.index_behind)
     cache_committed_streams(shard);
   if (shard->batch.index_behind)
     fail_unindexed(shard);

@@ -5,9 +5,9 @@
  *
  * The failure is injected by interposing pwrite and writev, LMDB's page
  * writes: this program's definitions take precedence over libc's for
- * liblmdb. Only page writes (4 KiB or more) to an index file fail; the
- * meta record is written, as it would be on a full disk (it overwrites
- * allocated blocks).
+ * liblmdb. Only page writes (4 KiB or more) to the failing files (index
+ * files, unless a test aims at a log) fail; the meta record is written, as
+ * it would be on a full disk (it overwrites allocated blocks).
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -35,12 +35,15 @@
 #define FAIL_ALWAYS (-1)
 #define PAGE 4096
 
-static atomic_int failures_left; /* index page writes still to fail; FAIL_ALWAYS: every one */
+static atomic_int failures_left; /* page writes still to fail; FAIL_ALWAYS: every one */
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
 
-static bool is_index_file(int fd) {
-  static const char suffix[] = "/index/data.mdb";
+#define INDEX_FILES "/index/data.mdb"
+static _Atomic(const char *) failing_files = INDEX_FILES; /* the end of their paths */
+
+static bool is_failing_file(int fd) {
+  const char *suffix = atomic_load(&failing_files);
   char link[64], path[4096];
   snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
   ssize_t n = readlink(link, path, sizeof(path) - 1);
@@ -52,7 +55,7 @@ static bool is_index_file(int fd) {
 
 static bool fail_now(int fd, size_t len) {
   int left = atomic_load(&failures_left);
-  if (left == 0 || len < PAGE || !is_index_file(fd))
+  if (left == 0 || len < PAGE || !is_failing_file(fd))
     return false;
   while (left > 0 && !atomic_compare_exchange_weak(&failures_left, &left, left - 1)) {
   }
@@ -81,6 +84,7 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
 /* No failure is left armed from one test to the next. */
 static int setup(void **state) {
   atomic_store(&failures_left, 0);
+  atomic_store(&failing_files, INDEX_FILES);
   return harness_fixture_setup(state);
 }
 
@@ -110,12 +114,12 @@ static void a_failed_index_commit_is_indexed_from_the_log(void **state) {
   assert_int_equal(r.first_version, 5);
 }
 
-/* Another stream of the shard that owns "s". */
-static void stream_next_to_s(char *out, size_t len) {
+/* The nth (from 0) of the other streams "t-<i>" of the shard that owns "s". */
+static void stream_next_to_s(char *out, size_t len, unsigned nth) {
   unsigned shards = 2, owner = evf_stream_shard("s", 1, shards);
   for (unsigned i = 0;; i++) {
     snprintf(out, len, "t-%u", i);
-    if (evf_stream_shard(out, strlen(out), shards) == owner)
+    if (evf_stream_shard(out, strlen(out), shards) == owner && nth-- == 0)
       return;
   }
 }
@@ -124,7 +128,7 @@ static void a_shard_repairs_its_index_before_it_decides_more(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
   char neighbour[32];
-  stream_next_to_s(neighbour, sizeof(neighbour));
+  stream_next_to_s(neighbour, sizeof(neighbour), 0);
   assert_int_equal(store_shard_count(f->store), 2);
   assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, NULL), 0);
   atomic_store(&failures_left, FAIL_ALWAYS);
@@ -163,6 +167,38 @@ static void the_repair_is_retried_without_appends(void **state) {
   assert_int_equal(stream_length(f, "s"), 3);
 }
 
+/*
+ * A batch that failed in the log took a stream id with it; the index's
+ * counter does not know it. A new stream whose batch is then indexed from
+ * the log gets its id from the index, and later appends must use that id.
+ */
+static void a_stream_indexed_from_the_log_keeps_the_index_s_id(void **state) {
+  struct harness_fixture *f = *state;
+  struct harness_result r;
+  char lost[32], kept[32];
+  stream_next_to_s(lost, sizeof(lost), 0);
+  stream_next_to_s(kept, sizeof(kept), 1);
+  const char *log_file = evf_stream_shard("s", 1, 2) == 0 ? "shard-000/data.mdb"
+                                                          : "shard-001/data.mdb";
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, NULL, NULL), 0);
+  atomic_store(&failing_files, log_file);
+  atomic_store(&failures_left, 1);
+  assert_int_equal(harness_fixture_append(f, lost, -1, 1, NULL, NULL), EVF_EFULL);
+  assert_int_equal(atomic_load(&failures_left), 0); /* the log's write did fail */
+  atomic_store(&failing_files, INDEX_FILES);
+  atomic_store(&failures_left, 1);
+  assert_int_equal(harness_fixture_append(f, kept, -1, 1, NULL, NULL), 0);
+  assert_int_equal(atomic_load(&failures_left), 0); /* so did the index's */
+  assert_int_equal(harness_fixture_append(f, kept, 1, 2, NULL, &r), 0);
+  assert_int_equal(r.first_version, 1);
+  assert_int_equal(stream_length(f, kept), 3);
+  assert_int_equal(stream_length(f, lost), 0);
+  /* A stream created after them gets an id of its own. */
+  assert_int_equal(harness_fixture_append(f, lost, -1, 1, NULL, NULL), 0);
+  assert_int_equal(stream_length(f, lost), 1);
+  assert_int_equal(stream_length(f, kept), 3);
+}
+
 int main(void) {
   real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
@@ -176,6 +212,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_shard_repairs_its_index_before_it_decides_more, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(the_repair_is_retried_without_appends, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_stream_indexed_from_the_log_keeps_the_index_s_id, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
