@@ -21,9 +21,9 @@ static void lowercase_uuid(const char *given, const char *fallback, char out[EVF
 
 /*
  * The open write transactions of a batch, with a cursor per database that
- * takes an insert per event. A cursor that stays where it last wrote skips
- * the search from the root when the next key lands on the same page, and
- * MDB_APPEND through it finds the last page without a search.
+ * takes an insert per event: no cursor set-up per insert, and an insert
+ * whose key lands on the page the cursor last wrote searches that page
+ * only, not the tree from its root.
  */
 struct batch_txns {
   MDB_txn *log, *index;
@@ -65,9 +65,10 @@ static int put_event(struct batch_txns *txns, const struct store_append *req, si
 
 /*
  * Inserts a key that must be new. When it is likely above every key of the
- * database, MDB_APPEND skips the search from the root; LMDB refuses such an
- * append with MDB_KEYEXIST if the key is not the highest after all, and the
- * insert is then made the normal way (which also catches a real duplicate).
+ * database, MDB_APPEND goes down the right edge of the tree with no key
+ * comparison; LMDB refuses such an append with MDB_KEYEXIST if the key is
+ * not the highest after all, and the insert is then made the normal way
+ * (which also catches a real duplicate).
  */
 static int put_new(MDB_cursor *cursor, MDB_val *k, MDB_val *v, bool likely_highest) {
   if (likely_highest) {
