@@ -70,9 +70,12 @@ static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_s
       rc = read_stream(ctx, name, len, &record);
     if (rc != 0 && rc != MDB_NOTFOUND)
       return db__error(rc, "reading a stream record");
-    /* A stream read is cached at once; a new one once its first commit succeeded. */
-    if (cached == NULL && rc == 0 && stream_cache_put(ctx->shard->streams, name, len, &record) != 0)
-      return -ENOMEM;
+    /*
+     * A stream read is cached at once; a new one once its first commit
+     * succeeded. Out of memory, it is only read again next time.
+     */
+    if (cached == NULL && rc == 0)
+      (void)stream_cache_put(ctx->shard->streams, name, len, &record);
     s = batch_index_add_stream(ctx->shard->decided, name, len, &record, rc == MDB_NOTFOUND);
     if (s == NULL)
       return -ENOMEM;
