@@ -46,16 +46,15 @@ static size_t client_id_count(const Api__AppendToStreamRequest *r) {
 
 /* Two events of one append with the same client id: EVF_EINVAL. */
 static int check_client_ids_distinct(struct store_append *req) {
-  size_t n = req->request->n_events;
-  size_t given = 0;
-  if (client_id_count(req->request) < 2)
+  size_t given = client_id_count(req->request);
+  if (given < 2)
     return 0; /* the common case: nothing to sort */
-  struct evf_uuid *sorted = malloc(n * sizeof(*sorted));
+  struct evf_uuid *sorted = malloc(given * sizeof(*sorted));
   if (sorted == NULL)
     return -ENOMEM;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0, j = 0; i < req->request->n_events; i++) {
     if (req->request->events[i]->id[0] != '\0')
-      sorted[given++] = req->ids[i];
+      sorted[j++] = req->ids[i];
   }
   qsort(sorted, given, sizeof(*sorted), uuid_compare);
   bool distinct = true;

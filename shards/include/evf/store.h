@@ -138,7 +138,8 @@ struct store_append {
   void *data;
 
   /* Out, valid in the callback. */
-  struct evf_uuid *ids;     /* one per event, in order (freed by store_append_deinit) */
+  struct evf_uuid *ids;     /* one per event, in order (freed by store_append_deinit); may
+                               point into the request itself: use it in place, never copy *req */
   uint32_t first_version;   /* status 0 */
   uint64_t first_position;  /* status 0 */
   uint32_t actual_version;  /* status EVF_EVERSION: the stream's current length */
