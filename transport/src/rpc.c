@@ -9,6 +9,7 @@
  * response past MAX_MESSAGE_SIZE.
  */
 #include "api.pb-c.h"
+#include "append_decode.h"
 #include "arena.h"
 #include "evf/store.h"
 #include "grpc.h"
@@ -291,6 +292,24 @@ static void append_done(struct store_append *append, int status) {
   tp_grpc_release(call);
 }
 
+/* Decodes the request; fails the call and returns EVF_EINVAL or -ENOMEM unless it decodes. */
+static int decode_append(struct tp_grpc_call *call, const uint8_t *msg, size_t len,
+                         ProtobufCAllocator *allocator, Api__AppendToStreamRequest **out) {
+  switch (tp_append_decode(msg, len, allocator, out)) {
+  case TP_APPEND_DECODED:
+    return 0;
+  case TP_APPEND_NUL:
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
+    return EVF_EINVAL;
+  case TP_APPEND_NOMEM:
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return -ENOMEM;
+  default:
+    tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
+    return EVF_EINVAL;
+  }
+}
+
 static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   struct append_state *s = tp_grpc_state(call, sizeof(*s), free_append_state);
   if (s == NULL) {
@@ -299,16 +318,16 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
     return;
   }
   tp_arena_init(&s->arena, len + 1024);
-  s->request = (Api__AppendToStreamRequest *)tp_rpc__unpack(
-      call, &api__append_to_stream_request__descriptor, msg, len, &s->arena.allocator);
-  if (s->request == NULL) {
-    tp_rpc__count_append(call, NULL, EVF_EINVAL);
+  int rc = decode_append(call, msg, len, &s->arena.allocator, &s->request);
+  if (rc != 0) {
+    s->request = NULL; /* a partly decoded request is never used */
+    tp_rpc__count_append(call, NULL, rc);
     return;
   }
   s->call = call;
   s->append = (struct store_append){.request = s->request, .cb = append_done, .data = s};
   struct tp_server *server = tp_grpc_server(call);
-  int rc = store_append(store_shard_port(server->store, server->shard), &s->append);
+  rc = store_append(store_shard_port(server->store, server->shard), &s->append);
   if (rc != 0) {
     tp_rpc__count_append(call, s->request, rc);
     fail_with(call, rc, s->append.detail);
