@@ -28,6 +28,7 @@
 
 #define INDEX_FORMAT 2          /* of the index's own layout: another one is rebuilt */
 #define CATCH_UP_CHUNK 10000    /* events per index transaction while catching up */
+#define CATCH_UP_STREAMS 65536  /* streams whose length a catch-up keeps at hand */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define BOOT_ID_MAX 64
 
@@ -168,34 +169,52 @@ int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_i
   return rc;
 }
 
-/* The stream as the index holds it, or a new one (*created) for an event of version 0. */
-static int stream_of(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
-                     struct stream_record *record, bool *created, uint64_t *next_stream_id) {
-  MDB_val k = {strlen(e->stream), e->stream}, v;
-  int rc = mdb_get(txn, db->streams, &k, &v);
+/*
+ * One catch-up: the index transaction of its current step, a cursor per
+ * database it inserts into, and the streams it met so far (their length as
+ * indexed), so that an event costs no search of streams or stream_index.
+ */
+struct indexer {
+  struct shard_db *db;
+  MDB_txn *txn;
+  MDB_cursor *stream_index, *event_ids;
+  struct stream_cache *streams;
+  uint64_t next_stream_id;
+};
+
+/* The stream as indexed so far, or a new one (*created) for an event of version 0. */
+static int stream_of(struct indexer *ix, const struct record_event_key *e,
+                     struct stream_record *record, bool *created) {
+  const struct stream_record *met = stream_cache_find(ix->streams, e->stream, e->stream_len);
+  *created = false;
+  if (met != NULL) {
+    *record = *met;
+    return 0;
+  }
+  MDB_val k = {e->stream_len, (void *)e->stream}, v;
+  int rc = mdb_get(ix->txn, ix->db->streams, &k, &v);
   *created = rc == MDB_NOTFOUND;
   if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
     return MDB_CORRUPTED;
   if (rc == 0)
-    return index_db__stream_length(txn, db, record->stream_id, &record->next_version);
+    return index_db__stream_length(ix->txn, ix->db, record->stream_id, &record->next_version);
   if (rc != MDB_NOTFOUND)
     return rc;
   /* A stream is created by its first append, whose time is its events' added_at. */
   *record = (struct stream_record){
-      .stream_id = (*next_stream_id)++, .next_version = 0, .created_at = e->added_at};
+      .stream_id = ix->next_stream_id++, .next_version = 0, .created_at = e->added_at};
   return 0;
 }
 
 /* Adds one event of the log to the index: what a commit writes, re-derived. */
-static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
-                       uint64_t *next_stream_id) {
+static int index_event(struct indexer *ix, const struct record_event_key *e) {
   struct stream_record stream;
   struct evf_uuid id;
   bool created;
-  int rc = stream_of(txn, db, e, &stream, &created, next_stream_id);
+  int rc = stream_of(ix, e, &stream, &created);
   if (rc != 0)
     return rc;
-  if (e->version != stream.next_version || evf_uuid_parse(e->id, strlen(e->id), &id) != 0)
+  if (e->version != stream.next_version || evf_uuid_parse(e->id, e->id_len, &id) != 0)
     return MDB_CORRUPTED;
   uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN],
       stream_value[RECORD_STREAM_LEN];
@@ -206,36 +225,39 @@ static int index_event(MDB_txn *txn, struct shard_db *db, const Api__Event *e,
   record_stream_encode(stream_value, &stream);
   MDB_val ik = {sizeof(index_key), index_key}, iv = {sizeof(pos), pos};
   MDB_val idk = {sizeof(id.bytes), id.bytes}, idv = {sizeof(id_value), id_value};
-  MDB_val sk = {strlen(e->stream), e->stream}, sv = {sizeof(stream_value), stream_value};
-  if ((rc = mdb_put(txn, db->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
-      (rc = mdb_put(txn, db->event_ids, &idk, &idv, MDB_NOOVERWRITE)) != 0)
+  MDB_val sk = {e->stream_len, (void *)e->stream}, sv = {sizeof(stream_value), stream_value};
+  if ((rc = mdb_cursor_put(ix->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
+      (rc = mdb_cursor_put(ix->event_ids, &idk, &idv, MDB_NOOVERWRITE)) != 0)
     return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
-  return created ? mdb_put(txn, db->streams, &sk, &sv, MDB_NOOVERWRITE) : 0;
+  if (created && (rc = mdb_put(ix->txn, ix->db->streams, &sk, &sv, MDB_NOOVERWRITE)) != 0)
+    return rc;
+  stream.next_version = e->version + 1;
+  /* Out of memory, the stream is searched for again next time. */
+  (void)stream_cache_put(ix->streams, e->stream, e->stream_len, &stream);
+  return 0;
 }
 
 /* Indexes up to CATCH_UP_CHUNK events of the log after `through`. */
-static int index_chunk(struct shard_db *db, MDB_txn *log, MDB_txn *index, uint64_t *through,
-                       uint64_t *next_stream_id, size_t *indexed) {
+static int index_chunk(struct indexer *ix, MDB_txn *log, uint64_t *through, size_t *indexed) {
   MDB_cursor *cursor;
   uint8_t key[RECORD_POSITION_LEN];
   record_position_key(key, *through + 1);
   MDB_val k = {sizeof(key), key}, v;
-  int rc = mdb_cursor_open(log, db->events, &cursor);
+  int rc = mdb_cursor_open(log, ix->db->events, &cursor);
   if (rc != 0)
     return rc;
   *indexed = 0;
   rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
   while (rc == 0 && *indexed < CATCH_UP_CHUNK) {
-    Api__Event *e = api__event__unpack(NULL, v.mv_size, v.mv_data);
-    if (e == NULL || k.mv_size != RECORD_POSITION_LEN || e->position != record_get_u64(k.mv_data))
+    struct record_event_key e;
+    if (k.mv_size != RECORD_POSITION_LEN || !record_event_key_decode(v.mv_data, v.mv_size, &e) ||
+        e.position != record_get_u64(k.mv_data))
       rc = MDB_CORRUPTED;
     else
-      rc = index_event(index, db, e, next_stream_id);
-    if (e != NULL)
-      api__event__free_unpacked(e, NULL);
+      rc = index_event(ix, &e);
     if (rc != 0)
       break;
-    *through = record_get_u64(k.mv_data);
+    *through = e.position;
     (*indexed)++;
     rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
   }
@@ -243,37 +265,50 @@ static int index_chunk(struct shard_db *db, MDB_txn *log, MDB_txn *index, uint64
   return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+static int open_cursors(struct indexer *ix) {
+  int rc = mdb_cursor_open(ix->txn, ix->db->stream_index, &ix->stream_index);
+  return rc != 0 ? rc : mdb_cursor_open(ix->txn, ix->db->event_ids, &ix->event_ids);
+}
+
 /* One index transaction of the catch-up; *indexed is 0 once the index holds the whole log. */
-static int catch_up_step(struct shard_db *db, size_t *indexed) {
-  MDB_txn *log, *index;
-  uint64_t through = 0, next_stream_id = 1;
+static int catch_up_step(struct indexer *ix, size_t *indexed) {
+  struct shard_db *db = ix->db;
+  MDB_txn *log;
+  uint64_t through = 0;
   bool found;
-  int rc = mdb_txn_begin(db->index_env, NULL, 0, &index);
+  int rc = mdb_txn_begin(db->index_env, NULL, 0, &ix->txn);
   if (rc != 0)
     return rc;
   if ((rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &log)) != 0) {
-    mdb_txn_abort(index);
+    mdb_txn_abort(ix->txn);
     return rc;
   }
-  if ((rc = db__meta_get_u64(index, db->index_meta, "indexed_through", &through, &found)) == 0 &&
-      (rc = db__meta_get_u64(index, db->index_meta, "next_stream_id", &next_stream_id, &found)) == 0 &&
-      (rc = index_chunk(db, log, index, &through, &next_stream_id, indexed)) == 0 && *indexed > 0 &&
-      (rc = db__meta_put_u64(index, db->index_meta, "indexed_through", through)) == 0)
-    rc = db__meta_put_u64(index, db->index_meta, "next_stream_id", next_stream_id);
+  ix->next_stream_id = 1;
+  if ((rc = open_cursors(ix)) == 0 &&
+      (rc = db__meta_get_u64(ix->txn, db->index_meta, "indexed_through", &through, &found)) == 0 &&
+      (rc = db__meta_get_u64(ix->txn, db->index_meta, "next_stream_id", &ix->next_stream_id,
+                             &found)) == 0 &&
+      (rc = index_chunk(ix, log, &through, indexed)) == 0 && *indexed > 0 &&
+      (rc = db__meta_put_u64(ix->txn, db->index_meta, "indexed_through", through)) == 0)
+    rc = db__meta_put_u64(ix->txn, db->index_meta, "next_stream_id", ix->next_stream_id);
   mdb_txn_abort(log);
   if (rc != 0 || *indexed == 0) {
-    mdb_txn_abort(index);
+    mdb_txn_abort(ix->txn);
     return rc;
   }
-  return mdb_txn_commit(index);
+  return mdb_txn_commit(ix->txn);
 }
 
 int index_db__catch_up(struct shard_db *db, uint64_t *events) {
+  struct indexer ix = {.db = db, .streams = stream_cache_create(CATCH_UP_STREAMS)};
   size_t indexed;
   int rc;
   *events = 0;
-  while ((rc = catch_up_step(db, &indexed)) == 0 && indexed > 0)
+  if (ix.streams == NULL)
+    return ENOMEM;
+  while ((rc = catch_up_step(&ix, &indexed)) == 0 && indexed > 0)
     *events += indexed;
+  stream_cache_destroy(ix.streams);
   return rc;
 }
 

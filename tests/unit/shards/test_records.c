@@ -70,6 +70,21 @@ static void event_id_record_round_trips(void **state) {
 }
 
 /* Our encoder must give protobuf-c's bytes exactly, for every field being empty or not. */
+/* What the index is rebuilt from: read back from the stored bytes, whole, and refused cut short. */
+static void assert_key_fields_read_back(const uint8_t *stored, size_t size, const Api__Event *e) {
+  struct record_event_key k;
+  assert_true(record_event_key_decode(stored, size, &k));
+  assert_int_equal(k.id_len, strlen(e->id));
+  assert_memory_equal(k.id, e->id, k.id_len);
+  assert_int_equal(k.stream_len, strlen(e->stream));
+  assert_memory_equal(k.stream, e->stream, k.stream_len);
+  assert_int_equal(k.version, e->version);
+  assert_int_equal(k.added_at, e->added_at);
+  assert_int_equal(k.position, e->position);
+  if (size > 0)
+    assert_false(record_event_key_decode(stored, size - 1, &k));
+}
+
 static void assert_encoded_like_protobuf_c(const Api__Event *e) {
   size_t size = record_event_size(e);
   assert_int_equal(size, protobuf_c_message_get_packed_size(&e->base));
@@ -81,6 +96,7 @@ static void assert_encoded_like_protobuf_c(const Api__Event *e) {
   protobuf_c_message_pack(&e->base, theirs);
   assert_memory_equal(ours, theirs, size);
   assert_int_equal(ours[size], 0xEE);
+  assert_key_fields_read_back(ours, size, e);
   free(ours);
   free(theirs);
 }
@@ -112,6 +128,31 @@ static void events_encode_like_protobuf_c(void **state) {
   }
 }
 
+/* Another writer's encoding: fields in another order, fields unknown here. */
+static void event_keys_are_read_from_any_encoding(void **state) {
+  (void)state;
+  static const uint8_t stored[] = {
+      0x50, 0x07,                         /* position = 7 */
+      0x7A, 0x02, 'x', 'y',               /* field 15, length-delimited: unknown */
+      0x12, 0x01, 's',                    /* stream = "s" */
+      0x65, 1, 2, 3, 4,                   /* field 12, 32-bit: unknown */
+      0x18, 0x05,                         /* version = 5 */
+      0x0A, 0x03, 'a', 'b', 'c',          /* id = "abc" */
+      0x12, 0x02, 's', '2',               /* stream again: the last wins */
+  };
+  struct record_event_key k;
+  assert_true(record_event_key_decode(stored, sizeof(stored), &k));
+  assert_int_equal(k.position, 7);
+  assert_int_equal(k.version, 5);
+  assert_int_equal(k.stream_len, 2);
+  assert_memory_equal(k.stream, "s2", 2);
+  assert_int_equal(k.id_len, 3);
+  static const uint8_t stream_as_varint[] = {0x10, 0x05};
+  assert_false(record_event_key_decode(stream_as_varint, sizeof(stream_as_varint), &k));
+  static const uint8_t group[] = {0x0B};
+  assert_false(record_event_key_decode(group, sizeof(group), &k));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(integers_are_big_endian),
@@ -120,6 +161,7 @@ int main(void) {
       cmocka_unit_test(stream_record_round_trips),
       cmocka_unit_test(event_id_record_round_trips),
       cmocka_unit_test(events_encode_like_protobuf_c),
+      cmocka_unit_test(event_keys_are_read_from_any_encoding),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
