@@ -27,8 +27,9 @@ struct tp_grpc_call {
   bool response_counted;         /* response bytes are in the connection's budget */
   bool answered;
   bool held;
-  bool timer_started;
-  uv_timer_t deadline;
+  bool has_deadline;             /* in the server's deadline list */
+  uint64_t deadline_ms;          /* in the loop's time (uv_now) */
+  struct tp_grpc_call *deadline_prev, *deadline_next;
   void *state;
   void (*free_state)(void *);
   uint64_t started_ns;           /* when its headers began: for the metrics */
@@ -55,7 +56,10 @@ struct tp_grpc_call {
 
 /* ---- lifetime ---- */
 
+static void stop_deadline(struct tp_grpc_call *call);
+
 static void free_call(struct tp_grpc_call *call) {
+  stop_deadline(call);
   if (call->free_state)
     call->free_state(call->state);
   free(call->state);
@@ -65,16 +69,11 @@ static void free_call(struct tp_grpc_call *call) {
   free(call);
 }
 
-static void timer_closed_cb(uv_handle_t *handle) { free_call(handle->data); }
-
 /* Frees once the stream is closed and no asynchronous work holds the call. */
 static void maybe_free(struct tp_grpc_call *call) {
   if (call->h2.conn != NULL || call->held)
     return;
-  if (call->timer_started)
-    uv_close((uv_handle_t *)&call->deadline, timer_closed_cb);
-  else
-    free_call(call);
+  free_call(call);
 }
 
 void tp_grpc_hold(struct tp_grpc_call *call) { call->held = true; }
@@ -104,9 +103,83 @@ static void count_call(struct tp_grpc_call *call, enum evf_grpc_status status) {
                           evf_monotonic_ns() - call->started_ns);
 }
 
+/*
+ * Deadlines: one timer per server over a list of calls in deadline order,
+ * instead of a libuv timer per call (a heap insertion, a removal and a
+ * handle to close for every call that carries grpc-timeout). Calls with the
+ * same timeout arrive in deadline order, so an insertion from the tail
+ * seldom moves. The timer is armed for the head when a call becomes the
+ * head; a head that leaves early only makes it fire for nothing and re-arm.
+ */
 static void stop_deadline(struct tp_grpc_call *call) {
-  if (call->timer_started)
-    uv_timer_stop(&call->deadline);
+  if (!call->has_deadline)
+    return;
+  struct tp_server *server = call->server;
+  if (call->deadline_prev)
+    call->deadline_prev->deadline_next = call->deadline_next;
+  else
+    server->deadline_head = call->deadline_next;
+  if (call->deadline_next)
+    call->deadline_next->deadline_prev = call->deadline_prev;
+  else
+    server->deadline_tail = call->deadline_prev;
+  call->has_deadline = false;
+}
+
+static void deadlines_cb(uv_timer_t *timer);
+
+static void arm_deadlines(struct tp_server *server) {
+  struct tp_grpc_call *head = server->deadline_head;
+  uint64_t now = uv_now(server->loop);
+  if (head != NULL)
+    uv_timer_start(&server->deadlines, deadlines_cb,
+                   head->deadline_ms > now ? head->deadline_ms - now : 0, 0);
+}
+
+static void deadlines_cb(uv_timer_t *timer) {
+  struct tp_server *server = timer->data;
+  uint64_t now = uv_now(server->loop);
+  struct tp_grpc_call *call;
+  while ((call = server->deadline_head) != NULL && call->deadline_ms <= now) {
+    stop_deadline(call);
+    tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
+                 (long long)call->timeout_ms);
+  }
+  arm_deadlines(server);
+}
+
+static void start_deadline(struct tp_grpc_call *call) {
+  struct tp_server *server = call->server;
+  call->deadline_ms = uv_now(server->loop) + (uint64_t)call->timeout_ms;
+  struct tp_grpc_call *before = server->deadline_tail;
+  while (before != NULL && before->deadline_ms > call->deadline_ms)
+    before = before->deadline_prev;
+  call->deadline_prev = before;
+  call->deadline_next = before ? before->deadline_next : server->deadline_head;
+  if (call->deadline_next)
+    call->deadline_next->deadline_prev = call;
+  else
+    server->deadline_tail = call;
+  if (before)
+    before->deadline_next = call;
+  else
+    server->deadline_head = call;
+  call->has_deadline = true;
+  if (server->deadline_head == call)
+    arm_deadlines(server);
+}
+
+void tp_grpc_server_init(struct tp_server *server) {
+  uv_timer_init(server->loop, &server->deadlines);
+  server->deadlines.data = server;
+  server->deadlines_open = true;
+}
+
+void tp_grpc_server_close(struct tp_server *server) {
+  if (!server->deadlines_open)
+    return;
+  server->deadlines_open = false;
+  uv_close((uv_handle_t *)&server->deadlines, NULL);
 }
 
 static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
@@ -401,19 +474,6 @@ static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t
   } else if (header_is(name, namelen, "grpc-timeout")) {
     call->bad_timeout = parse_timeout(value, valuelen, &call->timeout_ms) != 0;
   }
-}
-
-static void deadline_cb(uv_timer_t *timer) {
-  struct tp_grpc_call *call = timer->data;
-  tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
-               (long long)call->timeout_ms);
-}
-
-static void start_deadline(struct tp_grpc_call *call) {
-  uv_timer_init(call->server->loop, &call->deadline);
-  call->deadline.data = call;
-  call->timer_started = true;
-  uv_timer_start(&call->deadline, deadline_cb, (uint64_t)call->timeout_ms, 0);
 }
 
 static void call_headers_end(struct tp_h2_stream *stream) {

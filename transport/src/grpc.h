@@ -43,6 +43,10 @@ struct tp_grpc_method {
 
 extern const struct tp_h2_protocol tp_grpc_protocol;
 
+/** Starts the server's deadline timer; closed by tp_grpc_server_close once no call is left. */
+void tp_grpc_server_init(struct tp_server *server);
+void tp_grpc_server_close(struct tp_server *server);
+
 /** The per-shard server the call arrived on. */
 struct tp_server *tp_grpc_server(struct tp_grpc_call *call);
 

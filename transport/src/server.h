@@ -20,6 +20,7 @@
 #include <uv.h>
 
 struct tp_conn;
+struct tp_grpc_call;
 
 #define TP_READ_BUFFER_SIZE (64 * 1024)
 #define TP_SHUTDOWN_GRACE_MS 5000
@@ -53,6 +54,9 @@ struct tp_server {
   uv_prepare_t h2_writer;       /* starts their queued writes before the loop polls (h2.c) */
   bool h2_writer_open;
   struct tp_conn *h2_write_queue;
+  uv_timer_t deadlines;         /* the gRPC calls' deadlines, in order (grpc.c) */
+  bool deadlines_open;
+  struct tp_grpc_call *deadline_head, *deadline_tail;
   size_t conn_count;
   struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
   size_t http_conn_count;
