@@ -457,6 +457,13 @@ static bool grpc_content_type(const uint8_t *v, size_t len) {
   return len >= n && memcmp(v, prefix, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
 }
 
+/* A header value as a C string, cut to out's size (nghttp2 lets no NUL into a value). */
+static void copy_value(char *out, size_t size, const uint8_t *value, size_t len) {
+  size_t n = len < size - 1 ? len : size - 1;
+  memcpy(out, value, n);
+  out[n] = '\0';
+}
+
 static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t namelen,
                         const uint8_t *value, size_t valuelen) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
@@ -465,12 +472,12 @@ static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t
   } else if (header_is(name, namelen, ":path")) {
     call->method = tp_rpc_find((const char *)value, valuelen);
     call->metrics_method = tp_metrics_grpc_method((const char *)value, valuelen);
-    snprintf(call->path, sizeof(call->path), "%.*s", (int)valuelen, (const char *)value);
+    copy_value(call->path, sizeof(call->path), value, valuelen);
   } else if (header_is(name, namelen, "content-type")) {
     call->grpc_content_type = grpc_content_type(value, valuelen);
   } else if (header_is(name, namelen, "grpc-encoding")) {
     if (!(valuelen == 8 && memcmp(value, "identity", 8) == 0))
-      snprintf(call->encoding, sizeof(call->encoding), "%.*s", (int)valuelen, (const char *)value);
+      copy_value(call->encoding, sizeof(call->encoding), value, valuelen);
   } else if (header_is(name, namelen, "grpc-timeout")) {
     call->bad_timeout = parse_timeout(value, valuelen, &call->timeout_ms) != 0;
   }
