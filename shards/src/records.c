@@ -1,5 +1,7 @@
 #include "records.h"
 
+#include "evf/pbwire.h"
+
 #include <string.h>
 
 void record_put_u32(uint8_t *out, uint32_t v) {
@@ -68,7 +70,7 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
 
 /* ---- api.Event in protobuf wire format ---- */
 
-enum { WIRE_VARINT = 0, WIRE_64BIT = 1, WIRE_LENGTH = 2, WIRE_32BIT = 5 };
+enum { WIRE_VARINT = 0, WIRE_LENGTH = 2 };
 
 static size_t varint_size(uint64_t v) {
   size_t n = 1;
@@ -136,77 +138,31 @@ void record_event_encode(const Api__Event *e, uint8_t *out) {
   put_varint_field(out, 10, e->position);
 }
 
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  *v = 0;
-  for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t b = *(*p)++;
-    *v |= (uint64_t)(b & 0x7F) << shift;
-    if ((b & 0x80) == 0)
-      return true;
-  }
-  return false;
-}
-
-struct wire_field {
-  unsigned number, wire;
-  uint64_t value;         /* a varint's */
-  const uint8_t *data;    /* a length-delimited field's payload */
-  size_t len;
-};
-
-static bool get_field(const uint8_t **p, const uint8_t *end, struct wire_field *f) {
-  uint64_t key, skip = 0;
-  if (!get_varint(p, end, &key))
-    return false;
-  f->number = (unsigned)(key >> 3);
-  f->wire = key & 7;
-  switch (f->wire) {
-  case WIRE_VARINT:
-    return get_varint(p, end, &f->value);
-  case WIRE_64BIT:
-  case WIRE_32BIT:
-    skip = f->wire == WIRE_64BIT ? 8 : 4;
-    break;
-  case WIRE_LENGTH:
-    if (!get_varint(p, end, &skip))
-      return false;
-    break;
-  default:
-    return false;
-  }
-  if (skip > (uint64_t)(end - *p))
-    return false;
-  f->data = *p;
-  f->len = (size_t)skip;
-  *p += skip;
-  return true;
-}
-
-/* The wire type of the fields record_event_key_decode reads; -1 for the others. */
-static int key_field_wire(unsigned number) {
+/* The wire type of each field of api.Event; -1 for a field unknown here. */
+static int event_field_wire(uint32_t number) {
   switch (number) {
-  case 1: case 2: return WIRE_LENGTH;
-  case 3: case 9: case 10: return WIRE_VARINT;
+  case 1: case 2: case 4: case 5: case 6: case 7: case 8: return EVF_PB_LEN;
+  case 3: case 9: case 10: return EVF_PB_VARINT;
   default: return -1;
   }
 }
 
 bool record_event_key_decode(const void *in, size_t len, struct record_event_key *out) {
-  const uint8_t *p = in, *end = p + len;
-  struct wire_field f;
+  struct evf_pb_reader r = {in, (const uint8_t *)in + len};
+  struct evf_pb_field f;
   *out = (struct record_event_key){.id = "", .stream = ""};
-  while (p < end) {
-    if (!get_field(&p, end, &f))
+  while (r.p < r.end) {
+    if (!evf_pb_read_field(&r, &f))
       return false;
-    int wire = key_field_wire(f.number);
-    if (wire >= 0 && (unsigned)wire != f.wire)
+    int wire = event_field_wire(f.number);
+    if (wire >= 0 && (enum evf_pb_wire)wire != f.wire)
       return false;
     switch (f.number) {
     case 1: out->id = (const char *)f.data, out->id_len = f.len; break;
     case 2: out->stream = (const char *)f.data, out->stream_len = f.len; break;
-    case 3: out->version = (uint32_t)f.value; break;
-    case 9: out->added_at = (int64_t)f.value; break;
-    case 10: out->position = f.value; break;
+    case 3: out->version = evf_pb_varint32(&f); break;
+    case 9: out->added_at = (int64_t)evf_pb_varint(&f); break;
+    case 10: out->position = evf_pb_varint(&f); break;
     default: break; /* type, data, metadata, causation and correlation ids, unknown */
     }
   }

@@ -75,8 +75,9 @@ struct record_event_key {
 };
 
 /**
- * Reads them from a stored event (any valid encoding of api.Event) without
- * copying or allocating. Returns false when in is not a valid encoding.
+ * Reads them from a stored event (any encoding of api.Event) without
+ * copying or allocating. Returns false where protobuf-c's unpack would
+ * fail (its wire rules: evf/pbwire.h).
  */
 bool record_event_key_decode(const void *in, size_t len, struct record_event_key *out);
 

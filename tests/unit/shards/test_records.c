@@ -69,7 +69,6 @@ static void event_id_record_round_trips(void **state) {
   assert_false(record_event_id_decode(buf, sizeof(buf) + 1, &out));
 }
 
-/* Our encoder must give protobuf-c's bytes exactly, for every field being empty or not. */
 /* What the index is rebuilt from: read back from the stored bytes, whole, and refused cut short. */
 static void assert_key_fields_read_back(const uint8_t *stored, size_t size, const Api__Event *e) {
   struct record_event_key k;
@@ -85,6 +84,7 @@ static void assert_key_fields_read_back(const uint8_t *stored, size_t size, cons
     assert_false(record_event_key_decode(stored, size - 1, &k));
 }
 
+/* Our encoder must give protobuf-c's bytes exactly, for every field being empty or not. */
 static void assert_encoded_like_protobuf_c(const Api__Event *e) {
   size_t size = record_event_size(e);
   assert_int_equal(size, protobuf_c_message_get_packed_size(&e->base));
@@ -147,10 +147,42 @@ static void event_keys_are_read_from_any_encoding(void **state) {
   assert_int_equal(k.stream_len, 2);
   assert_memory_equal(k.stream, "s2", 2);
   assert_int_equal(k.id_len, 3);
-  static const uint8_t stream_as_varint[] = {0x10, 0x05};
-  assert_false(record_event_key_decode(stream_as_varint, sizeof(stream_as_varint), &k));
-  static const uint8_t group[] = {0x0B};
-  assert_false(record_event_key_decode(group, sizeof(group), &k));
+}
+
+/* Damaged events: refused exactly where protobuf-c's unpack refuses them. */
+static void damaged_events_are_refused_as_protobuf_c_refuses_them(void **state) {
+  (void)state;
+  static const struct {
+    uint8_t bytes[16];
+    size_t len;
+  } cases[] = {
+      {{0x12, 0x01, 's', 0x00, 0x00, 0x50, 0x07}, 7},        /* zeroes: field number 0 */
+      {{0x10, 0x05}, 2},                                     /* stream as a varint */
+      {{0x20, 0x05}, 2},                                     /* type as a varint */
+      {{0x28, 0x05}, 2},                                     /* data as a varint */
+      {{0x45, 1, 2, 3, 4}, 5},                               /* correlation id as fixed32 */
+      {{0x0B}, 1},                                           /* a group */
+      {{0x92, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00}, 7},       /* a 6-byte key */
+      {{0x92, 0x80, 0x80, 0x80, 0x01, 0x00}, 6},             /* a 5-byte key: field 2^25 + 2 */
+      {{0x12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 7},       /* a 6-byte length prefix */
+      {{0x12, 0x80, 0x80, 0x80, 0x80, 0x00}, 6},             /* a 5-byte length prefix of 0 */
+      {{0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, 11}, /* 10-byte varint */
+      {{0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, 12}, /* 11 */
+      {{0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, 6},             /* version past 32 bits */
+      {{0x7D, 1, 2, 3}, 4},                                  /* an unknown fixed32, cut short */
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct record_event_key k;
+    Api__Event *e = api__event__unpack(NULL, cases[i].len, cases[i].bytes);
+    bool ours = record_event_key_decode(cases[i].bytes, cases[i].len, &k);
+    assert_int_equal(ours, e != NULL);
+    if (e != NULL) {
+      assert_int_equal(k.version, e->version);
+      assert_int_equal(k.position, e->position);
+      assert_int_equal(k.stream_len, strlen(e->stream));
+    }
+    api__event__free_unpacked(e, NULL);
+  }
 }
 
 int main(void) {
@@ -162,6 +194,7 @@ int main(void) {
       cmocka_unit_test(event_id_record_round_trips),
       cmocka_unit_test(events_encode_like_protobuf_c),
       cmocka_unit_test(event_keys_are_read_from_any_encoding),
+      cmocka_unit_test(damaged_events_are_refused_as_protobuf_c_refuses_them),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

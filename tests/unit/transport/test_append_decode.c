@@ -341,6 +341,46 @@ static void damaged_messages_get_the_reference_s_verdict(void **state) {
   assert_true(refused > 5000 && refused < 45000);
 }
 
+/* The wire rules at their limits, and a wrong wire type on every known field. */
+static void limits_get_the_reference_s_verdict(void **state) {
+  (void)state;
+  static const struct {
+    uint8_t bytes[24];
+    size_t len;
+  } cases[] = {
+      {{0x0A, 0x01, 's'}, 3},                                      /* stream "s" */
+      {{0x8A, 0x80, 0x80, 0x80, 0x00, 0x01, 's'}, 7},              /* a 5-byte key for field 1 */
+      {{0x8A, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01, 's'}, 8},        /* a 6-byte key */
+      {{0xFA, 0xFF, 0xFF, 0xFF, 0x0F, 0x00}, 6},                   /* the highest field number */
+      {{0x80, 0x00}, 2},                                           /* field 0 in 2 bytes */
+      {{0x00}, 1},                                                 /* field 0 */
+      {{0x0A, 0x81, 0x80, 0x80, 0x80, 0x00, 's'}, 7},              /* a 5-byte prefix of 1 */
+      {{0x0A, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 's'}, 8},        /* a 6-byte prefix */
+      {{0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x07}, 6},                   /* INT_MAX, not there */
+      {{0x0A, 0x80, 0x80, 0x80, 0x80, 0x08}, 6},                   /* INT_MAX + 1 */
+      {{0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, 6},                   /* 2^35 - 1 */
+      {{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, 11}, /* version -1 */
+      {{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, 12}, /* 11 */
+      {{0x10, 0x80, 0x80, 0x80, 0x80, 0x10}, 6},                   /* version past 32 bits */
+      {{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F}, 6},                   /* version UINT32_MAX */
+      {{0x0B}, 1}, {{0x0C}, 1}, {{0x0E}, 1}, {{0x0F}, 1},          /* wire types 3, 4, 6, 7 */
+      {{0x08, 0x01}, 2},                                           /* stream as a varint */
+      {{0x15, 1, 2, 3, 4}, 5},                                     /* version as fixed32 */
+      {{0x12, 0x00}, 2},                                           /* version as bytes */
+      {{0x18, 0x01}, 2},                                           /* events as a varint */
+      {{0x1A, 0x02, 0x08, 0x01}, 4},                               /* type as a varint */
+      {{0x1A, 0x02, 0x10, 0x01}, 4},                               /* data as a varint */
+      {{0x1A, 0x05, 0x1D, 1, 2, 3, 4}, 7},                         /* metadata as fixed32 */
+      {{0x1A, 0x09, 0x21, 1, 2, 3, 4, 5, 6, 7, 8}, 11},            /* causation as fixed64 */
+      {{0x1A, 0x02, 0x28, 0x01}, 4},                               /* correlation as a varint */
+      {{0x1A, 0x02, 0x30, 0x01}, 4},                               /* id as a varint */
+      {{0x1A, 0x01, 0x0A}, 3},                                     /* an event cut short */
+      {{0x1A, 0x00, 0x1A, 0x00}, 4},                               /* two empty events */
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    compare_on(cases[i].bytes, cases[i].len);
+}
+
 static void a_nul_in_any_string_field_is_refused(void **state) {
   (void)state;
   static const uint8_t nul_text[] = {'a', 0, 'b'};
@@ -399,6 +439,7 @@ int main(void) {
       cmocka_unit_test(messages_protobuf_c_packed_decode_the_same),
       cmocka_unit_test(fields_in_any_order_repeated_or_unknown_decode_the_same),
       cmocka_unit_test(damaged_messages_get_the_reference_s_verdict),
+      cmocka_unit_test(limits_get_the_reference_s_verdict),
       cmocka_unit_test(a_nul_in_any_string_field_is_refused),
       cmocka_unit_test(every_allocation_failure_is_reported),
   };
