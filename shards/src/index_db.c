@@ -178,14 +178,15 @@ struct indexer {
   struct shard_db *db;
   MDB_txn *txn;
   MDB_cursor *stream_index, *event_ids;
-  struct stream_cache *streams;
+  struct stream_cache *streams;  /* NULL if it could not be allocated: each event searches */
   uint64_t next_stream_id;
 };
 
 /* The stream as indexed so far, or a new one (*created) for an event of version 0. */
 static int stream_of(struct indexer *ix, const struct record_event_key *e,
                      struct stream_record *record, bool *created) {
-  const struct stream_record *met = stream_cache_find(ix->streams, e->stream, e->stream_len);
+  const struct stream_record *met =
+      ix->streams ? stream_cache_find(ix->streams, e->stream, e->stream_len) : NULL;
   *created = false;
   if (met != NULL) {
     *record = *met;
@@ -233,7 +234,8 @@ static int index_event(struct indexer *ix, const struct record_event_key *e) {
     return rc;
   stream.next_version = e->version + 1;
   /* Out of memory, the stream is searched for again next time. */
-  (void)stream_cache_put(ix->streams, e->stream, e->stream_len, &stream);
+  if (ix->streams)
+    (void)stream_cache_put(ix->streams, e->stream, e->stream_len, &stream);
   return 0;
 }
 
@@ -304,8 +306,6 @@ int index_db__catch_up(struct shard_db *db, uint64_t *events) {
   size_t indexed;
   int rc;
   *events = 0;
-  if (ix.streams == NULL)
-    return ENOMEM;
   while ((rc = catch_up_step(&ix, &indexed)) == 0 && indexed > 0)
     *events += indexed;
   stream_cache_destroy(ix.streams);
