@@ -5,6 +5,7 @@
 #include "evf/log.h"
 #include "server.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -195,10 +196,7 @@ static void start_queued_writes(uv_prepare_t *writer) {
 
 static void queue_write(struct tp_conn *conn) {
   struct tp_server *server = conn->server;
-  if (!server->h2_writer_open) {
-    start_write(conn); /* not expected: the writer outlives every connection */
-    return;
-  }
+  assert(server->h2_writer_open); /* it closes once the server has no connection */
   if (conn->write_queued)
     return;
   conn->write_queued = true;
@@ -218,6 +216,15 @@ static void unqueue_write(struct tp_conn *conn) {
       link = &(*link)->write_next;
     }
   }
+}
+
+/* A connection about to close: what it has to send is written now, not at the prepare phase. */
+static void send_then_close(struct tp_conn *conn) {
+  tp_conn_flush(conn);
+  unqueue_write(conn);
+  if (conn->pending.len > 0 && !conn->write_in_flight)
+    start_write(conn);
+  tp_conn_close(conn);
 }
 
 void tp_h2_writer_init(struct tp_server *server) {
@@ -293,15 +300,15 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (used < 0) {
     evf_debug("http2 receive failed: %s", nghttp2_strerror((int)used));
     /* nghttp2 queued a GOAWAY for protocol errors: send it, then close. */
-    tp_conn_flush(conn);
-    tp_conn_close(conn);
+    send_then_close(conn);
     return;
   }
   tp_conn_flush(conn);
   /* Streams the peer reset may have freed response budget: deferred requests go on. */
   resume_deferred(conn);
   tp_conn_flush(conn);
-  if (!conn->closing && conn->write_in_flight && conn->pending.len >= TP_CONN_OUTPUT_HIGH) {
+  if (!conn->closing && (conn->write_in_flight || conn->write_queued) &&
+      conn->pending.len >= TP_CONN_OUTPUT_HIGH) {
     uv_read_stop(stream); /* the peer reads slower than it asks: wait for it */
     conn->reading = false;
   }
@@ -512,8 +519,7 @@ void tp_conn_adopt(struct tp_server *server, int fd, const struct tp_h2_protocol
   ssize_t used = nghttp2_session_mem_recv(conn->session, received, len);
   conn->receiving = false;
   if (used < 0) {
-    tp_conn_flush(conn);
-    tp_conn_close(conn);
+    send_then_close(conn);
     return;
   }
   start_reading(conn);

@@ -7,8 +7,12 @@
  * (gRPC, later the JSON API) receives each request stream's events through
  * struct tp_h2_protocol and answers through the tp_conn_* functions.
  *
- * Backpressure: output produced by nghttp2 is written one uv_write at a
- * time; while more than TP_CONN_OUTPUT_HIGH bytes wait to be written, the
+ * Output: what nghttp2 produces during a loop turn is queued, and the
+ * server's writer (a uv_prepare handle) starts the writes just before the
+ * loop polls, so that a turn's replies to a connection leave in one write.
+ *
+ * Backpressure: output is written one uv_write at a time; while more than
+ * TP_CONN_OUTPUT_HIGH bytes wait to be written (queued or in flight), the
  * connection stops reading (so stops taking new requests) and stops
  * pulling frames from nghttp2, whose flow control bounds the rest.
  */
@@ -71,10 +75,10 @@ struct tp_h2_protocol {
   void (*resume)(struct tp_h2_stream *stream);
 };
 
-/** Prepares the server's writer, which starts the connections' writes once per loop turn. */
+/** Prepares the server's writer, which starts the connections' writes once per loop turn. Loop's thread. */
 void tp_h2_writer_init(struct tp_server *server);
 
-/** Closes the writer, once the server has no connection left. */
+/** Closes the writer, once the server has no connection left. Loop's thread. */
 void tp_h2_writer_close(struct tp_server *server);
 
 /** Accepts a connection from the server's listener. Loop's thread. */
