@@ -214,9 +214,9 @@ def test_deadlines_fire_in_their_order_not_their_calls_order(server, stub):
     """Calls opened with deadlines out of order each end when their own deadline passes."""
     with RawH2(server.grpc_port) as h:
         t0 = time.monotonic()
-        late = h.headers("/api.EventStore/GetStream", grpc_timeout="1200m")
-        early = h.headers("/api.EventStore/GetStream", grpc_timeout="300m")
-        middle = h.headers("/api.EventStore/GetStream", grpc_timeout="750m")
+        late = h.headers("/api.EventStore/GetStream", grpc_timeout="3500m")
+        early = h.headers("/api.EventStore/GetStream", grpc_timeout="500m")
+        middle = h.headers("/api.EventStore/GetStream", grpc_timeout="2000m")
         # A call that completes leaves the others' deadlines as they were.
         assert h.call("/api.EventStore/Version", b"", grpc_timeout="30S").grpc_status == OK
         order, ended = (early, middle, late), []
@@ -225,8 +225,8 @@ def test_deadlines_fire_in_their_order_not_their_calls_order(server, stub):
             ended.append(time.monotonic() - t0)
             assert r.grpc_status == DEADLINE_EXCEEDED, r
             assert not any(h.responses[s].done for s in order[len(ended):]), f"ended together: {ended}"
-        assert ended[0] >= 0.25 and ended[1] >= 0.7 and ended[2] >= 1.15, ended
-        assert ended[1] - ended[0] >= 0.3 and ended[2] - ended[1] >= 0.3, ended
+        # Only lower bounds: a loaded machine may answer late, never early.
+        assert ended[0] >= 0.45 and ended[1] >= 1.95 and ended[2] >= 3.45, ended
     assert server_version(stub, timeout=5)
 
 

@@ -27,9 +27,8 @@ struct tp_grpc_call {
   bool response_counted;         /* response bytes are in the connection's budget */
   bool answered;
   bool held;
-  bool has_deadline;             /* in the server's deadline list */
   uint64_t deadline_ms;          /* in the loop's time (uv_now) */
-  struct tp_grpc_call *deadline_prev, *deadline_next;
+  size_t deadline_slot;          /* 1 + its index in the server's deadline heap; 0: none */
   void *state;
   void (*free_state)(void *);
   uint64_t started_ns;           /* when its headers began: for the metrics */
@@ -104,43 +103,70 @@ static void count_call(struct tp_grpc_call *call, enum evf_grpc_status status) {
 }
 
 /*
- * Deadlines: one timer per server over a list of calls in deadline order,
- * instead of a libuv timer per call (a heap insertion, a removal and a
- * handle to close for every call that carries grpc-timeout). Calls with the
- * same timeout arrive in deadline order, so an insertion from the tail
- * seldom moves. The timer is armed for the head when a call becomes the
- * head; a head that leaves early only makes it fire for nothing and re-arm.
+ * Deadlines: one timer per server over a binary min-heap of its calls by
+ * deadline, instead of a libuv timer per call (a handle to init, start,
+ * stop and close, which deferred freeing the call by a loop turn). Calls
+ * with the same timeout arrive in deadline order, so an insertion seldom
+ * climbs. The timer is armed for the earliest when a call becomes it; an
+ * earliest that leaves early only makes it fire for nothing and re-arm.
  */
+static void heap_place(struct tp_server *server, size_t i, struct tp_grpc_call *call) {
+  server->deadline_heap[i] = call;
+  call->deadline_slot = i + 1;
+}
+
+static void sift_up(struct tp_server *server, size_t i, struct tp_grpc_call *call) {
+  while (i > 0) {
+    struct tp_grpc_call *parent = server->deadline_heap[(i - 1) / 2];
+    if (parent->deadline_ms <= call->deadline_ms)
+      break;
+    heap_place(server, i, parent);
+    i = (i - 1) / 2;
+  }
+  heap_place(server, i, call);
+}
+
+static void sift_down(struct tp_server *server, size_t i, struct tp_grpc_call *call) {
+  struct tp_grpc_call **heap = server->deadline_heap;
+  for (size_t child; (child = 2 * i + 1) < server->deadline_count; i = child) {
+    if (child + 1 < server->deadline_count && heap[child + 1]->deadline_ms < heap[child]->deadline_ms)
+      child++;
+    if (call->deadline_ms <= heap[child]->deadline_ms)
+      break;
+    heap_place(server, i, heap[child]);
+  }
+  heap_place(server, i, call);
+}
+
 static void stop_deadline(struct tp_grpc_call *call) {
-  if (!call->has_deadline)
+  if (call->deadline_slot == 0)
     return;
   struct tp_server *server = call->server;
-  if (call->deadline_prev)
-    call->deadline_prev->deadline_next = call->deadline_next;
+  size_t i = call->deadline_slot - 1;
+  call->deadline_slot = 0;
+  struct tp_grpc_call *last = server->deadline_heap[--server->deadline_count];
+  if (i == server->deadline_count)
+    return;
+  if (i > 0 && last->deadline_ms < server->deadline_heap[(i - 1) / 2]->deadline_ms)
+    sift_up(server, i, last);
   else
-    server->deadline_head = call->deadline_next;
-  if (call->deadline_next)
-    call->deadline_next->deadline_prev = call->deadline_prev;
-  else
-    server->deadline_tail = call->deadline_prev;
-  call->has_deadline = false;
+    sift_down(server, i, last);
 }
 
 static void deadlines_cb(uv_timer_t *timer);
 
 static void arm_deadlines(struct tp_server *server) {
-  struct tp_grpc_call *head = server->deadline_head;
-  uint64_t now = uv_now(server->loop);
-  if (head != NULL)
-    uv_timer_start(&server->deadlines, deadlines_cb,
-                   head->deadline_ms > now ? head->deadline_ms - now : 0, 0);
+  if (server->deadline_count == 0)
+    return;
+  uint64_t now = uv_now(server->loop), due = server->deadline_heap[0]->deadline_ms;
+  uv_timer_start(&server->deadlines, deadlines_cb, due > now ? due - now : 0, 0);
 }
 
 static void deadlines_cb(uv_timer_t *timer) {
   struct tp_server *server = timer->data;
   uint64_t now = uv_now(server->loop);
-  struct tp_grpc_call *call;
-  while ((call = server->deadline_head) != NULL && call->deadline_ms <= now) {
+  while (server->deadline_count > 0 && server->deadline_heap[0]->deadline_ms <= now) {
+    struct tp_grpc_call *call = server->deadline_heap[0];
     stop_deadline(call);
     tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
                  (long long)call->timeout_ms);
@@ -148,25 +174,22 @@ static void deadlines_cb(uv_timer_t *timer) {
   arm_deadlines(server);
 }
 
-static void start_deadline(struct tp_grpc_call *call) {
+/* Returns false when out of memory. */
+static bool start_deadline(struct tp_grpc_call *call) {
   struct tp_server *server = call->server;
+  if (server->deadline_count == server->deadline_cap) {
+    size_t cap = server->deadline_cap ? 2 * server->deadline_cap : 64;
+    struct tp_grpc_call **heap = realloc(server->deadline_heap, cap * sizeof(*heap));
+    if (heap == NULL)
+      return false;
+    server->deadline_heap = heap;
+    server->deadline_cap = cap;
+  }
   call->deadline_ms = uv_now(server->loop) + (uint64_t)call->timeout_ms;
-  struct tp_grpc_call *before = server->deadline_tail;
-  while (before != NULL && before->deadline_ms > call->deadline_ms)
-    before = before->deadline_prev;
-  call->deadline_prev = before;
-  call->deadline_next = before ? before->deadline_next : server->deadline_head;
-  if (call->deadline_next)
-    call->deadline_next->deadline_prev = call;
-  else
-    server->deadline_tail = call;
-  if (before)
-    before->deadline_next = call;
-  else
-    server->deadline_head = call;
-  call->has_deadline = true;
-  if (server->deadline_head == call)
+  sift_up(server, server->deadline_count++, call);
+  if (call->deadline_slot == 1)
     arm_deadlines(server);
+  return true;
 }
 
 void tp_grpc_server_init(struct tp_server *server) {
@@ -180,6 +203,11 @@ void tp_grpc_server_close(struct tp_server *server) {
     return;
   server->deadlines_open = false;
   uv_close((uv_handle_t *)&server->deadlines, NULL);
+  for (size_t i = 0; i < server->deadline_count; i++)
+    server->deadline_heap[i]->deadline_slot = 0; /* held calls: no deadline left to keep */
+  free(server->deadline_heap);
+  server->deadline_heap = NULL;
+  server->deadline_count = server->deadline_cap = 0;
 }
 
 static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
@@ -503,8 +531,10 @@ static void call_headers_end(struct tp_h2_stream *stream) {
   } else if (call->timeout_ms == 0) {
     tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
   } else {
-    if (call->timeout_ms > 0)
-      start_deadline(call);
+    if (call->timeout_ms > 0 && !start_deadline(call)) {
+      tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
     /* A client-streaming call's window is given back as its messages are handed over. */
     stream->manual_window = call->method->on_message != NULL;
     if (call->method->on_open != NULL)

@@ -43,8 +43,13 @@ struct tp_grpc_method {
 
 extern const struct tp_h2_protocol tp_grpc_protocol;
 
-/** Starts the server's deadline timer; closed by tp_grpc_server_close once no call is left. */
+/** Prepares the server's deadline timer (armed while calls have deadlines). Loop's thread. */
 void tp_grpc_server_init(struct tp_server *server);
+
+/**
+ * Closes the deadline timer, once the server has no connection left: calls
+ * still held by pending work stay listed, and no longer need a deadline.
+ */
 void tp_grpc_server_close(struct tp_server *server);
 
 /** The per-shard server the call arrived on. */

@@ -54,9 +54,10 @@ struct tp_server {
   uv_prepare_t h2_writer;       /* starts their queued writes before the loop polls (h2.c) */
   bool h2_writer_open;
   struct tp_conn *h2_write_queue;
-  uv_timer_t deadlines;         /* the gRPC calls' deadlines, in order (grpc.c) */
+  uv_timer_t deadlines;         /* armed for the earliest gRPC call deadline (grpc.c) */
   bool deadlines_open;
-  struct tp_grpc_call *deadline_head, *deadline_tail;
+  struct tp_grpc_call **deadline_heap; /* calls with deadlines, a binary min-heap */
+  size_t deadline_count, deadline_cap;
   size_t conn_count;
   struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
   size_t http_conn_count;
