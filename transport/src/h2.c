@@ -222,7 +222,7 @@ static void unqueue_write(struct tp_conn *conn) {
 static void send_then_close(struct tp_conn *conn) {
   tp_conn_flush(conn);
   unqueue_write(conn);
-  if (conn->pending.len > 0 && !conn->write_in_flight)
+  if (!conn->closing && conn->pending.len > 0 && !conn->write_in_flight)
     start_write(conn);
   tp_conn_close(conn);
 }
