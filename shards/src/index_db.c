@@ -15,6 +15,7 @@
  */
 #include "internal.h"
 
+#include "evf/event_fields.h"
 #include "evf/log.h"
 #include "evf/status.h"
 #include "evf/uuid.h"
@@ -183,7 +184,7 @@ struct indexer {
 };
 
 /* The stream as indexed so far, or a new one (*created) for an event of version 0. */
-static int stream_of(struct indexer *ix, const struct record_event_key *e,
+static int stream_of(struct indexer *ix, const struct evf_event_fields *e,
                      struct stream_record *record, bool *created) {
   const struct stream_record *met =
       ix->streams ? stream_cache_find(ix->streams, e->stream, e->stream_len) : NULL;
@@ -208,7 +209,7 @@ static int stream_of(struct indexer *ix, const struct record_event_key *e,
 }
 
 /* Adds one event of the log to the index: what a commit writes, re-derived. */
-static int index_event(struct indexer *ix, const struct record_event_key *e) {
+static int index_event(struct indexer *ix, const struct evf_event_fields *e) {
   struct stream_record stream;
   struct evf_uuid id;
   bool created;
@@ -251,8 +252,8 @@ static int index_chunk(struct indexer *ix, MDB_txn *log, uint64_t *through, size
   *indexed = 0;
   rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
   while (rc == 0 && *indexed < CATCH_UP_CHUNK) {
-    struct record_event_key e;
-    if (k.mv_size != RECORD_POSITION_LEN || !record_event_key_decode(v.mv_data, v.mv_size, &e) ||
+    struct evf_event_fields e;
+    if (k.mv_size != RECORD_POSITION_LEN || !evf_event_fields_read(v.mv_data, v.mv_size, &e) ||
         e.position != record_get_u64(k.mv_data))
       rc = MDB_CORRUPTED;
     else

@@ -70,7 +70,6 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
 
 /* ---- api.Event in protobuf wire format ---- */
 
-enum { WIRE_VARINT = 0, WIRE_LENGTH = 2 };
 
 static size_t varint_size(uint64_t v) {
   size_t n = 1;
@@ -100,14 +99,14 @@ static size_t string_field_size(const char *s) { return record_bytes_field_size(
 static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
   if (v == 0)
     return out;
-  *out++ = (uint8_t)(field << 3 | WIRE_VARINT);
+  *out++ = (uint8_t)(field << 3 | EVF_PB_VARINT);
   return put_varint(out, v);
 }
 
 static uint8_t *put_bytes_field(uint8_t *out, unsigned field, const void *data, size_t len) {
   if (len == 0)
     return out;
-  *out++ = (uint8_t)(field << 3 | WIRE_LENGTH);
+  *out++ = (uint8_t)(field << 3 | EVF_PB_LEN);
   out = put_varint(out, len);
   memcpy(out, data, len);
   return out + len;
@@ -136,35 +135,4 @@ void record_event_encode(const Api__Event *e, uint8_t *out) {
   out = put_string_field(out, 8, e->correlation_id);
   out = put_varint_field(out, 9, (uint64_t)e->added_at);
   put_varint_field(out, 10, e->position);
-}
-
-/* The wire type of each field of api.Event; -1 for a field unknown here. */
-static int event_field_wire(uint32_t number) {
-  switch (number) {
-  case 1: case 2: case 4: case 5: case 6: case 7: case 8: return EVF_PB_LEN;
-  case 3: case 9: case 10: return EVF_PB_VARINT;
-  default: return -1;
-  }
-}
-
-bool record_event_key_decode(const void *in, size_t len, struct record_event_key *out) {
-  struct evf_pb_reader r = {in, (const uint8_t *)in + len};
-  struct evf_pb_field f;
-  *out = (struct record_event_key){.id = "", .stream = ""};
-  while (r.p < r.end) {
-    if (!evf_pb_read_field(&r, &f))
-      return false;
-    int wire = event_field_wire(f.number);
-    if (wire >= 0 && (enum evf_pb_wire)wire != f.wire)
-      return false;
-    switch (f.number) {
-    case 1: out->id = (const char *)f.data, out->id_len = f.len; break;
-    case 2: out->stream = (const char *)f.data, out->stream_len = f.len; break;
-    case 3: out->version = evf_pb_varint32(&f); break;
-    case 9: out->added_at = (int64_t)evf_pb_varint(&f); break;
-    case 10: out->position = evf_pb_varint(&f); break;
-    default: break; /* type, data, metadata, causation and correlation ids, unknown */
-    }
-  }
-  return true;
 }

@@ -65,20 +65,4 @@ size_t record_bytes_field_size(size_t len);
 /** Writes record_event_size(event) bytes to out. */
 void record_event_encode(const Api__Event *event, uint8_t *out);
 
-/* The fields of a stored event that its index entries are derived from. */
-struct record_event_key {
-  const char *id, *stream;  /* inside the stored bytes: not NUL-terminated */
-  size_t id_len, stream_len;
-  uint32_t version;
-  int64_t added_at;
-  uint64_t position;
-};
-
-/**
- * Reads them from a stored event (any encoding of api.Event) without
- * copying or allocating. Returns false where protobuf-c's unpack would
- * fail (its wire rules: evf/pbwire.h).
- */
-bool record_event_key_decode(const void *in, size_t len, struct record_event_key *out);
-
 #endif

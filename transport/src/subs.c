@@ -2,6 +2,7 @@
 #include "subs.h"
 
 #include "evf/clock.h"
+#include "evf/event_fields.h"
 #include "evf/hash.h"
 #include "evf/log.h"
 #include "server.h"
@@ -21,44 +22,13 @@
 
 /* ---- the stored event's fields (an encoded api.Event) ---- */
 
-struct event_fields {
-  const uint8_t *stream, *type;
-  size_t stream_len, type_len;
-  uint32_t version;
-  int64_t added_at;
-};
-
-/* Reads the fields subscriptions look at; the store wrote the bytes, so they are well formed. */
-static void parse_event(const uint8_t *p, size_t len, struct event_fields *f) {
-  const uint8_t *end = p + len;
-  uint64_t key, value;
-  *f = (struct event_fields){0};
-  while (p < end && tp_pb_read_varint(&p, end, &key)) {
-    if ((key & 7) == 2) {
-      if (!tp_pb_read_varint(&p, end, &value) || value > (uint64_t)(end - p))
-        return;
-      if (key >> 3 == 2) {
-        f->stream = p;
-        f->stream_len = value;
-      } else if (key >> 3 == 4) {
-        f->type = p;
-        f->type_len = value;
-      }
-      p += value;
-    } else if ((key & 7) == 0) {
-      if (!tp_pb_read_varint(&p, end, &value))
-        return;
-      if (key >> 3 == 3)
-        f->version = (uint32_t)value;
-      else if (key >> 3 == 9)
-        f->added_at = (int64_t)value;
-    } else {
-      return; /* api.Event has no other wire types */
-    }
-  }
+/* The store wrote the bytes, so they are well formed; damaged ones read as no fields. */
+static void parse_event(const uint8_t *p, size_t len, struct evf_event_fields *f) {
+  if (!evf_event_fields_read(p, len, f))
+    *f = (struct evf_event_fields){.id = "", .stream = "", .type = ""};
 }
 
-static bool one_of(char *const *names, size_t n, const uint8_t *s, size_t len, bool prefix) {
+static bool one_of(char *const *names, size_t n, const char *s, size_t len, bool prefix) {
   if (n == 0)
     return true;
   for (size_t i = 0; i < n; i++) {
@@ -69,7 +39,7 @@ static bool one_of(char *const *names, size_t n, const uint8_t *s, size_t len, b
   return false;
 }
 
-static bool fields_match(const struct tp_sub_filter *filter, const struct event_fields *f) {
+static bool fields_match(const struct tp_sub_filter *filter, const struct evf_event_fields *f) {
   return one_of(filter->types, filter->n_types, f->type, f->type_len, false) &&
          one_of(filter->prefixes, filter->n_prefixes, f->stream, f->stream_len, true);
 }
@@ -97,7 +67,7 @@ const char *tp_sub_filter_check(const struct tp_sub_filter *filter) {
 bool tp_sub_filter_match(const struct tp_sub_filter *filter, const uint8_t *event, size_t len) {
   if (filter->n_types == 0 && filter->n_prefixes == 0)
     return true;
-  struct event_fields f;
+  struct evf_event_fields f;
   parse_event(event, len, &f);
   return fields_match(filter, &f);
 }
@@ -251,7 +221,7 @@ static int page_stream_event(const uint8_t *event, size_t len, uint64_t position
     return 1;
   }
   pg->events++;
-  struct event_fields f;
+  struct evf_event_fields f;
   parse_event(event, len, &f);
   if (!send_event(sub, event, len, position, f.version)) {
     pg->failed = true;
@@ -371,7 +341,7 @@ static void serve_all(struct tp_sub *sub, uint64_t to) {
  * none is remembered past the event.
  */
 static void serve_streams(struct tp_hub *hub, const struct tp_hub_event *e) {
-  struct event_fields f;
+  struct evf_event_fields f;
   const uint8_t *bytes = event_bytes(hub, e);
   parse_event(bytes, e->len, &f);
   struct tp_sub *sub, *next;
@@ -459,7 +429,7 @@ void tp_hub_watermark(struct evf_store *store, unsigned shard, uint64_t watermar
 
 /* The age of the first event after a position, from its added_at (0 when none). */
 static int first_added_at(const uint8_t *event, size_t len, uint64_t position, void *arg) {
-  struct event_fields f;
+  struct evf_event_fields f;
   (void)position;
   parse_event(event, len, &f);
   *(int64_t *)arg = f.added_at;
