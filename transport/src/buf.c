@@ -62,17 +62,6 @@ int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size
   return rc ? rc : tp_buf_append(b, data, len);
 }
 
-bool tp_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
-  *value = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t b = *(*p)++;
-    *value |= (uint64_t)(b & 0x7F) << shift;
-    if (!(b & 0x80))
-      return true;
-  }
-  return false;
-}
-
 size_t tp_pb_field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
 
 void tp_buf_free(struct tp_buf *b) {

@@ -36,9 +36,6 @@ int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value);
 /** Appends a length-delimited field. Returns 0 or -ENOMEM. */
 int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len);
 
-/** Reads a varint at *p (< end) and moves *p past it. Returns false if malformed or cut short. */
-bool tp_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value);
-
 /** The size of a length-delimited field (one-byte tag) of len bytes. */
 size_t tp_pb_field_size(size_t len);
 

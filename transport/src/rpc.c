@@ -11,6 +11,7 @@
 #include "api.pb-c.h"
 #include "append_decode.h"
 #include "arena.h"
+#include "evf/pbwire.h"
 #include "evf/store.h"
 #include "grpc.h"
 #include "health.pb-c.h"
@@ -33,52 +34,27 @@ static void fail_with(struct tp_grpc_call *call, int err, const char *detail) {
   tp_grpc_fail(call, evf_err_grpc_status(err), "%s", detail ? detail : evf_strerror(err));
 }
 
-/*
- * Whether a string field (at any depth) holds a NUL byte. protobuf-c keeps
- * strings NUL-terminated without their length, so a NUL would silently cut
- * a stream name or a type short: such requests are refused instead.
- * Malformed input returns false; unpacking then fails on it.
- */
-static bool has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
-                               size_t len) {
-  const uint8_t *end = p + len;
-  uint64_t key, n;
-  while (p < end && tp_pb_read_varint(&p, end, &key)) {
-    switch (key & 7) {
-    case 0:
-      if (!tp_pb_read_varint(&p, end, &n))
-        return false;
-      break;
-    case 1:
-    case 5: {
-      size_t width = (key & 7) == 1 ? 8 : 4;
-      if ((size_t)(end - p) < width)
-        return false;
-      p += width;
-      break;
-    }
-    case 2: {
-      if (!tp_pb_read_varint(&p, end, &n) || n > (uint64_t)(end - p))
-        return false;
-      const ProtobufCFieldDescriptor *f =
-          protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
-      if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n) != NULL)
-        return true;
-      if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && has_nul_in_strings(f->descriptor, p, n))
-        return true;
-      p += n;
-      break;
-    }
-    default:
-      return false;
-    }
+bool tp_rpc__has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+                                 size_t len) {
+  struct evf_pb_reader r = {p, p + len};
+  struct evf_pb_field field;
+  while (r.p < r.end && evf_pb_read_field(&r, &field)) {
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(desc, field.number);
+    if (f == NULL || field.wire != EVF_PB_LEN)
+      continue;
+    if (f->type == PROTOBUF_C_TYPE_STRING && memchr(field.data, 0, field.len) != NULL)
+      return true;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+        tp_rpc__has_nul_in_strings(f->descriptor, field.data, field.len))
+      return true;
   }
   return false;
 }
 
 ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessageDescriptor *desc,
                                  const uint8_t *msg, size_t len, ProtobufCAllocator *allocator) {
-  if (has_nul_in_strings(desc, msg, len)) {
+  if (tp_rpc__has_nul_in_strings(desc, msg, len)) {
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
     return NULL;
   }

@@ -9,6 +9,15 @@
 #include "grpc.h"
 
 /**
+ * Whether a string field (at any depth) holds a NUL byte. protobuf-c keeps
+ * strings NUL-terminated without their length, so a NUL would silently cut
+ * a stream name or a type short: such requests are refused instead.
+ * Malformed input returns false; unpacking then fails on it.
+ */
+bool tp_rpc__has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+                                size_t len);
+
+/**
  * Decodes a request message, refusing NUL bytes in its strings. On failure
  * fails the call with INVALID_ARGUMENT and returns NULL. allocator: NULL
  * (then free the message with protobuf_c_message_free_unpacked) or an

@@ -1,11 +1,13 @@
 /*
  * The hand decoder of AppendToStreamRequest against what it replaces:
- * protobuf-c's unpack, after a scan that refused a NUL in any occurrence
- * of a string field. On messages protobuf-c packed, on messages encoded
+ * protobuf-c's unpack, after the scan that refuses a NUL in any occurrence
+ * of a string field (tp_rpc__has_nul_in_strings, still used for the other
+ * requests). On messages protobuf-c packed, on messages encoded
  * here with unknown fields, repeats and any field order, and on damaged
  * copies of those.
  */
 #include "append_decode.h"
+#include "rpc.h"
 
 #include <setjmp.h>
 #include <stdbool.h>
@@ -58,43 +60,6 @@ static void pool_release(struct pool *pool) {
     free(pool->blocks[i].p);
   free(pool->blocks);
   *pool = (struct pool){0};
-}
-
-/* ---- the reference's NUL scan: any occurrence of a string field, at any depth ---- */
-
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  *v = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t b = *(*p)++;
-    *v |= (uint64_t)(b & 0x7F) << shift;
-    if (!(b & 0x80))
-      return true;
-  }
-  return false;
-}
-
-/* Only called on messages protobuf-c accepted: their structure is sound. */
-static bool nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len) {
-  const uint8_t *end = p + len;
-  uint64_t key, n;
-  while (p < end && read_varint(&p, end, &key)) {
-    unsigned wire = key & 7;
-    if (wire == 0) {
-      read_varint(&p, end, &n);
-    } else if (wire == 1 || wire == 5) {
-      p += wire == 1 ? 8 : 4;
-    } else {
-      read_varint(&p, end, &n);
-      const ProtobufCFieldDescriptor *f =
-          protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
-      if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n) != NULL)
-        return true;
-      if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && nul_in_strings(f->descriptor, p, n))
-        return true;
-      p += n;
-    }
-  }
-  return false;
 }
 
 /* ---- random input ---- */
@@ -246,7 +211,7 @@ static enum tp_append_decode compare_on(const uint8_t *msg, size_t len) {
   enum tp_append_decode rc = tp_append_decode(msg, len, &our_alloc, &got);
   if (want == NULL)
     assert_int_not_equal(rc, TP_APPEND_DECODED);
-  else if (nul_in_strings(&api__append_to_stream_request__descriptor, msg, len))
+  else if (tp_rpc__has_nul_in_strings(&api__append_to_stream_request__descriptor, msg, len))
     assert_int_equal(rc, TP_APPEND_NUL);
   else {
     assert_int_equal(rc, TP_APPEND_DECODED);
