@@ -183,6 +183,17 @@ struct indexer {
   uint64_t next_stream_id;
 };
 
+int index_db__read_stream(MDB_txn *txn, struct shard_db *db, const char *name, size_t len,
+                          struct stream_record *record) {
+  MDB_val k = {len, (void *)name}, v;
+  int rc = mdb_get(txn, db->streams, &k, &v);
+  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
+    rc = MDB_CORRUPTED;
+  if (rc == 0)
+    rc = index_db__stream_length(txn, db, record->stream_id, &record->next_version);
+  return rc;
+}
+
 /* The stream as indexed so far, or a new one (*created) for an event of version 0. */
 static int stream_of(struct indexer *ix, const struct evf_event_fields *e,
                      struct stream_record *record, bool *created) {
@@ -193,13 +204,8 @@ static int stream_of(struct indexer *ix, const struct evf_event_fields *e,
     *record = *met;
     return 0;
   }
-  MDB_val k = {e->stream_len, (void *)e->stream}, v;
-  int rc = mdb_get(ix->txn, ix->db->streams, &k, &v);
+  int rc = index_db__read_stream(ix->txn, ix->db, e->stream, e->stream_len, record);
   *created = rc == MDB_NOTFOUND;
-  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
-    return MDB_CORRUPTED;
-  if (rc == 0)
-    return index_db__stream_length(ix->txn, ix->db, record->stream_id, &record->next_version);
   if (rc != MDB_NOTFOUND)
     return rc;
   /* A stream is created by its first append, whose time is its events' added_at. */

@@ -214,6 +214,9 @@ void index_db__close(struct shard_db *db);
 /** A stream's length: one more than its last version in stream_index. Returns an LMDB code. */
 int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
                             uint32_t *length);
+/** A stream's record and length as the index holds them; MDB_NOTFOUND for a new stream. */
+int index_db__read_stream(MDB_txn *txn, struct shard_db *db, const char *name, size_t len,
+                          struct stream_record *record);
 /** Indexes the log's events the index lacks; *events says how many. Returns an LMDB code. */
 int index_db__catch_up(struct shard_db *db, uint64_t *events);
 /** The next stream id the index records (1 for none). */

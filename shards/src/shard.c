@@ -43,19 +43,6 @@ static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
   return 0;
 }
 
-/* The stream's record and length as the index holds them; MDB_NOTFOUND for a new stream. */
-static int read_stream(struct prepare_ctx *ctx, const char *name, size_t len,
-                       struct stream_record *record) {
-  MDB_val k = {len, (void *)name}, v;
-  int rc = mdb_get(ctx->own, ctx->shard->db.streams, &k, &v);
-  if (rc == 0 && !record_stream_decode(v.mv_data, v.mv_size, record))
-    rc = MDB_CORRUPTED;
-  if (rc == 0)
-    rc = index_db__stream_length(ctx->own, &ctx->shard->db, record->stream_id,
-                                 &record->next_version);
-  return rc;
-}
-
 /* The stream as the batch so far leaves it: from the batch, else as committed. */
 static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_stream **out) {
   size_t len = strlen(name);
@@ -67,7 +54,7 @@ static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_s
     if (cached != NULL)
       record = *cached;
     else
-      rc = read_stream(ctx, name, len, &record);
+      rc = index_db__read_stream(ctx->own, &ctx->shard->db, name, len, &record);
     if (rc != 0 && rc != MDB_NOTFOUND)
       return db__error(rc, "reading a stream record");
     /*
