@@ -150,6 +150,11 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
   return rc != 0 ? rc : put_index_meta(txns->index, shard);
 }
 
+/* At most: stream_index and event_ids per event, streams per append, two meta records. */
+static uint64_t index_puts(const struct batch *batch) {
+  return 2 * (uint64_t)batch->event_count + batch->writes.length + 2;
+}
+
 /* The log holds the batch and its index commit failed: index it from the log. */
 static int index_from_log(struct shard *shard, int index_rc) {
   uint64_t indexed;
@@ -176,8 +181,12 @@ int commit__batch(struct shard *shard) {
     mdb_txn_abort(txns.log);
     return db__error(rc, "beginning an index transaction");
   }
-  /* Every put happens before either commit: a full map fails the batch with nothing written. */
-  if ((rc = write_batch(&txns, shard)) != 0) {
+  /*
+   * Every put happens before either commit: a full map, or a disk without
+   * room for the index, fails the batch with nothing written.
+   */
+  if ((rc = index_room__reserve(db, txns.index, index_puts(&shard->batch))) != 0 ||
+      (rc = write_batch(&txns, shard)) != 0) {
     mdb_txn_abort(txns.index);
     mdb_txn_abort(txns.log);
     return db__error(rc, "writing a batch");

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #define INDEX_FORMAT 2          /* of the index's own layout: another one is rebuilt */
-#define CATCH_UP_CHUNK 10000    /* events per index transaction while catching up */
+#define CATCH_UP_CHUNK 2000     /* events per index transaction while catching up */
 #define CATCH_UP_STREAMS 65536  /* streams whose length a catch-up keeps at hand */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define BOOT_ID_MAX 64
@@ -105,7 +105,8 @@ static int open_index_dbis(struct shard_db *db) {
   if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
       (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
       (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
-      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0) {
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0 ||
+      (rc = index_room__reserve(db, txn, 4)) != 0) {
     mdb_txn_abort(txn);
     return rc;
   }
@@ -118,7 +119,8 @@ static int clear_index(struct shard_db *db) {
   int rc = mdb_txn_begin(db->index_env, NULL, 0, &txn);
   if (rc != 0)
     return rc;
-  if ((rc = mdb_drop(txn, db->streams, 0)) != 0 || (rc = mdb_drop(txn, db->stream_index, 0)) != 0 ||
+  if ((rc = index_room__reserve(db, txn, 1)) != 0 || (rc = mdb_drop(txn, db->streams, 0)) != 0 ||
+      (rc = mdb_drop(txn, db->stream_index, 0)) != 0 ||
       (rc = mdb_drop(txn, db->event_ids, 0)) != 0 || (rc = mdb_drop(txn, db->index_meta, 0)) != 0 ||
       (rc = db__meta_put_u64(txn, db->index_meta, "format", INDEX_FORMAT)) != 0) {
     mdb_txn_abort(txn);
@@ -274,6 +276,23 @@ static int index_chunk(struct indexer *ix, MDB_txn *log, uint64_t *through, size
   return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/*
+ * Disk room for the next chunk: the positions after `through` bound the
+ * count of its events (positions go to every shard), so an index already
+ * level with its log asks for next to nothing.
+ */
+static int reserve_chunk(struct indexer *ix, MDB_txn *log, uint64_t through) {
+  uint64_t last;
+  int rc = db__log_last_position(log, ix->db, &last);
+  if (rc != 0)
+    return rc;
+  uint64_t events = last > through ? last - through : 0;
+  if (events > CATCH_UP_CHUNK)
+    events = CATCH_UP_CHUNK;
+  /* stream_index, event_ids and streams per event; two meta records */
+  return index_room__reserve(ix->db, ix->txn, 3 * events + 2);
+}
+
 static int open_cursors(struct indexer *ix) {
   int rc = mdb_cursor_open(ix->txn, ix->db->stream_index, &ix->stream_index);
   return rc != 0 ? rc : mdb_cursor_open(ix->txn, ix->db->event_ids, &ix->event_ids);
@@ -297,7 +316,7 @@ static int catch_up_step(struct indexer *ix, size_t *indexed) {
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "indexed_through", &through, &found)) == 0 &&
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "next_stream_id", &ix->next_stream_id,
                              &found)) == 0 &&
-      (rc = index_chunk(ix, log, &through, indexed)) == 0 && *indexed > 0 &&
+      (rc = reserve_chunk(ix, log, through)) == 0 && (rc = index_chunk(ix, log, &through, indexed)) == 0 && *indexed > 0 &&
       (rc = db__meta_put_u64(ix->txn, db->index_meta, "indexed_through", through)) == 0)
     rc = db__meta_put_u64(ix->txn, db->index_meta, "next_stream_id", ix->next_stream_id);
   mdb_txn_abort(log);
@@ -356,7 +375,10 @@ static int index_error(int mdb_rc) {
 static int open_index(struct shard_db *db, const struct index_paths *p, size_t map_size,
                       const char *boot_id, bool trusted, char *err, size_t err_len) {
   /* Never synced per commit, whatever SYNC says: recovery rebuilds what a machine crash tore. */
-  int rc = db__open_env(&db->index_env, p->dir, map_size, MDB_NOSYNC, err, err_len);
+  db->index_mapped = index_room__can_reserve(p->dir, p->data);
+  db->index_reserved = 0;
+  unsigned flags = MDB_NOSYNC | (db->index_mapped ? MDB_WRITEMAP : 0);
+  int rc = db__open_env(&db->index_env, p->dir, map_size, flags, err, err_len);
   if (rc != 0)
     return rc;
   if ((rc = mark_open(p, boot_id)) != 0) {

@@ -78,6 +78,8 @@ struct shard_db {
   MDB_dbi stream_index;
   MDB_dbi event_ids;
   MDB_dbi index_meta;
+  bool index_mapped;            /* MDB_WRITEMAP, its room reserved ahead (index_room.c) */
+  uint64_t index_reserved;      /* bytes of the index file allocated; the index's writer only */
 };
 
 enum shard_state { SHARD_IDLE, SHARD_COMMITTING };
@@ -221,6 +223,20 @@ int index_db__read_stream(MDB_txn *txn, struct shard_db *db, const char *name, s
 int index_db__catch_up(struct shard_db *db, uint64_t *events);
 /** The next stream id the index records (1 for none). */
 int index_db__next_stream_id(struct shard_db *db, uint64_t *id);
+
+/* index_room.c */
+/**
+ * Whether the file system of the index's data file (in dir, created if
+ * missing) allocates on request: the index may then be mapped writable.
+ */
+bool index_room__can_reserve(const char *dir, const char *data_path);
+/**
+ * Allocates the disk blocks the write transaction txn of `puts` puts may
+ * need, before it writes. Returns 0, an errno value (ENOSPC: no room) or an
+ * LMDB code.
+ */
+int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts);
+
 /** Maps an LMDB or system error to an EVF code, logging the unexpected ones. */
 int db__error(int mdb_rc, const char *what);
 

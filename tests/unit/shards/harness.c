@@ -35,7 +35,7 @@ void harness_remove_dir(char *dir) {
 }
 
 int harness_try_open(const char *dir, const struct harness_options *o, struct evf_store **out) {
-  struct harness_options d = {.shards = 2, .external_ports = 4, .map_size = 256u << 20,
+  struct harness_options d = {.shards = 2, .external_ports = 4, .map_size = HARNESS_MAP_SIZE,
                               .page_size = 1000};
   if (o != NULL)
     d = *o;
@@ -43,7 +43,7 @@ int harness_try_open(const char *dir, const struct harness_options *o, struct ev
       .data_dir = dir,
       .shards = d.shards,
       .sync_full = d.sync_full,
-      .map_size = d.map_size ? d.map_size : 256u << 20,
+      .map_size = d.map_size ? d.map_size : HARNESS_MAP_SIZE,
       .page_size = d.page_size ? d.page_size : 1000,
       .max_event_size = d.max_event_size,
       .external_ports = d.external_ports,

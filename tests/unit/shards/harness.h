@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define HARNESS_WAIT_MS 30000 /* bound on any single wait for the engine */
+#define HARNESS_MAP_SIZE (256u << 20) /* default map size of each shard's log and index */
 
 struct harness_options {
   unsigned shards;

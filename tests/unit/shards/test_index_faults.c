@@ -8,6 +8,10 @@
  * liblmdb. Only page writes (4 KiB or more) to the failing files (index
  * files, unless a test aims at a log) fail; the meta record is written, as
  * it would be on a full disk (it overwrites allocated blocks).
+ *
+ * An index mapped writable, where the file system allocates on request,
+ * writes no pages: its full disk is the failure of fallocate, interposed
+ * the same way.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +39,9 @@
 
 #define FAIL_ALWAYS (-1)
 #define PAGE 4096
+#define ROOM (2 << 20)         /* bytes an index file may be allocated when a disk fills */
+#define FILL_APPEND 128        /* events per append while filling it */
+#define MAX_FILL_EVENTS 100000 /* bound: 2 MiB of index holds far fewer */
 
 static atomic_int failures_left; /* page writes still to fail; FAIL_ALWAYS: every one */
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
@@ -81,10 +89,38 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
   return real_writev(fd, iov, count);
 }
 
+/*
+ * The file system's fallocate, as the index sees it: by default there is
+ * none (EOPNOTSUPP), so the index is written with pwrite and the failures
+ * above reach it. A test of the mapped index (MDB_WRITEMAP) lets it
+ * allocate files up to a length, as a disk with that much room would.
+ */
+#define NO_FALLOCATE (-2)
+#define ANY_LENGTH (-1)
+static atomic_llong allocatable = NO_FALLOCATE; /* bytes a file may be allocated up to */
+static atomic_int allocations_refused;
+static int (*real_fallocate)(int, int, off_t, off_t);
+
+int fallocate(int fd, int mode, off_t offset, off_t len) {
+  long long limit = atomic_load(&allocatable);
+  if (limit == NO_FALLOCATE) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  if (limit != ANY_LENGTH && offset + len > limit) {
+    atomic_fetch_add(&allocations_refused, 1);
+    errno = ENOSPC;
+    return -1;
+  }
+  return real_fallocate(fd, mode, offset, len);
+}
+
 /* No failure is left armed from one test to the next. */
 static int setup(void **state) {
   atomic_store(&failures_left, 0);
   atomic_store(&failing_files, INDEX_FILES);
+  atomic_store(&allocatable, NO_FALLOCATE);
+  atomic_store(&allocations_refused, 0);
   return harness_fixture_setup(state);
 }
 
@@ -199,11 +235,52 @@ static void a_stream_indexed_from_the_log_keeps_the_index_s_id(void **state) {
   assert_int_equal(stream_length(f, kept), 3);
 }
 
+/* The apparent size of shard 0's index file: the map's size once mapped writable. */
+static off_t index_file_size(const struct harness_fixture *f) {
+  char path[4300];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/shard-000/index/data.mdb", f->dir);
+  assert_int_equal(stat(path, &st), 0);
+  return st.st_size;
+}
+
+/*
+ * A mapped index on a disk that fills up: the batch whose index could need
+ * more room than is left is refused whole, before the log has any of it (a
+ * store into an unallocated page would have raised SIGBUS instead).
+ */
+static void a_disk_without_room_for_the_index_refuses_the_batch(void **state) {
+  struct harness_fixture *f = *state;
+  struct harness_result r;
+  atomic_store(&allocatable, ROOM);
+  harness_fixture_reopen(f);
+  assert_int_equal(index_file_size(f), HARNESS_MAP_SIZE); /* mapped writable */
+  size_t stored = 0;
+  int rc = 0;
+  while (stored < MAX_FILL_EVENTS &&
+         (rc = harness_fixture_append(f, "s", (int32_t)stored, FILL_APPEND, NULL, NULL)) == 0)
+    stored += FILL_APPEND;
+  assert_int_equal(rc, EVF_EFULL);
+  assert_true(atomic_load(&allocations_refused) > 0);
+  assert_int_equal(stream_length(f, "s"), stored);
+  struct harness_events e;
+  uint64_t checkpoint;
+  assert_int_equal(harness_read_global(f->store, 0, 0, &e, &checkpoint), 0);
+  assert_int_equal(e.count, stored);
+  harness_events_free(&e);
+  /* Room again: the same append goes through. */
+  atomic_store(&allocatable, ANY_LENGTH);
+  assert_int_equal(harness_fixture_append(f, "s", (int32_t)stored, FILL_APPEND, NULL, &r), 0);
+  assert_int_equal(r.first_version, stored);
+  assert_int_equal(stream_length(f, "s"), stored + FILL_APPEND);
+}
+
 int main(void) {
   real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
-  if (real_pwrite == NULL || real_writev == NULL) {
-    fprintf(stderr, "cannot find libc's pwrite and writev\n");
+  real_fallocate = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, "fallocate");
+  if (real_pwrite == NULL || real_writev == NULL || real_fallocate == NULL) {
+    fprintf(stderr, "cannot find libc's pwrite, writev and fallocate\n");
     return 1;
   }
   const struct CMUnitTest tests[] = {
@@ -213,6 +290,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(the_repair_is_retried_without_appends, setup, teardown),
       cmocka_unit_test_setup_teardown(a_stream_indexed_from_the_log_keeps_the_index_s_id, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_disk_without_room_for_the_index_refuses_the_batch, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,122 @@
+/*
+ * Disk room for an index mapped writable.
+ *
+ * The index is opened with MDB_WRITEMAP where the file system can allocate
+ * blocks on request: LMDB then changes pages in the map itself, instead of
+ * building them in memory and copying each one into the page cache with
+ * pwrite(2) at commit. That copy was the largest cost of a commit: with
+ * many streams, each event dirties a stream_index leaf of its own.
+ *
+ * The price: LMDB extends the file to the map's size, sparse. A store into
+ * a hole that the file system cannot fill (a full disk) raises SIGBUS in
+ * the writer instead of failing a call. So the file's blocks are allocated
+ * (fallocate) ahead of LMDB's use: before each write transaction writes,
+ * up to the last page in use plus the most pages that transaction can add,
+ * and a margin, so that most transactions make no call at all. A
+ * transaction the disk has no room for fails up front, with ENOSPC, before
+ * anything is written: the same outcome as a full map.
+ *
+ * Only the index's one writer at a time (the opening thread, then the
+ * committer) calls index_room__reserve.
+ */
+#define _GNU_SOURCE /* fallocate */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RESERVE_AHEAD (16u << 20) /* bytes allocated past what a transaction needs */
+#define PROBE_BYTES 4096
+/*
+ * Pages a transaction may take besides its puts' own: the named databases'
+ * records in the main database, roots that split, and the freelist's pages.
+ */
+#define TREE_SLACK 256
+
+bool index_room__can_reserve(const char *dir, const char *data_path) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    return false; /* opening the environment reports it */
+  int fd = open(data_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return false;
+  /* KEEP_SIZE: a new file stays empty, which LMDB takes for a new environment. */
+  bool can = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, PROBE_BYTES) == 0;
+  close(fd);
+  return can;
+}
+
+/*
+ * The most pages a write transaction of `puts` small puts (every index
+ * record is under a sixteenth of a page) takes from an index of `used`
+ * pages whose deepest tree has `depth` levels.
+ *
+ * Per put: the pages on its path are copied (once per transaction at most)
+ * and may each split; the tree may grow a level or two. Whatever the number
+ * of puts: each page in use is copied once and splits once at most, since
+ * a page that split is half empty; after that, splits come only from new
+ * bytes, under one for every two puts.
+ */
+static uint64_t pages_bound(uint64_t used, unsigned depth, uint64_t puts) {
+  uint64_t by_puts = puts * 2 * (depth + 2);
+  uint64_t by_size = used * 5 / 2 + puts / 2;
+  uint64_t pages = by_puts < by_size ? by_puts : by_size;
+  /* Freed pages are listed in the freelist at commit: 8 bytes each. */
+  return pages + (pages + used) / 256 + TREE_SLACK;
+}
+
+/* The deepest of the index's trees, as of txn. Returns an LMDB code. */
+static int deepest_tree(MDB_txn *txn, const struct shard_db *db, unsigned *depth) {
+  const MDB_dbi trees[] = {db->streams, db->stream_index, db->event_ids, db->index_meta};
+  *depth = 0;
+  for (size_t i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
+    MDB_stat stat;
+    int rc = mdb_stat(txn, trees[i], &stat);
+    if (rc != 0)
+      return rc;
+    if (stat.ms_depth > *depth)
+      *depth = stat.ms_depth;
+  }
+  return 0;
+}
+
+/* Allocates the file's blocks in [from, to). Returns 0 or an errno value. */
+static int allocate(int fd, uint64_t from, uint64_t to) {
+  if (fallocate(fd, 0, (off_t)from, (off_t)(to - from)) == 0)
+    return 0;
+  return errno;
+}
+
+int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts) {
+  if (!db->index_mapped)
+    return 0;
+  MDB_envinfo info;
+  MDB_stat stat;
+  unsigned depth;
+  int fd;
+  int rc = mdb_env_info(db->index_env, &info);
+  if (rc == 0)
+    rc = mdb_env_stat(db->index_env, &stat);
+  if (rc == 0)
+    rc = mdb_env_get_fd(db->index_env, &fd);
+  if (rc == 0)
+    rc = deepest_tree(txn, db, &depth);
+  if (rc != 0)
+    return rc;
+  uint64_t used = (uint64_t)info.me_last_pgno + 1;
+  uint64_t need = (used + pages_bound(used, depth, puts)) * stat.ms_psize;
+  if (need > info.me_mapsize)
+    need = info.me_mapsize; /* past it, LMDB fails the transaction with MDB_MAP_FULL */
+  if (need <= db->index_reserved)
+    return 0;
+  uint64_t ahead = need + RESERVE_AHEAD < info.me_mapsize ? need + RESERVE_AHEAD : info.me_mapsize;
+  if ((rc = allocate(fd, db->index_reserved, ahead)) == 0) {
+    db->index_reserved = ahead;
+    return 0;
+  }
+  /* Short of the margin, the transaction's own room may still be there. */
+  if (rc == ENOSPC && (rc = allocate(fd, db->index_reserved, need)) == 0)
+    db->index_reserved = need;
+  return rc;
+}
