@@ -23,7 +23,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev cmake ninja-build pkg-config \
       libuv1-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev liblmdb-dev libck-dev \
-      libhttp-parser-dev libjansson-dev libcmocka-dev \
+      libhttp-parser-dev libjansson-dev libmimalloc-dev libcmocka-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -40,6 +40,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libuv1 libprotobuf-c1 libnghttp2-14 liblmdb0 libck0 libjansson4 libhttp-parser2.9 \
+      libmimalloc2.0 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
  && groupadd --gid 10001 eventflowdb \

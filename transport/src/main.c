@@ -57,6 +57,8 @@ static void raise_fd_limit(void) {
  * memory kept (bench/RESULTS.md). Keep blocks below 32 MiB in the heap and
  * give free heap memory back only beyond 64 MiB; glibc applies that per
  * arena, so each busy thread may keep up to 64 MiB it no longer uses.
+ * Only a server on glibc's malloc (EVF_MIMALLOC=OFF) is affected: mimalloc
+ * keeps freed large blocks in its segments by itself.
  */
 static void keep_buffer_memory(void) {
 #ifdef __GLIBC__
