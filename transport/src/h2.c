@@ -25,6 +25,11 @@ struct tp_conn {
   bool reading;
   bool closing;
   struct tp_h2_stream *streams; /* open request streams */
+  /*
+   * The stream whose request header block is being read: HTTP/2 sends a
+   * block's frames back to back, so its headers need no lookup by id.
+   */
+  struct tp_h2_stream *in_headers;
   struct tp_h2_stream *deferred_head, *deferred_tail;
   size_t response_bytes;        /* held by the protocol for this connection */
   struct tp_conn *prev, *next;  /* in the server's list */
@@ -139,6 +144,8 @@ static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
     s->next->prev = s->prev;
   s->conn = NULL;
   s->prev = s->next = NULL;
+  if (conn->in_headers == s)
+    conn->in_headers = NULL;
   conn->protocol->close(s, conn);
 }
 
@@ -325,11 +332,21 @@ static struct tp_h2_stream *request_stream(nghttp2_session *session, const nghtt
   return nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 }
 
+static bool is_request_headers(const nghttp2_frame *frame) {
+  return frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+}
+
+/* The stream a request header block belongs to; NULL if it was refused. */
+static struct tp_h2_stream *headers_stream(const struct tp_conn *conn, const nghttp2_frame *frame) {
+  struct tp_h2_stream *stream = conn->in_headers;
+  return stream != NULL && stream->id == frame->hd.stream_id ? stream : NULL;
+}
+
 static int begin_headers_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
   struct tp_conn *conn = user;
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+  if (!is_request_headers(frame))
     return 0;
-  struct tp_h2_stream *stream = conn->protocol->open(conn);
+  struct tp_h2_stream *stream = conn->in_headers = conn->protocol->open(conn);
   if (stream == NULL)
     return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                      NGHTTP2_REFUSED_STREAM);
@@ -342,10 +359,10 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user) {
   struct tp_conn *conn = user;
+  (void)session;
   (void)flags;
-  struct tp_h2_stream *stream = request_stream(session, frame);
-  if (stream == NULL || frame->hd.type != NGHTTP2_HEADERS ||
-      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+  struct tp_h2_stream *stream = is_request_headers(frame) ? headers_stream(conn, frame) : NULL;
+  if (stream == NULL)
     return 0;
   stream->header_bytes += namelen + valuelen + 32;
   if (stream->header_bytes > TP_H2_MAX_HEADER_LIST)
@@ -357,10 +374,14 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const
 
 static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
   struct tp_conn *conn = user;
-  struct tp_h2_stream *stream = request_stream(session, frame);
+  bool request_headers = is_request_headers(frame);
+  struct tp_h2_stream *stream =
+      request_headers ? headers_stream(conn, frame) : request_stream(session, frame);
+  if (request_headers)
+    conn->in_headers = NULL;
   if (stream == NULL)
     return 0;
-  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+  if (request_headers)
     conn->protocol->headers_end(stream);
   /* headers_end may have answered and reset the stream */
   if (stream->conn != NULL &&
