@@ -47,7 +47,40 @@ static bool varint_length(const struct evf_pb_reader *r, size_t *len) {
   return false;
 }
 
+/*
+ * Most fields have a number under 16, so a one-byte key, and are strings
+ * or bytes under 16 KiB or small varints: read here without the loops,
+ * with the same checks. false: not such a field (nothing is consumed).
+ */
+static bool read_short_field(struct evf_pb_reader *r, struct evf_pb_field *f) {
+  const uint8_t *p = r->p;
+  size_t left = (size_t)(r->end - p), len, head;
+  if (left < 2 || p[0] >= 0x80 || p[0] < 8)
+    return false;
+  if ((p[0] & 7) == EVF_PB_VARINT && p[1] < 0x80) {
+    len = 1, head = 1;
+  } else if ((p[0] & 7) != EVF_PB_LEN) {
+    return false;
+  } else if (p[1] < 0x80) {
+    len = p[1], head = 2;
+  } else if (left >= 3 && p[2] < 0x80) {
+    len = (size_t)(p[1] & 0x7F) | (size_t)p[2] << 7, head = 3;
+  } else {
+    return false;
+  }
+  if (len > left - head)
+    return false;
+  f->number = p[0] >> 3;
+  f->wire = (enum evf_pb_wire)(p[0] & 7);
+  f->len = len;
+  f->data = p + head;
+  r->p = p + head + len;
+  return true;
+}
+
 bool evf_pb_read_field(struct evf_pb_reader *r, struct evf_pb_field *f) {
+  if (read_short_field(r, f))
+    return true;
   if (!read_key(r, f))
     return false;
   switch (f->wire) {
