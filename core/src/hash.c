@@ -11,5 +11,9 @@ uint64_t evf_hash_fnv1a64(const void *data, size_t len) {
 }
 
 unsigned evf_stream_shard(const char *name, size_t len, unsigned shard_count) {
-  return (unsigned)(evf_hash_fnv1a64(name, len) % shard_count);
+  return evf_shard_of(evf_hash_fnv1a64(name, len), shard_count);
+}
+
+unsigned evf_shard_of(uint64_t stream_hash, unsigned shard_count) {
+  return (unsigned)(stream_hash % shard_count);
 }

@@ -51,18 +51,20 @@ void batch_index_clear(struct batch_index *index) {
   index->id_count = 0;
 }
 
-static size_t stream_slot(const struct batch_index *index, const char *name, size_t len) {
+static size_t stream_slot(const struct batch_index *index, const char *name, size_t len,
+                          uint64_t hash) {
   size_t mask = index->stream_cap - 1;
-  size_t i = (size_t)evf_hash_fnv1a64(name, len) & mask;
-  while (index->streams[i].name != NULL &&
-         !(index->streams[i].len == len && memcmp(index->streams[i].name, name, len) == 0))
+  size_t i = evf_hash_slot(hash, mask);
+  const struct batch_stream *s;
+  while ((s = &index->streams[i])->name != NULL &&
+         !(s->hash == hash && s->len == len && memcmp(s->name, name, len) == 0))
     i = (i + 1) & mask;
   return i;
 }
 
 struct batch_stream *batch_index_find_stream(struct batch_index *index, const char *name,
-                                             size_t len) {
-  struct batch_stream *s = &index->streams[stream_slot(index, name, len)];
+                                             size_t len, uint64_t hash) {
+  struct batch_stream *s = &index->streams[stream_slot(index, name, len, hash)];
   return s->name != NULL ? s : NULL;
 }
 
@@ -76,26 +78,27 @@ static int grow_streams(struct batch_index *index) {
   index->stream_cap = old_cap * 2;
   for (size_t i = 0; i < old_cap; i++) {
     if (old[i].name != NULL)
-      index->streams[stream_slot(index, old[i].name, old[i].len)] = old[i];
+      index->streams[stream_slot(index, old[i].name, old[i].len, old[i].hash)] = old[i];
   }
   free(old);
   return 0;
 }
 
 struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
-                                            size_t len, const struct stream_record *record,
-                                            bool is_new) {
+                                            size_t len, uint64_t hash,
+                                            const struct stream_record *record, bool is_new) {
   if (2 * (index->stream_count + 1) > index->stream_cap && grow_streams(index) != 0)
     return NULL;
-  struct batch_stream *s = &index->streams[stream_slot(index, name, len)];
-  *s = (struct batch_stream){.name = name, .len = len, .record = *record, .is_new = is_new};
+  struct batch_stream *s = &index->streams[stream_slot(index, name, len, hash)];
+  *s = (struct batch_stream){
+      .name = name, .len = len, .hash = hash, .record = *record, .is_new = is_new};
   index->stream_count++;
   return s;
 }
 
 static size_t id_slot(const struct batch_index *index, const struct evf_uuid *id) {
   size_t mask = index->id_cap - 1;
-  size_t i = (size_t)evf_hash_fnv1a64(id->bytes, sizeof(id->bytes)) & mask;
+  size_t i = evf_hash_slot(evf_hash_fnv1a64(id->bytes, sizeof(id->bytes)), mask);
   while (!evf_uuid_is_nil(&index->ids[i]) && memcmp(&index->ids[i], id, sizeof(*id)) != 0)
     i = (i + 1) & mask;
   return i;

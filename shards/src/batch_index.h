@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct batch_index;
 
@@ -20,6 +21,7 @@ struct batch_stream {
   const char *name;          /* borrowed from the append that first touched it, which
                                 stays alive until the batch is prepared */
   size_t len;
+  uint64_t hash;             /* of the name (evf_hash_fnv1a64) */
   struct stream_record record;
   bool is_new;
 };
@@ -28,14 +30,14 @@ struct batch_index *batch_index_create(void);
 void batch_index_destroy(struct batch_index *index);
 void batch_index_clear(struct batch_index *index);
 
-/** The stream's entry, or NULL. */
+/** The stream's entry, or NULL. hash: of the name (evf_hash_fnv1a64). */
 struct batch_stream *batch_index_find_stream(struct batch_index *index, const char *name,
-                                             size_t len);
+                                             size_t len, uint64_t hash);
 
 /** Adds a stream (not present). Returns the entry, or NULL when out of memory. */
 struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
-                                            size_t len, const struct stream_record *record,
-                                            bool is_new);
+                                            size_t len, uint64_t hash,
+                                            const struct stream_record *record, bool is_new);
 
 bool batch_index_has_id(const struct batch_index *index, const struct evf_uuid *id);
 

@@ -16,6 +16,7 @@
 #include "internal.h"
 
 #include "evf/event_fields.h"
+#include "evf/hash.h"
 #include "evf/log.h"
 #include "evf/status.h"
 #include "evf/uuid.h"
@@ -197,10 +198,10 @@ int index_db__read_stream(MDB_txn *txn, struct shard_db *db, const char *name, s
 }
 
 /* The stream as indexed so far, or a new one (*created) for an event of version 0. */
-static int stream_of(struct indexer *ix, const struct evf_event_fields *e,
+static int stream_of(struct indexer *ix, const struct evf_event_fields *e, uint64_t hash,
                      struct stream_record *record, bool *created) {
   const struct stream_record *met =
-      ix->streams ? stream_cache_find(ix->streams, e->stream, e->stream_len) : NULL;
+      ix->streams ? stream_cache_find(ix->streams, e->stream, e->stream_len, hash) : NULL;
   *created = false;
   if (met != NULL) {
     *record = *met;
@@ -221,7 +222,8 @@ static int index_event(struct indexer *ix, const struct evf_event_fields *e) {
   struct stream_record stream;
   struct evf_uuid id;
   bool created;
-  int rc = stream_of(ix, e, &stream, &created);
+  uint64_t hash = evf_hash_fnv1a64(e->stream, e->stream_len);
+  int rc = stream_of(ix, e, hash, &stream, &created);
   if (rc != 0)
     return rc;
   if (e->version != stream.next_version || evf_uuid_parse(e->id, e->id_len, &id) != 0)
@@ -244,7 +246,7 @@ static int index_event(struct indexer *ix, const struct evf_event_fields *e) {
   stream.next_version = e->version + 1;
   /* Out of memory, the stream is searched for again next time. */
   if (ix->streams)
-    (void)stream_cache_put(ix->streams, e->stream, e->stream_len, &stream);
+    (void)stream_cache_put(ix->streams, e->stream, e->stream_len, hash, &stream);
   return 0;
 }
 

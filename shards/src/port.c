@@ -115,7 +115,8 @@ int store_append(struct store_port *port, struct store_append *req) {
     return rc;
   }
   const char *stream = req->request->stream;
-  req->owner = evf_stream_shard(stream, strlen(stream), store->shard_count);
+  req->stream_hash = evf_hash_fnv1a64(stream, strlen(stream));
+  req->owner = evf_shard_of(req->stream_hash, store->shard_count);
   if (port->id == req->owner)
     shard__enqueue_local(&store->shards[req->owner], req);
   else

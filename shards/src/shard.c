@@ -44,12 +44,15 @@ static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
 }
 
 /* The stream as the batch so far leaves it: from the batch, else as committed. */
-static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_stream **out) {
+static int find_stream(struct prepare_ctx *ctx, const struct store_append *req,
+                       struct batch_stream **out) {
+  const char *name = req->request->stream;
   size_t len = strlen(name);
-  struct batch_stream *s = batch_index_find_stream(ctx->shard->decided, name, len);
+  uint64_t hash = req->stream_hash;
+  struct batch_stream *s = batch_index_find_stream(ctx->shard->decided, name, len, hash);
   if (s == NULL) {
     struct stream_record record = {0};
-    const struct stream_record *cached = stream_cache_find(ctx->shard->streams, name, len);
+    const struct stream_record *cached = stream_cache_find(ctx->shard->streams, name, len, hash);
     int rc = 0;
     if (cached != NULL)
       record = *cached;
@@ -62,8 +65,9 @@ static int find_stream(struct prepare_ctx *ctx, const char *name, struct batch_s
      * succeeded. Out of memory, it is only read again next time.
      */
     if (cached == NULL && rc == 0)
-      (void)stream_cache_put(ctx->shard->streams, name, len, &record);
-    s = batch_index_add_stream(ctx->shard->decided, name, len, &record, rc == MDB_NOTFOUND);
+      (void)stream_cache_put(ctx->shard->streams, name, len, hash, &record);
+    s = batch_index_add_stream(ctx->shard->decided, name, len, hash, &record,
+                               rc == MDB_NOTFOUND);
     if (s == NULL)
       return -ENOMEM;
   }
@@ -153,7 +157,7 @@ static int remember_ids(struct batch_index *decided, const struct store_append *
 
 static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
   struct batch_stream *stream = NULL;
-  int rc = find_stream(ctx, req->request->stream, &stream);
+  int rc = find_stream(ctx, req, &stream);
   if (rc != 0) {
     req->status = rc;
     return VERDICT_DONE;
@@ -447,7 +451,7 @@ static void cache_committed_streams(struct shard *shard) {
         .created_at = req->created_at,
         .next_version = req->first_version + (uint32_t)req->request->n_events};
     /* Out of memory, the stream has no entry (only a new one needs memory): it is read again. */
-    (void)stream_cache_put(shard->streams, name, strlen(name), &record);
+    (void)stream_cache_put(shard->streams, name, strlen(name), req->stream_hash, &record);
   }
 }
 

@@ -10,6 +10,7 @@
 struct cached_stream {
   char *name;                /* owned; NULL: an empty slot */
   size_t len;
+  uint64_t hash;
   struct stream_record record;
 };
 
@@ -59,19 +60,20 @@ void stream_cache_destroy(struct stream_cache *cache) {
   free(cache);
 }
 
-static size_t slot_of(const struct stream_cache *cache, const char *name, size_t len) {
+static size_t slot_of(const struct stream_cache *cache, const char *name, size_t len,
+                      uint64_t hash) {
   size_t mask = cache->cap - 1;
-  size_t i = (size_t)evf_hash_fnv1a64(name, len) & mask;
+  size_t i = evf_hash_slot(hash, mask);
   const struct cached_stream *s;
   while ((s = &cache->slots[i])->name != NULL &&
-         !(s->len == len && memcmp(s->name, name, len) == 0))
+         !(s->hash == hash && s->len == len && memcmp(s->name, name, len) == 0))
     i = (i + 1) & mask;
   return i;
 }
 
 const struct stream_record *stream_cache_find(const struct stream_cache *cache, const char *name,
-                                              size_t len) {
-  const struct cached_stream *s = &cache->slots[slot_of(cache, name, len)];
+                                              size_t len, uint64_t hash) {
+  const struct cached_stream *s = &cache->slots[slot_of(cache, name, len, hash)];
   return s->name != NULL ? &s->record : NULL;
 }
 
@@ -85,21 +87,21 @@ static int grow(struct stream_cache *cache) {
   cache->cap = old_cap * 2;
   for (size_t i = 0; i < old_cap; i++) {
     if (old[i].name != NULL)
-      cache->slots[slot_of(cache, old[i].name, old[i].len)] = old[i];
+      cache->slots[slot_of(cache, old[i].name, old[i].len, old[i].hash)] = old[i];
   }
   free(old);
   return 0;
 }
 
-int stream_cache_put(struct stream_cache *cache, const char *name, size_t len,
+int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, uint64_t hash,
                      const struct stream_record *record) {
-  size_t i = slot_of(cache, name, len);
+  size_t i = slot_of(cache, name, len, hash);
   if (cache->slots[i].name == NULL) {
     if (cache->count == cache->max)
       stream_cache_clear(cache);
     else if (2 * (cache->count + 1) > cache->cap && grow(cache) != 0)
       return -ENOMEM;
-    i = slot_of(cache, name, len);
+    i = slot_of(cache, name, len, hash);
   }
   struct cached_stream *s = &cache->slots[i];
   if (s->name == NULL) {
@@ -107,6 +109,7 @@ int stream_cache_put(struct stream_cache *cache, const char *name, size_t len,
       return -ENOMEM;
     memcpy(s->name, name, len);
     s->len = len;
+    s->hash = hash;
     cache->count++;
   }
   s->record = *record;

@@ -15,6 +15,7 @@
 #include "records.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct stream_cache;
 
@@ -25,12 +26,17 @@ void stream_cache_destroy(struct stream_cache *cache);
 /** Forgets every stream: the index changed in a way the cache did not follow. */
 void stream_cache_clear(struct stream_cache *cache);
 
+/*
+ * Streams are found by name and the name's hash (evf_hash_fnv1a64),
+ * computed once per append by the caller.
+ */
+
 /** The stream's committed record, or NULL when the cache does not hold it. */
 const struct stream_record *stream_cache_find(const struct stream_cache *cache, const char *name,
-                                              size_t len);
+                                              size_t len, uint64_t hash);
 
 /** Sets the stream's committed record, copying its name. Returns 0 or -ENOMEM. */
-int stream_cache_put(struct stream_cache *cache, const char *name, size_t len,
+int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, uint64_t hash,
                      const struct stream_record *record);
 
 #endif

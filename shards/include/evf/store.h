@@ -149,6 +149,7 @@ struct store_append {
   struct evf_uuid single_id;  /* ids of a one-event append */
   struct store_append *next;
   struct store_port *origin;
+  uint64_t stream_hash;     /* of the stream's name: its shard, its slots in the shard's tables */
   unsigned owner;
   int status;
   bool alone;               /* retry in a batch of its own (its batch hit a full map) */

@@ -1,6 +1,8 @@
 /* The loop's cache of committed stream state: lookups, updates, the bound on its size. */
 #include "stream_cache.h"
 
+#include "evf/hash.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,11 +19,12 @@ static struct stream_record record_of(uint64_t stream_id, uint32_t length) {
 
 static void put(struct stream_cache *cache, const char *name, uint64_t stream_id, uint32_t length) {
   struct stream_record r = record_of(stream_id, length);
-  assert_int_equal(stream_cache_put(cache, name, strlen(name), &r), 0);
+  assert_int_equal(
+      stream_cache_put(cache, name, strlen(name), evf_hash_fnv1a64(name, strlen(name)), &r), 0);
 }
 
 static const struct stream_record *find(const struct stream_cache *cache, const char *name) {
-  return stream_cache_find(cache, name, strlen(name));
+  return stream_cache_find(cache, name, strlen(name), evf_hash_fnv1a64(name, strlen(name)));
 }
 
 static void a_stream_put_is_found_with_its_record(void **state) {
@@ -47,7 +50,8 @@ static void names_match_by_length_and_bytes(void **state) {
   /* The caller's buffer need not outlive the call: the name is copied. */
   char name[] = "order-5";
   struct stream_record r = record_of(2, 9);
-  assert_int_equal(stream_cache_put(cache, name, strlen(name), &r), 0);
+  uint64_t hash = evf_hash_fnv1a64(name, strlen(name));
+  assert_int_equal(stream_cache_put(cache, name, strlen(name), hash, &r), 0);
   memset(name, 'x', strlen(name));
   assert_non_null(find(cache, "order-5"));
   assert_int_equal(find(cache, "order-5")->next_version, 9);
