@@ -210,6 +210,17 @@ void tp_grpc_server_close(struct tp_server *server) {
   server->deadline_count = server->deadline_cap = 0;
 }
 
+/*
+ * Header names are lowercase literals, so nghttp2 need not copy (nor
+ * lowercase) them; NV_LITERAL's value is a literal too.
+ */
+#define NV(name, value)                                                                     \
+  { (uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1, strlen(value),                 \
+    NGHTTP2_NV_FLAG_NO_COPY_NAME }
+#define NV_LITERAL(name, value)                                                             \
+  { (uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1, sizeof(value) - 1,             \
+    NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE }
+
 static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                                 size_t length, uint32_t *data_flags, nghttp2_data_source *source,
                                 void *user) {
@@ -221,16 +232,13 @@ static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uin
   call->response_sent += n;
   tp_conn_count_response(call->h2.conn, -(ssize_t)n);
   if (call->response_sent == call->response.len) {
-    static const nghttp2_nv ok[] = {{(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1, 0}};
+    static const nghttp2_nv ok[] = {NV_LITERAL("grpc-status", "0")};
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     if (nghttp2_submit_trailer(session, stream_id, ok, 1) != 0)
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
   return (ssize_t)n;
 }
-
-#define NV(name, value)                                                                     \
-  { (uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1, strlen(value), NGHTTP2_NV_FLAG_NONE }
 
 struct tp_buf *tp_grpc_response(struct tp_grpc_call *call) {
   call->response.len = 0;
@@ -260,8 +268,9 @@ void tp_grpc_reply(struct tp_grpc_call *call) {
   struct tp_conn *conn = call->h2.conn;
   call->response_counted = true;
   tp_conn_count_response(conn, (ssize_t)call->response.len);
-  nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                          NV("grpc-accept-encoding", "identity")};
+  nghttp2_nv headers[] = {NV_LITERAL(":status", "200"),
+                          NV_LITERAL("content-type", "application/grpc"),
+                          NV_LITERAL("grpc-accept-encoding", "identity")};
   nghttp2_data_provider body = {.source.ptr = call, .read_callback = response_read_cb};
   nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 3, &body);
   tp_conn_flush(conn);
@@ -345,8 +354,9 @@ static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8
 
 static void start_stream(struct tp_grpc_call *call) {
   call->streaming = true;
-  nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                          NV("grpc-accept-encoding", "identity")};
+  nghttp2_nv headers[] = {NV_LITERAL(":status", "200"),
+                          NV_LITERAL("content-type", "application/grpc"),
+                          NV_LITERAL("grpc-accept-encoding", "identity")};
   nghttp2_data_provider body = {.source.ptr = call, .read_callback = stream_read_cb};
   nghttp2_submit_response(tp_conn_session(call->h2.conn), call->h2.id, headers, 3, &body);
 }
