@@ -103,11 +103,12 @@ static int open_index_dbis(struct shard_db *db) {
   int rc = mdb_txn_begin(db->index_env, NULL, 0, &txn);
   if (rc != 0)
     return rc;
-  if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
+  /* Creating a database writes the main one's pages: the room comes first. */
+  if ((rc = index_room__reserve(db, NULL, 4)) != 0 ||
+      (rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
       (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
       (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
-      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0 ||
-      (rc = index_room__reserve(db, txn, 4)) != 0) {
+      (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0) {
     mdb_txn_abort(txn);
     return rc;
   }
@@ -318,7 +319,8 @@ static int catch_up_step(struct indexer *ix, size_t *indexed) {
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "indexed_through", &through, &found)) == 0 &&
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "next_stream_id", &ix->next_stream_id,
                              &found)) == 0 &&
-      (rc = reserve_chunk(ix, log, through)) == 0 && (rc = index_chunk(ix, log, &through, indexed)) == 0 && *indexed > 0 &&
+      (rc = reserve_chunk(ix, log, through)) == 0 &&
+      (rc = index_chunk(ix, log, &through, indexed)) == 0 && *indexed > 0 &&
       (rc = db__meta_put_u64(ix->txn, db->index_meta, "indexed_through", through)) == 0)
     rc = db__meta_put_u64(ix->txn, db->index_meta, "next_stream_id", ix->next_stream_id);
   mdb_txn_abort(log);
@@ -367,10 +369,11 @@ static int discard_index(const struct index_paths *p, char *err, size_t err_len)
 
 /* LMDB's codes stay inside shards/. */
 static int index_error(int mdb_rc) {
-  return mdb_rc == MDB_CORRUPTED ? EVF_EFORMAT
-         : mdb_rc == MDB_MAP_FULL ? EVF_EFULL
-         : mdb_rc > 0             ? -mdb_rc
-                                  : EVF_EINTERNAL;
+  if (mdb_rc == MDB_CORRUPTED)
+    return EVF_EFORMAT;
+  if (mdb_rc == MDB_MAP_FULL || mdb_rc == ENOSPC || mdb_rc == EDQUOT)
+    return EVF_EFULL;
+  return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
 }
 
 /* Opens the environment, marks it open in this boot, and brings it level with the log. */

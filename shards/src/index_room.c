@@ -24,7 +24,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define RESERVE_AHEAD (16u << 20) /* bytes allocated past what a transaction needs */
@@ -35,6 +37,19 @@
  */
 #define TREE_SLACK 256
 
+/*
+ * File systems that overwrite an allocated block in place. On a
+ * copy-on-write one (btrfs, ZFS) rewriting a page needs new blocks, so a
+ * full disk would still raise SIGBUS whatever fallocate reserved.
+ */
+static bool overwrites_in_place(int fd) {
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0)
+    return false;
+  return fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == XFS_SUPER_MAGIC ||
+         fs.f_type == TMPFS_MAGIC;
+}
+
 bool index_room__can_reserve(const char *dir, const char *data_path) {
   if (mkdir(dir, 0755) != 0 && errno != EEXIST)
     return false; /* opening the environment reports it */
@@ -42,7 +57,7 @@ bool index_room__can_reserve(const char *dir, const char *data_path) {
   if (fd < 0)
     return false;
   /* KEEP_SIZE: a new file stays empty, which LMDB takes for a new environment. */
-  bool can = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, PROBE_BYTES) == 0;
+  bool can = overwrites_in_place(fd) && fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, PROBE_BYTES) == 0;
   close(fd);
   return can;
 }
@@ -66,11 +81,15 @@ static uint64_t pages_bound(uint64_t used, unsigned depth, uint64_t puts) {
   return pages + (pages + used) / 256 + TREE_SLACK;
 }
 
-/* The deepest of the index's trees, as of txn. Returns an LMDB code. */
-static int deepest_tree(MDB_txn *txn, const struct shard_db *db, unsigned *depth) {
+/*
+ * The deepest of the index's trees: the main database's (main_depth), and
+ * the named ones as of txn when it is given. Returns an LMDB code.
+ */
+static int deepest_tree(MDB_txn *txn, const struct shard_db *db, unsigned main_depth,
+                        unsigned *depth) {
   const MDB_dbi trees[] = {db->streams, db->stream_index, db->event_ids, db->index_meta};
-  *depth = 0;
-  for (size_t i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
+  *depth = main_depth;
+  for (size_t i = 0; txn != NULL && i < sizeof(trees) / sizeof(trees[0]); i++) {
     MDB_stat stat;
     int rc = mdb_stat(txn, trees[i], &stat);
     if (rc != 0)
@@ -101,7 +120,7 @@ int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts) {
   if (rc == 0)
     rc = mdb_env_get_fd(db->index_env, &fd);
   if (rc == 0)
-    rc = deepest_tree(txn, db, &depth);
+    rc = deepest_tree(txn, db, stat.ms_depth, &depth);
   if (rc != 0)
     return rc;
   uint64_t used = (uint64_t)info.me_last_pgno + 1;

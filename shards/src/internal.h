@@ -232,8 +232,9 @@ int index_db__next_stream_id(struct shard_db *db, uint64_t *id);
 bool index_room__can_reserve(const char *dir, const char *data_path);
 /**
  * Allocates the disk blocks the write transaction txn of `puts` puts may
- * need, before it writes. Returns 0, an errno value (ENOSPC: no room) or an
- * LMDB code.
+ * need, before it writes. txn is NULL before the index's databases are
+ * open (the puts are then the main database's). Returns 0, an errno value
+ * (ENOSPC: no room) or an LMDB code.
  */
 int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts);
 
