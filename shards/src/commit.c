@@ -54,12 +54,13 @@ static int put_event(struct batch_txns *txns, const struct store_append *req, si
   uint8_t key[RECORD_POSITION_LEN];
   record_position_key(key, event.position);
   MDB_val k = {sizeof(key), key};
-  MDB_val v = {record_event_size(&event), NULL};
+  struct record_event_text text;
+  MDB_val v = {record_event_size(&event, &text), NULL};
   /* Positions rise within a shard: appending is exact and cheap. */
   int rc = mdb_cursor_put(txns->events, &k, &v, MDB_APPEND | MDB_RESERVE);
   if (rc != 0)
     return rc;
-  record_event_encode(&event, v.mv_data);
+  record_event_encode(&event, &text, v.mv_data);
   return 0;
 }
 

@@ -94,7 +94,6 @@ static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + varint_siz
 
 size_t record_bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
 
-static size_t string_field_size(const char *s) { return record_bytes_field_size(s ? strlen(s) : 0); }
 
 static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
   if (v == 0)
@@ -112,27 +111,34 @@ static uint8_t *put_bytes_field(uint8_t *out, unsigned field, const void *data, 
   return out + len;
 }
 
-static uint8_t *put_string_field(uint8_t *out, unsigned field, const char *s) {
-  return put_bytes_field(out, field, s, s ? strlen(s) : 0);
-}
+static size_t text_length(const char *s) { return s ? strlen(s) : 0; }
 
-size_t record_event_size(const Api__Event *e) {
-  return string_field_size(e->id) + string_field_size(e->stream) + varint_field_size(e->version) +
-         string_field_size(e->type) + record_bytes_field_size(e->data.len) +
-         record_bytes_field_size(e->metadata.len) + string_field_size(e->causation_id) +
-         string_field_size(e->correlation_id) + varint_field_size((uint64_t)e->added_at) +
+size_t record_event_size(const Api__Event *e, struct record_event_text *text) {
+  *text = (struct record_event_text){
+      .id = text_length(e->id),
+      .stream = text_length(e->stream),
+      .type = text_length(e->type),
+      .causation_id = text_length(e->causation_id),
+      .correlation_id = text_length(e->correlation_id),
+  };
+  return record_bytes_field_size(text->id) + record_bytes_field_size(text->stream) +
+         varint_field_size(e->version) + record_bytes_field_size(text->type) +
+         record_bytes_field_size(e->data.len) + record_bytes_field_size(e->metadata.len) +
+         record_bytes_field_size(text->causation_id) +
+         record_bytes_field_size(text->correlation_id) + varint_field_size((uint64_t)e->added_at) +
          varint_field_size(e->position);
 }
 
-void record_event_encode(const Api__Event *e, uint8_t *out) {
-  out = put_string_field(out, 1, e->id);
-  out = put_string_field(out, 2, e->stream);
+void record_event_encode(const Api__Event *e, const struct record_event_text *text,
+                         uint8_t *out) {
+  out = put_bytes_field(out, 1, e->id, text->id);
+  out = put_bytes_field(out, 2, e->stream, text->stream);
   out = put_varint_field(out, 3, e->version);
-  out = put_string_field(out, 4, e->type);
+  out = put_bytes_field(out, 4, e->type, text->type);
   out = put_bytes_field(out, 5, e->data.data, e->data.len);
   out = put_bytes_field(out, 6, e->metadata.data, e->metadata.len);
-  out = put_string_field(out, 7, e->causation_id);
-  out = put_string_field(out, 8, e->correlation_id);
+  out = put_bytes_field(out, 7, e->causation_id, text->causation_id);
+  out = put_bytes_field(out, 8, e->correlation_id, text->correlation_id);
   out = put_varint_field(out, 9, (uint64_t)e->added_at);
   put_varint_field(out, 10, e->position);
 }

@@ -59,10 +59,15 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
  * as protobuf_c_message_pack, fields in number order, proto3 defaults
  * (empty strings and bytes, zeroes) left out.
  */
-size_t record_event_size(const Api__Event *event);
+struct record_event_text {
+  size_t id, stream, type, causation_id, correlation_id; /* strlen of each string */
+};
+/** The event's stored size; *text takes its strings' lengths, for the encoding. */
+size_t record_event_size(const Api__Event *event, struct record_event_text *text);
 /** What a string or bytes field of len bytes adds to that size (0 when empty: left out). */
 size_t record_bytes_field_size(size_t len);
-/** Writes record_event_size(event) bytes to out. */
-void record_event_encode(const Api__Event *event, uint8_t *out);
+/** Writes record_event_size(event, text) bytes to out. */
+void record_event_encode(const Api__Event *event, const struct record_event_text *text,
+                         uint8_t *out);
 
 #endif

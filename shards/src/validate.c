@@ -78,7 +78,8 @@ static size_t stored_size_base(const Api__AppendToStreamRequest *request) {
   event.correlation_id = id_text;
   event.added_at = INT64_MAX;
   event.position = UINT64_MAX;
-  return record_event_size(&event);
+  struct record_event_text text;
+  return record_event_size(&event, &text);
 }
 
 static size_t stored_size(size_t base, const Api__EventData *e) {
