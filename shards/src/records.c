@@ -2,30 +2,31 @@
 
 #include "evf/pbwire.h"
 
+#include <endian.h>
 #include <string.h>
 
+/* Big-endian, so that LMDB's byte order sorts keys by number; unaligned. */
+
 void record_put_u32(uint8_t *out, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    out[i] = (uint8_t)(v >> (24 - 8 * i));
+  v = htobe32(v);
+  memcpy(out, &v, sizeof(v));
 }
 
 void record_put_u64(uint8_t *out, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    out[i] = (uint8_t)(v >> (56 - 8 * i));
+  v = htobe64(v);
+  memcpy(out, &v, sizeof(v));
 }
 
 uint32_t record_get_u32(const uint8_t *in) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++)
-    v = (v << 8) | in[i];
-  return v;
+  uint32_t v;
+  memcpy(&v, in, sizeof(v));
+  return be32toh(v);
 }
 
 uint64_t record_get_u64(const uint8_t *in) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v = (v << 8) | in[i];
-  return v;
+  uint64_t v;
+  memcpy(&v, in, sizeof(v));
+  return be64toh(v);
 }
 
 void record_position_key(uint8_t out[RECORD_POSITION_LEN], uint64_t position) {
