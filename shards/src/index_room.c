@@ -38,16 +38,17 @@
 #define TREE_SLACK 256
 
 /*
- * File systems that overwrite an allocated block in place. On a
- * copy-on-write one (btrfs, ZFS) rewriting a page needs new blocks, so a
- * full disk would still raise SIGBUS whatever fallocate reserved.
+ * File systems that always overwrite an allocated block in place. On a
+ * copy-on-write one (btrfs, ZFS) rewriting a page needs new blocks, and so
+ * it does on XFS where a block is shared with a reflinked copy (which
+ * `cp` makes by default, of a backup say, at any time): a full disk would
+ * then raise SIGBUS whatever fallocate reserved.
  */
 static bool overwrites_in_place(int fd) {
   struct statfs fs;
   if (fstatfs(fd, &fs) != 0)
     return false;
-  return fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == XFS_SUPER_MAGIC ||
-         fs.f_type == TMPFS_MAGIC;
+  return fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == TMPFS_MAGIC;
 }
 
 bool index_room__can_reserve(const char *dir, const char *data_path) {

@@ -95,7 +95,6 @@ static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + varint_siz
 
 size_t record_bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
 
-
 static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
   if (v == 0)
     return out;
