@@ -195,13 +195,9 @@ static bool start_deadline(struct tp_grpc_call *call) {
 void tp_grpc_server_init(struct tp_server *server) {
   uv_timer_init(server->loop, &server->deadlines);
   server->deadlines.data = server;
-  server->deadlines_open = true;
 }
 
 void tp_grpc_server_close(struct tp_server *server) {
-  if (!server->deadlines_open)
-    return;
-  server->deadlines_open = false;
   uv_close((uv_handle_t *)&server->deadlines, NULL);
   for (size_t i = 0; i < server->deadline_count; i++)
     server->deadline_heap[i]->deadline_slot = 0; /* held calls: no deadline left to keep */

@@ -47,7 +47,7 @@ extern const struct tp_h2_protocol tp_grpc_protocol;
 void tp_grpc_server_init(struct tp_server *server);
 
 /**
- * Closes the deadline timer, once the server has no connection left: calls
+ * Closes the deadline timer, once, after the server's last connection: calls
  * still held by pending work stay listed, and no longer need a deadline.
  */
 void tp_grpc_server_close(struct tp_server *server);

@@ -203,7 +203,7 @@ static void start_queued_writes(uv_prepare_t *writer) {
 
 static void queue_write(struct tp_conn *conn) {
   struct tp_server *server = conn->server;
-  assert(server->h2_writer_open); /* it closes once the server has no connection */
+  assert(server->handles_open); /* they close once the server has no connection */
   if (conn->write_queued)
     return;
   conn->write_queued = true;
@@ -237,13 +237,9 @@ static void send_then_close(struct tp_conn *conn) {
 void tp_h2_writer_init(struct tp_server *server) {
   uv_prepare_init(server->loop, &server->h2_writer);
   server->h2_writer.data = server;
-  server->h2_writer_open = true;
 }
 
 void tp_h2_writer_close(struct tp_server *server) {
-  if (!server->h2_writer_open)
-    return;
-  server->h2_writer_open = false;
   uv_close((uv_handle_t *)&server->h2_writer, NULL);
 }
 

@@ -78,7 +78,7 @@ struct tp_h2_protocol {
 /** Prepares the server's writer, which starts the connections' writes once per loop turn. Loop's thread. */
 void tp_h2_writer_init(struct tp_server *server);
 
-/** Closes the writer, once the server has no connection left. Loop's thread. */
+/** Closes the writer, once, after the server's last connection. Loop's thread. */
 void tp_h2_writer_close(struct tp_server *server);
 
 /** Accepts a connection from the server's listener. Loop's thread. */

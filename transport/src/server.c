@@ -71,6 +71,7 @@ void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, v
   server->loop = loop;
   tp_h2_writer_init(server);
   tp_grpc_server_init(server);
+  server->handles_open = true;
   tp_hub_init(&server->hub, server);
   for (int p = 0; p < TP_PORTS; p++) {
     struct tp_listener *l = &server->listeners[p];
@@ -91,8 +92,11 @@ static void close_server_handles(struct tp_server *server) {
     server->grace_running = false;
     uv_close((uv_handle_t *)&server->grace, NULL);
   }
-  tp_h2_writer_close(server);
-  tp_grpc_server_close(server);
+  if (server->handles_open) {
+    server->handles_open = false;
+    tp_h2_writer_close(server);
+    tp_grpc_server_close(server);
+  }
 }
 
 /* Clients that kept their streams open past the grace period are cut off. */

@@ -51,11 +51,10 @@ struct tp_server {
   uv_timer_t grace;
   bool grace_running;
   struct tp_conn *conns;        /* HTTP/2: gRPC and h2c */
+  bool handles_open;            /* h2_writer and deadlines, from start to the last connection */
   uv_prepare_t h2_writer;       /* starts their queued writes before the loop polls (h2.c) */
-  bool h2_writer_open;
   struct tp_conn *h2_write_queue;
   uv_timer_t deadlines;         /* armed for the earliest gRPC call deadline (grpc.c) */
-  bool deadlines_open;
   struct tp_grpc_call **deadline_heap; /* calls with deadlines, a binary min-heap */
   size_t deadline_count, deadline_cap;
   size_t conn_count;
