@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Open addressing with linear probing; tables grow at half full. */
+/* Open addressing with linear probing (streams: name_table.h); tables grow at half full. */
 struct batch_index {
   struct batch_stream *streams;
   size_t stream_cap;
@@ -53,45 +53,24 @@ void batch_index_clear(struct batch_index *index) {
 
 static size_t stream_slot(const struct batch_index *index, const char *name, size_t len,
                           uint64_t hash) {
-  size_t mask = index->stream_cap - 1;
-  size_t i = evf_hash_slot(hash, mask);
-  const struct batch_stream *s;
-  while ((s = &index->streams[i])->name != NULL &&
-         !(s->hash == hash && s->len == len && memcmp(s->name, name, len) == 0))
-    i = (i + 1) & mask;
-  return i;
+  return name_table_slot(index->streams, sizeof(*index->streams), index->stream_cap, name, len,
+                         hash);
 }
 
 struct batch_stream *batch_index_find_stream(struct batch_index *index, const char *name,
                                              size_t len, uint64_t hash) {
   struct batch_stream *s = &index->streams[stream_slot(index, name, len, hash)];
-  return s->name != NULL ? s : NULL;
-}
-
-static int grow_streams(struct batch_index *index) {
-  struct batch_stream *old = index->streams;
-  size_t old_cap = index->stream_cap;
-  struct batch_stream *grown = calloc(old_cap * 2, sizeof(*grown));
-  if (grown == NULL)
-    return -ENOMEM;
-  index->streams = grown;
-  index->stream_cap = old_cap * 2;
-  for (size_t i = 0; i < old_cap; i++) {
-    if (old[i].name != NULL)
-      index->streams[stream_slot(index, old[i].name, old[i].len, old[i].hash)] = old[i];
-  }
-  free(old);
-  return 0;
+  return s->key.name != NULL ? s : NULL;
 }
 
 struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
                                             size_t len, uint64_t hash,
                                             const struct stream_record *record, bool is_new) {
-  if (2 * (index->stream_count + 1) > index->stream_cap && grow_streams(index) != 0)
+  if (2 * (index->stream_count + 1) > index->stream_cap &&
+      name_table_grow((void **)&index->streams, sizeof(*index->streams), &index->stream_cap) != 0)
     return NULL;
   struct batch_stream *s = &index->streams[stream_slot(index, name, len, hash)];
-  *s = (struct batch_stream){
-      .name = name, .len = len, .hash = hash, .record = *record, .is_new = is_new};
+  *s = (struct batch_stream){.key = {name, len, hash}, .record = *record, .is_new = is_new};
   index->stream_count++;
   return s;
 }

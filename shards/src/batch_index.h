@@ -9,6 +9,7 @@
  */
 
 #include "evf/uuid.h"
+#include "name_table.h"
 #include "records.h"
 
 #include <stdbool.h>
@@ -18,10 +19,8 @@
 struct batch_index;
 
 struct batch_stream {
-  const char *name;          /* borrowed from the append that first touched it, which
-                                stays alive until the batch is prepared */
-  size_t len;
-  uint64_t hash;             /* of the name (evf_hash_fnv1a64) */
+  struct name_key key;       /* the name is borrowed from the append that first touched
+                                it, which stays alive until the batch is prepared */
   struct stream_record record;
   bool is_new;
 };

@@ -1,6 +1,6 @@
 #include "stream_cache.h"
 
-#include "evf/hash.h"
+#include "name_table.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -8,15 +8,12 @@
 #include <string.h>
 
 struct cached_stream {
-  char *name;                /* owned; NULL: an empty slot */
-  size_t len;
-  uint64_t hash;
+  struct name_key key;       /* the name is owned: allocated by put, freed by clear */
   struct stream_record record;
 };
 
 /*
- * Open addressing with linear probing, never more than half full: no
- * deletes, so no tombstones. The table grows with the streams it holds, so
+ * A name table (name_table.h) that grows with the streams it holds, so
  * that a few hot streams stay in a few cache lines.
  */
 struct stream_cache {
@@ -44,8 +41,8 @@ struct stream_cache *stream_cache_create(size_t max_streams) {
 
 void stream_cache_clear(struct stream_cache *cache) {
   for (size_t i = 0; i < cache->cap && cache->count > 0; i++) {
-    if (cache->slots[i].name != NULL) {
-      free(cache->slots[i].name);
+    if (cache->slots[i].key.name != NULL) {
+      free((char *)cache->slots[i].key.name);
       cache->slots[i] = (struct cached_stream){0};
       cache->count--;
     }
@@ -62,54 +59,33 @@ void stream_cache_destroy(struct stream_cache *cache) {
 
 static size_t slot_of(const struct stream_cache *cache, const char *name, size_t len,
                       uint64_t hash) {
-  size_t mask = cache->cap - 1;
-  size_t i = evf_hash_slot(hash, mask);
-  const struct cached_stream *s;
-  while ((s = &cache->slots[i])->name != NULL &&
-         !(s->hash == hash && s->len == len && memcmp(s->name, name, len) == 0))
-    i = (i + 1) & mask;
-  return i;
+  return name_table_slot(cache->slots, sizeof(*cache->slots), cache->cap, name, len, hash);
 }
 
 const struct stream_record *stream_cache_find(const struct stream_cache *cache, const char *name,
                                               size_t len, uint64_t hash) {
   const struct cached_stream *s = &cache->slots[slot_of(cache, name, len, hash)];
-  return s->name != NULL ? &s->record : NULL;
-}
-
-static int grow(struct stream_cache *cache) {
-  struct cached_stream *old = cache->slots;
-  size_t old_cap = cache->cap;
-  struct cached_stream *grown = calloc(old_cap * 2, sizeof(*grown));
-  if (grown == NULL)
-    return -ENOMEM;
-  cache->slots = grown;
-  cache->cap = old_cap * 2;
-  for (size_t i = 0; i < old_cap; i++) {
-    if (old[i].name != NULL)
-      cache->slots[slot_of(cache, old[i].name, old[i].len, old[i].hash)] = old[i];
-  }
-  free(old);
-  return 0;
+  return s->key.name != NULL ? &s->record : NULL;
 }
 
 int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, uint64_t hash,
                      const struct stream_record *record) {
   size_t i = slot_of(cache, name, len, hash);
-  if (cache->slots[i].name == NULL) {
+  if (cache->slots[i].key.name == NULL) {
     if (cache->count == cache->max)
       stream_cache_clear(cache);
-    else if (2 * (cache->count + 1) > cache->cap && grow(cache) != 0)
+    else if (2 * (cache->count + 1) > cache->cap &&
+             name_table_grow((void **)&cache->slots, sizeof(*cache->slots), &cache->cap) != 0)
       return -ENOMEM;
     i = slot_of(cache, name, len, hash);
   }
   struct cached_stream *s = &cache->slots[i];
-  if (s->name == NULL) {
-    if ((s->name = malloc(len)) == NULL)
+  if (s->key.name == NULL) {
+    char *copy = malloc(len);
+    if (copy == NULL)
       return -ENOMEM;
-    memcpy(s->name, name, len);
-    s->len = len;
-    s->hash = hash;
+    memcpy(copy, name, len);
+    s->key = (struct name_key){copy, len, hash};
     cache->count++;
   }
   s->record = *record;
