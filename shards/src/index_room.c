@@ -88,9 +88,11 @@ static uint64_t pages_bound(uint64_t used, unsigned depth, uint64_t puts) {
  */
 static int deepest_tree(MDB_txn *txn, const struct shard_db *db, unsigned main_depth,
                         unsigned *depth) {
-  const MDB_dbi trees[] = {db->streams, db->stream_index, db->event_ids, db->index_meta};
   *depth = main_depth;
-  for (size_t i = 0; txn != NULL && i < sizeof(trees) / sizeof(trees[0]); i++) {
+  if (txn == NULL)
+    return 0; /* the named databases are not open yet */
+  const MDB_dbi trees[] = {db->streams, db->stream_index, db->event_ids, db->index_meta};
+  for (size_t i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
     MDB_stat stat;
     int rc = mdb_stat(txn, trees[i], &stat);
     if (rc != 0)
