@@ -7,14 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Open addressing with linear probing (streams: name_table.h); tables grow at half full. */
+/*
+ * Open addressing with linear probing (streams: name_table.h); tables grow at
+ * half full. Each table lists its filled slots, so that clearing it after a
+ * batch costs the batch's size, not the table's: a table keeps the size of
+ * the largest batch it ever held.
+ */
 struct batch_index {
   struct batch_stream *streams;
   size_t stream_cap;
   size_t stream_count;
+  size_t *stream_slots;      /* the filled slots: stream_count of them, room for stream_cap / 2 */
   struct evf_uuid *ids;      /* all-zero slots are empty: the nil UUID is never an id */
   size_t id_cap;
   size_t id_count;
+  size_t *id_slots;          /* the filled slots: id_count of them, room for id_cap / 2 */
 };
 
 #define INITIAL_CAPACITY 64
@@ -24,8 +31,11 @@ struct batch_index *batch_index_create(void) {
   if (index == NULL)
     return NULL;
   index->streams = calloc(INITIAL_CAPACITY, sizeof(*index->streams));
+  index->stream_slots = malloc(INITIAL_CAPACITY / 2 * sizeof(*index->stream_slots));
   index->ids = calloc(INITIAL_CAPACITY, sizeof(*index->ids));
-  if (index->streams == NULL || index->ids == NULL) {
+  index->id_slots = malloc(INITIAL_CAPACITY / 2 * sizeof(*index->id_slots));
+  if (index->streams == NULL || index->stream_slots == NULL || index->ids == NULL ||
+      index->id_slots == NULL) {
     batch_index_destroy(index);
     return NULL;
   }
@@ -38,17 +48,28 @@ void batch_index_destroy(struct batch_index *index) {
   if (index == NULL)
     return;
   free(index->streams);
+  free(index->stream_slots);
   free(index->ids);
+  free(index->id_slots);
   free(index);
 }
 
 void batch_index_clear(struct batch_index *index) {
-  if (index->stream_count > 0)
-    memset(index->streams, 0, index->stream_cap * sizeof(*index->streams));
-  if (index->id_count > 0)
-    memset(index->ids, 0, index->id_cap * sizeof(*index->ids));
+  for (size_t i = 0; i < index->stream_count; i++)
+    index->streams[index->stream_slots[i]] = (struct batch_stream){0};
+  for (size_t i = 0; i < index->id_count; i++)
+    index->ids[index->id_slots[i]] = (struct evf_uuid){0};
   index->stream_count = 0;
   index->id_count = 0;
+}
+
+/* Room in *slots for the filled slots of a table of cap slots. */
+static int grow_slot_list(size_t **slots, size_t cap) {
+  size_t *grown = realloc(*slots, cap / 2 * sizeof(*grown));
+  if (grown == NULL)
+    return -ENOMEM;
+  *slots = grown;
+  return 0;
 }
 
 static size_t stream_slot(const struct batch_index *index, const char *name, size_t len,
@@ -63,15 +84,28 @@ struct batch_stream *batch_index_find_stream(struct batch_index *index, const ch
   return s->key.name != NULL ? s : NULL;
 }
 
+/* Entries move when the table grows: their slots are listed anew. */
+static int grow_streams(struct batch_index *index) {
+  if (grow_slot_list(&index->stream_slots, 2 * index->stream_cap) != 0 ||
+      name_table_grow((void **)&index->streams, sizeof(*index->streams), &index->stream_cap) != 0)
+    return -ENOMEM;
+  size_t filled = 0;
+  for (size_t i = 0; i < index->stream_cap; i++) {
+    if (index->streams[i].key.name != NULL)
+      index->stream_slots[filled++] = i;
+  }
+  return 0;
+}
+
 struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
                                             size_t len, uint64_t hash,
                                             const struct stream_record *record, bool is_new) {
-  if (2 * (index->stream_count + 1) > index->stream_cap &&
-      name_table_grow((void **)&index->streams, sizeof(*index->streams), &index->stream_cap) != 0)
+  if (2 * (index->stream_count + 1) > index->stream_cap && grow_streams(index) != 0)
     return NULL;
-  struct batch_stream *s = &index->streams[stream_slot(index, name, len, hash)];
+  size_t slot = stream_slot(index, name, len, hash);
+  struct batch_stream *s = &index->streams[slot];
   *s = (struct batch_stream){.key = {name, len, hash}, .record = *record, .is_new = is_new};
-  index->stream_count++;
+  index->stream_slots[index->stream_count++] = slot;
   return s;
 }
 
@@ -90,14 +124,19 @@ bool batch_index_has_id(const struct batch_index *index, const struct evf_uuid *
 static int grow_ids(struct batch_index *index) {
   struct evf_uuid *old = index->ids;
   size_t old_cap = index->id_cap;
+  if (grow_slot_list(&index->id_slots, old_cap * 2) != 0)
+    return -ENOMEM;
   struct evf_uuid *grown = calloc(old_cap * 2, sizeof(*grown));
   if (grown == NULL)
     return -ENOMEM;
   index->ids = grown;
   index->id_cap = old_cap * 2;
-  for (size_t i = 0; i < old_cap; i++) {
-    if (!evf_uuid_is_nil(&old[i]))
-      index->ids[id_slot(index, &old[i])] = old[i];
+  for (size_t i = 0, filled = 0; i < old_cap; i++) {
+    if (evf_uuid_is_nil(&old[i]))
+      continue;
+    size_t slot = id_slot(index, &old[i]);
+    index->ids[slot] = old[i];
+    index->id_slots[filled++] = slot;
   }
   free(old);
   return 0;
@@ -109,7 +148,7 @@ int batch_index_add_id(struct batch_index *index, const struct evf_uuid *id) {
   size_t i = id_slot(index, id);
   if (evf_uuid_is_nil(&index->ids[i])) {
     index->ids[i] = *id;
-    index->id_count++;
+    index->id_slots[index->id_count++] = i;
   }
   return 0;
 }
