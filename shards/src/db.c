@@ -112,6 +112,7 @@ static int open_log_dbis(struct shard_db *db, unsigned index, unsigned shard_cou
   if (rc != 0)
     return db__error(rc, "mdb_txn_begin");
   if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &db->events)) != 0 ||
+      (rc = mdb_set_compare(txn, db->events, record_key_compare)) != 0 ||
       (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->meta)) != 0) {
     mdb_txn_abort(txn);
     return db__error(rc, "mdb_dbi_open");

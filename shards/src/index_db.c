@@ -107,7 +107,9 @@ static int open_index_dbis(struct shard_db *db) {
   if ((rc = index_room__reserve(db, NULL, 4)) != 0 ||
       (rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
       (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
+      (rc = mdb_set_compare(txn, db->stream_index, record_key_compare)) != 0 ||
       (rc = mdb_dbi_open(txn, "event_ids", MDB_CREATE, &db->event_ids)) != 0 ||
+      (rc = mdb_set_compare(txn, db->event_ids, record_key_compare)) != 0 ||
       (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->index_meta)) != 0) {
     mdb_txn_abort(txn);
     return rc;

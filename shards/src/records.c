@@ -29,6 +29,29 @@ uint64_t record_get_u64(const uint8_t *in) {
   return be64toh(v);
 }
 
+static int order_of(uint64_t a, uint64_t b) { return (a > b) - (a < b); }
+
+int record_key_compare(const MDB_val *a, const MDB_val *b) {
+  const uint8_t *x = a->mv_data, *y = b->mv_data;
+  size_t common = a->mv_size < b->mv_size ? a->mv_size : b->mv_size, i = 0;
+  for (; i + 8 <= common; i += 8) {
+    uint64_t p = record_get_u64(x + i), q = record_get_u64(y + i);
+    if (p != q)
+      return order_of(p, q);
+  }
+  if (i + 4 <= common) {
+    uint32_t p = record_get_u32(x + i), q = record_get_u32(y + i);
+    if (p != q)
+      return order_of(p, q);
+    i += 4;
+  }
+  for (; i < common; i++) {
+    if (x[i] != y[i])
+      return order_of(x[i], y[i]);
+  }
+  return order_of(a->mv_size, b->mv_size);
+}
+
 void record_position_key(uint8_t out[RECORD_POSITION_LEN], uint64_t position) {
   record_put_u64(out, position);
 }

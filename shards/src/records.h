@@ -8,6 +8,7 @@
 
 #include "api.pb-c.h"
 
+#include <lmdb.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +40,15 @@ void record_put_u32(uint8_t *out, uint32_t v);
 void record_put_u64(uint8_t *out, uint64_t v);
 uint32_t record_get_u32(const uint8_t *in);
 uint64_t record_get_u64(const uint8_t *in);
+
+/*
+ * LMDB's comparison for the databases keyed by big-endian integers (events,
+ * stream_index, event_ids): the order of LMDB's own (memcmp, then the
+ * shorter first) for keys of any size, so files and tools are unchanged,
+ * but eight bytes at a time instead of a call to memcmp: searching these
+ * trees was 2.5% of the server's instructions under unary appends.
+ */
+int record_key_compare(const MDB_val *a, const MDB_val *b);
 
 /* events: position key */
 void record_position_key(uint8_t out[RECORD_POSITION_LEN], uint64_t position);

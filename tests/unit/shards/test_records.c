@@ -47,6 +47,35 @@ static void index_keys_group_by_stream_then_version(void **state) {
   assert_int_equal(record_get_u32(c + 8), 1);
 }
 
+/* LMDB's own order for these keys: memcmp over the common length, then the shorter first. */
+static int lmdb_default_order(const MDB_val *a, const MDB_val *b) {
+  size_t common = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+  int diff = memcmp(a->mv_data, b->mv_data, common);
+  if (diff != 0)
+    return diff < 0 ? -1 : 1;
+  return (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
+}
+
+static int sign_of(int v) { return (v > 0) - (v < 0); }
+
+/* Keys of every size up to 20 bytes, sharing prefixes, differing in one byte or in length. */
+static void key_comparison_keeps_lmdb_order(void **state) {
+  (void)state;
+  uint8_t x[20], y[20];
+  srand(11);
+  for (int round = 0; round < 200000; round++) {
+    size_t xs = (size_t)rand() % 21, ys = rand() % 4 == 0 ? (size_t)rand() % 21 : xs;
+    for (size_t i = 0; i < sizeof(x); i++)
+      x[i] = y[i] = (uint8_t)(rand() % 3 == 0 ? rand() : 0x80);
+    if (rand() % 2 == 0)
+      y[rand() % 20] = (uint8_t)rand();
+    MDB_val a = {xs, x}, b = {ys, y};
+    assert_int_equal(record_key_compare(&a, &b), lmdb_default_order(&a, &b));
+    assert_int_equal(record_key_compare(&b, &a), lmdb_default_order(&b, &a));
+    assert_int_equal(sign_of(record_key_compare(&a, &a)), 0);
+  }
+}
+
 static void stream_record_round_trips(void **state) {
   (void)state;
   struct stream_record in = {.stream_id = 42, .next_version = 7, .created_at = -5}, out;
@@ -198,6 +227,7 @@ int main(void) {
       cmocka_unit_test(integers_are_big_endian),
       cmocka_unit_test(position_keys_sort_numerically),
       cmocka_unit_test(index_keys_group_by_stream_then_version),
+      cmocka_unit_test(key_comparison_keeps_lmdb_order),
       cmocka_unit_test(stream_record_round_trips),
       cmocka_unit_test(event_id_record_round_trips),
       cmocka_unit_test(events_encode_like_protobuf_c),
