@@ -5,14 +5,14 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-void committer_signal(struct committer *c) {
+static void wake_thread(struct committer *c) {
   uint64_t one = 1;
   /* An eventfd write fails only if the counter would overflow: it is readable then. */
   ssize_t n = write(c->fd, &one, sizeof(one));
   (void)n;
 }
 
-void committer_wait(struct committer *c) {
+static void wait_for_wake(struct committer *c) {
   uint64_t count;
   while (read(c->fd, &count, sizeof(count)) < 0 && errno == EINTR)
     continue;
@@ -21,7 +21,7 @@ void committer_wait(struct committer *c) {
 static void thread_main(void *arg) {
   struct committer *c = arg;
   for (;;) {
-    committer_wait(c);
+    wait_for_wake(c);
     if (atomic_exchange(&c->job, false)) {
       c->run(c->arg);
       atomic_store(&c->done, true);
@@ -48,13 +48,12 @@ int committer_start(struct committer *c, void (*run)(void *), void *arg, struct 
     return rc;
   }
   c->started = true;
-  c->fd_open = true;
   return 0;
 }
 
 void committer_submit(struct committer *c) {
   atomic_store(&c->job, true);
-  committer_signal(c);
+  wake_thread(c);
 }
 
 bool committer_take_done(struct committer *c) { return atomic_exchange(&c->done, false); }
@@ -63,13 +62,8 @@ void committer_stop(struct committer *c) {
   if (!c->started)
     return;
   atomic_store(&c->stopping, true);
-  committer_signal(c);
+  wake_thread(c);
   uv_thread_join(&c->thread);
+  close(c->fd); /* only the loop and this call wake the thread */
   c->started = false;
-}
-
-void committer_destroy(struct committer *c) {
-  if (c->fd_open)
-    close(c->fd);
-  c->fd_open = false;
 }

@@ -11,13 +11,8 @@
  * (release) before the thread is woken through its eventfd, and the thread
  * takes it with an exchange (acquire). After the job the thread sets `done`
  * (release) and wakes the loop's waker; committer_take_done() exchanges it
- * (acquire), so the loop sees everything the job wrote.
- *
- * A job may wait for another thread (the sequencer's grant) with
- * committer_wait(); that thread calls committer_signal() after publishing
- * what the job waits for. Signals are counted by the eventfd, so one sent
- * before the wait is not lost; one left over only makes the thread look
- * for a job once more.
+ * (acquire), so the loop sees everything the job wrote. Wake-ups are
+ * counted by the eventfd, so one sent before the thread waits is not lost.
  */
 
 #include "waker.h"
@@ -29,7 +24,6 @@
 struct committer {
   uv_thread_t thread;
   int fd;                      /* eventfd the thread blocks on */
-  bool fd_open;
   bool started;
   atomic_bool job;             /* submitted, not taken by the thread yet */
   atomic_bool done;            /* ran; the loop has not taken the result yet */
@@ -45,22 +39,10 @@ int committer_start(struct committer *c, void (*run)(void *), void *arg, struct 
 /** Runs the job once on the thread. Loop thread; one job at a time. */
 void committer_submit(struct committer *c);
 
-/** Wakes the thread, from inside a job's committer_wait() or idle. Any thread. */
-void committer_signal(struct committer *c);
-
-/** Blocks the job until committer_signal() (or one already sent). The committer's thread. */
-void committer_wait(struct committer *c);
-
 /** True once after each job ran (then its results are visible). Loop thread. */
 bool committer_take_done(struct committer *c);
 
-/** Ends and joins the thread, once no job is pending. Any thread but its own. */
+/** Ends and joins the thread, once no job is pending, and closes its eventfd. Any thread but its own. */
 void committer_stop(struct committer *c);
-
-/**
- * Closes the eventfd, once no thread can signal it: the sequencer wakes the
- * committer with a grant, and may do so just after the committer has taken it.
- */
-void committer_destroy(struct committer *c);
 
 #endif

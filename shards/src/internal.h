@@ -3,10 +3,11 @@
 
 /*
  * DESIGN
- * Threads: one thread per shard, each running a libuv loop; a sequencer
- * thread (sequencer.h); commits run on a committer thread per shard
- * (committer.h), one at a time; callers of store_append are shard threads
- * or bound external threads, each identified by a port.
+ * Threads: one thread per shard, each running a libuv loop; commits run
+ * on a committer thread per shard (committer.h), one at a time, which takes
+ * and settles the batch's positions with the sequencer's atomics
+ * (sequencer.h); callers of store_append are shard threads or bound
+ * external threads, each identified by a port.
  *
  * Rings: for every (port, shard) pair a request ring carries struct
  * store_append pointers from the port's thread to the owning shard, and a
@@ -109,7 +110,7 @@ struct shard {
   bool stop_hook_called;
   bool closed;
   bool watches_watermark;        /* call on_watermark when it moves */
-  unsigned watermark_watch;      /* the reasons last told to the sequencer */
+  unsigned watermark_watch;      /* the reasons last given to the sequencer */
   uint64_t watermark_seen;       /* the last one on_watermark was called with */
 
   /* Loop-owned. */

@@ -3,130 +3,87 @@
 
 /*
  * DESIGN
- * The sequencer thread hands out global positions and publishes the
- * watermark. It runs its own libuv loop and talks to each shard over two
- * SPSC rings of struct seq_msg values (shard -> sequencer, sequencer ->
- * shard). The sequencer is woken by its waker (waker.h); a grant wakes
- * the channel's grant receiver (on_grant), the shard's committer.
+ * The sequencer hands out global positions and publishes the watermark.
+ * It is a few atomics, not a thread: a shard's committer takes its
+ * batch's positions itself (sequencer_grant) just before writing, and
+ * settles them (sequencer_settle) after the commit, whether it succeeded
+ * or not. A sequencer thread used to do this over rings, and each batch
+ * waited for two wake-ups of that thread and one of the committer by it:
+ * about 100 us per batch on a 2-core VM, a tenth of a batch's cycle under
+ * unary appends (bench/RESULTS.md, "The sequencer without a thread").
  *
- *   shard: SEQ_REQUEST n     -> sequencer: grants [next, next + n), pending
- *   sequencer: SEQ_GRANT     -> shard's committer, already holding the
- *                               batch: writes and commits
- *   shard's committer:       -> sequencer: the grant is committed or
- *     SEQ_SETTLE                abandoned; the watermark may move
+ * - `next`: the next position to hand out. A grant is one fetch-add.
+ * - `unsettled_from` (per shard): at or below the first position of the
+ *   shard's outstanding grant, or SEQ_NO_GRANT when it has none. A grant
+ *   stores the value of `next` it reads, then fetch-adds, then stores the
+ *   first position it got; a settle stores SEQ_NO_GRANT. A shard has at
+ *   most one grant outstanding (it commits one batch at a time).
+ * - `watermark`: the largest W such that every position <= W is settled.
+ *   After each settle, the settling thread computes it (`next` - 1, lowered
+ *   below every shard's `unsettled_from`) and raises the published one to
+ *   it with a compare-and-swap, so it never goes back.
  *
- * The grant goes straight to the committer, not through the shard's loop:
- * one wake-up less before every commit.
+ * Every access is sequentially consistent. Why the computed watermark is
+ * safe: a position p below the `next` it read was handed out by a
+ * fetch-add ordered before that read, so the grant's bound (stored before
+ * its fetch-add) is seen, unless that grant has settled since; the same
+ * shard's next grant stores a bound above p. Of two settles that race,
+ * each stores its SEQ_NO_GRANT before reading the other's, so at least one
+ * sees both, and the larger raise stands.
  *
- * The shard's side of a channel has one producer at a time: the committer
- * settles before it hands the job back, and the loop requests again only
- * after it took the job back (an acquire of what the committer released).
- * The ring back has one consumer, the committer.
- *
- * A shard has at most one grant outstanding (it commits one batch at a
- * time), so a shard never has more than two messages in its ring and the
- * rings cannot fill. The watermark is stored with release semantics after
- * each drain and loaded with acquire semantics by readers. A shard that
- * watches the watermark (for live subscriptions) is woken after it moves:
- * the sequencer stores the watermark then reads the flag, the shard sets the
- * flag then reads the watermark, both sequentially consistent, so one of the
- * two always sees the other and no advance goes unnoticed. A shard watches
- * for its live subscriptions, and while it holds acknowledgements of
- * durable appends that global reads cannot see yet (positions above the
- * watermark).
+ * A shard that watches the watermark (live subscriptions, or acknowledgements
+ * waiting to become visible) is woken after it moves: the settling thread
+ * raises the watermark then reads the shard's flag, the shard sets its flag
+ * then reads the watermark, so one of the two always sees the other.
  */
 
 #include "waker.h"
 
-#include <ck_ring.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <uv.h>
 
-enum seq_msg_kind { SEQ_REQUEST, SEQ_GRANT, SEQ_SETTLE };
+#define SEQ_NO_GRANT UINT64_MAX
 
-struct seq_msg {
-  uint32_t kind;
-  uint32_t count;
-  uint64_t first;
-};
+/* Padding keeps what different threads write 64 bytes apart: never on one cache line. */
+#define SEQ_LINE 64
 
-CK_RING_PROTOTYPE(seq_msg, seq_msg)
-
-/* The pure bookkeeping, testable without threads. */
-struct seq_grant {
-  uint64_t first;
-  uint32_t count;
-  bool pending;
-};
-
-struct seq_state {
-  uint64_t next;             /* the next position to hand out */
-  unsigned shard_count;
-  struct seq_grant *grants;  /* one per shard: its outstanding grant */
-};
-
-/** Positions resume after last_position (the highest committed one). grants: shard_count entries. */
-void seq_state_init(struct seq_state *s, unsigned shard_count, uint64_t last_position,
-                    struct seq_grant *grants);
-
-/** Grants count positions to a shard with no outstanding grant; returns the first. */
-uint64_t seq_state_grant(struct seq_state *s, unsigned shard, uint32_t count);
-
-/** The shard's grant is committed or abandoned (the same for the watermark). */
-void seq_state_settle(struct seq_state *s, unsigned shard);
-
-/** The largest W such that every position <= W is settled. */
-uint64_t seq_state_watermark(const struct seq_state *s);
-
-/* One shard's side of the sequencer. */
-struct seq_channel {
-  struct ck_ring to_seq;
-  struct ck_ring from_seq;
-  struct seq_msg to_seq_buf[8];
-  struct seq_msg from_seq_buf[8];
-  struct waker *shard_wake;  /* set before the sequencer starts: watermark moves */
-  void (*on_grant)(void *arg); /* set before the sequencer starts: wakes the grant's receiver */
-  void *on_grant_arg;
+/* One shard's side: written by its committer (and its loop for the flag), read by all. */
+struct seq_shard {
+  _Atomic uint64_t unsettled_from;
   atomic_uint watermark_watch; /* nonzero: wake the shard whenever the watermark moves */
+  struct waker *wake;          /* set before any grant: the shard's loop */
+  char pad[SEQ_LINE - sizeof(uint64_t) - sizeof(unsigned) - sizeof(void *)];
 };
 
 struct sequencer {
-  uv_thread_t thread;
-  uv_loop_t loop;
-  struct waker wake;
-  struct seq_state state;
-  struct seq_channel *channels;
+  _Atomic uint64_t next;
+  char pad_next[SEQ_LINE - sizeof(uint64_t)];
   _Atomic uint64_t watermark;
-  atomic_bool stopping;
+  char pad_watermark[SEQ_LINE - sizeof(uint64_t)];
+  unsigned shard_count;
+  struct seq_shard *shards;
 };
 
-/** Allocates the channels and state. Main thread. Returns 0 or -errno. */
+/** Positions resume after last_position (the highest committed one). Returns 0 or -ENOMEM. */
 int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_position);
-
-/** Starts the thread (channels' shard_wake and on_grant must be set). Returns 0 or a -errno. */
-int sequencer_start(struct sequencer *seq);
-
-/** Stops and joins the thread, after every shard has stopped. Main thread. */
-void sequencer_stop(struct sequencer *seq);
 
 void sequencer_deinit(struct sequencer *seq);
 
-/** Sends a message from a shard's thread and wakes the sequencer. */
-void sequencer_send(struct sequencer *seq, unsigned shard, struct seq_msg msg);
+/** Hands out count positions to a shard with no grant outstanding; returns the first. */
+uint64_t sequencer_grant(struct sequencer *seq, unsigned shard, uint32_t count);
+
+/** The shard's grant is committed or abandoned: the watermark may move. */
+void sequencer_settle(struct sequencer *seq, unsigned shard);
 
 /* Why a shard watches the watermark: a bit set of these (0: it does not). */
 enum { SEQ_WATCH_SUBSCRIBERS = 1, SEQ_WATCH_ACKS = 2 };
 
-/** Whether (reasons != 0) the sequencer wakes the shard after each watermark move. Shard's thread. */
+/** Whether (reasons != 0) settles wake the shard after each watermark move. Shard's thread. */
 static inline void sequencer_watch_watermark(struct sequencer *seq, unsigned shard,
                                              unsigned reasons) {
-  atomic_store(&seq->channels[shard].watermark_watch, reasons);
+  atomic_store(&seq->shards[shard].watermark_watch, reasons);
 }
-
-/** Takes the next message for a shard, on its grant receiver's thread. Returns false when none. */
-bool sequencer_receive(struct sequencer *seq, unsigned shard, struct seq_msg *msg);
 
 static inline uint64_t sequencer_watermark(const struct sequencer *seq) {
   return atomic_load_explicit(&seq->watermark, memory_order_acquire);

@@ -3,8 +3,8 @@
  *
  * One batch at a time goes through: prepare (on the loop: check every
  * pending append against stored state and the batch so far, with a read
- * transaction) -> ask the sequencer for positions -> write and commit on the
- * shard's committer thread -> settle with the sequencer -> reply once the
+ * transaction) -> on the shard's committer thread: take positions from the
+ * sequencer, write and commit, settle with the sequencer -> reply once the
  * watermark covers the batch (read-your-writes on the global stream).
  * Appends arriving meanwhile wait in `pending` and form the next batch: one
  * sync for many.
@@ -330,9 +330,6 @@ static void prepare_batch(struct shard *shard) {
   /* Meta's counter is rewritten only when it moved: one page less per commit. */
   batch->creates_streams = shard->next_stream_id != shard->stored_next_stream_id;
   shard->state = SHARD_COMMITTING;
-  sequencer_send(&store->sequencer, shard->index,
-                 (struct seq_msg){.kind = SEQ_REQUEST, .count = batch->event_count});
-  /* The committer takes the batch now and waits there for the grant. */
   committer_submit(&shard->committer);
 }
 
@@ -346,15 +343,6 @@ static void reply_batch(struct shard *shard, int status) {
 }
 
 static void maybe_stop(struct shard *shard);
-
-/* The first of the positions the sequencer granted the batch. On the committer's thread. */
-static uint64_t await_grant(struct shard *shard) {
-  struct seq_msg msg;
-  while (!sequencer_receive(&shard->store->sequencer, shard->index, &msg))
-    committer_wait(&shard->committer);
-  assert(msg.kind == SEQ_GRANT); /* the only message the sequencer sends a shard */
-  return msg.first;
-}
 
 static void assign_positions(struct shard *shard, uint64_t first_position) {
   uint64_t position = first_position;
@@ -371,17 +359,17 @@ static void commit_job(void *arg) {
     shard->batch.status = commit__repair_index(shard);
     return;
   }
-  assign_positions(shard, await_grant(shard));
+  struct sequencer *sequencer = &shard->store->sequencer;
+  assign_positions(shard, sequencer_grant(sequencer, shard->index, shard->batch.event_count));
   uint64_t started = evf_monotonic_ns();
   shard->batch.status = commit__batch(shard);
   shard->batch.commit_ns = evf_monotonic_ns() - started;
   /*
-   * Settled here, not by the loop: the watermark moves while the loop wakes,
+   * Settled here, not by the loop: the watermark moves before the loop wakes,
    * one hop less before the acknowledgement. Settled either way: a failed
-   * commit leaves a harmless hole. The loop sends its next request only
-   * after it took this job's result, so the ring keeps one producer at a time.
+   * commit leaves a harmless hole.
    */
-  sequencer_send(&shard->store->sequencer, shard->index, (struct seq_msg){.kind = SEQ_SETTLE});
+  sequencer_settle(sequencer, shard->index);
 }
 
 /*

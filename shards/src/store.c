@@ -189,7 +189,6 @@ static void free_store(struct evf_store *s) {
   for (unsigned i = 0; s->shards && i < s->shard_count; i++) {
     batch_index_destroy(s->shards[i].decided);
     stream_cache_destroy(s->shards[i].streams);
-    committer_destroy(&s->shards[i].committer); /* after the sequencer, which may signal it */
     free(s->shards[i].reply_dirty);
     waker_destroy(&s->shards[i].wake); /* every thread that could send has ended */
   }
@@ -276,8 +275,8 @@ static void close_shards(struct evf_store *s) {
     db__close(&s->shards[i].db);
 }
 
-/* Stops the started shards and the sequencer; discards loops never run. */
-static void stop_threads(struct evf_store *s, unsigned started, bool sequencer_started) {
+/* Stops the started shards; discards loops never run. */
+static void stop_threads(struct evf_store *s, unsigned started) {
   atomic_store(&s->closing, true);
   store__wake_all(s);
   for (unsigned i = 0; i < s->shard_count; i++) {
@@ -286,11 +285,7 @@ static void stop_threads(struct evf_store *s, unsigned started, bool sequencer_s
     else
       shard__discard_loop(&s->shards[i]);
   }
-  if (sequencer_started)
-    sequencer_stop(&s->sequencer);
 }
-
-static void wake_committer(void *committer) { committer_signal(committer); }
 
 static int start_threads(struct evf_store *s) {
   int rc = 0;
@@ -301,18 +296,12 @@ static int start_threads(struct evf_store *s) {
         shard__discard_loop(&s->shards[i]);
       return rc;
     }
-    s->sequencer.channels[i].shard_wake = &s->shards[i].wake;
-    s->sequencer.channels[i].on_grant = wake_committer;
-    s->sequencer.channels[i].on_grant_arg = &s->shards[i].committer;
-  }
-  if ((rc = sequencer_start(&s->sequencer)) != 0) {
-    stop_threads(s, 0, false);
-    return rc;
+    s->sequencer.shards[i].wake = &s->shards[i].wake;
   }
   while (started < s->shard_count && (rc = shard__start(&s->shards[started])) == 0)
     started++;
   if (rc != 0)
-    stop_threads(s, started, true);
+    stop_threads(s, started);
   return rc;
 }
 
@@ -378,7 +367,7 @@ int store_start(struct evf_store *s) {
 
 void store_close(struct evf_store *s) {
   if (s->started)
-    stop_threads(s, s->shard_count, true);
+    stop_threads(s, s->shard_count);
   sequencer_deinit(&s->sequencer);
   close_shards(s);
   free_store(s);

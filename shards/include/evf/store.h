@@ -6,8 +6,8 @@
  *
  * A store is a data folder of shards. Each shard is a thread running a libuv
  * loop and owns one LMDB environment (DATA/shard-NNN/) holding the streams
- * that hash to it. A sequencer thread hands out global positions and
- * publishes the watermark. See shards/README.md for the on-disk format.
+ * that hash to it. The sequencer's atomics hand out global positions and
+ * publish the watermark. See shards/README.md for the on-disk format.
  *
  * Appends go through a port: a thread's identity towards the shards. Each
  * shard thread has one (store_shard_port()); other threads (tools, tests)

@@ -209,7 +209,7 @@ bool harness_wait_watermark(struct evf_store *s, uint64_t position) {
   while (store_watermark(s) < position) {
     if (evf_monotonic_ns() > deadline)
       return false;
-    /* The watermark trails the acknowledgement by one sequencer hop. */
+    /* Another shard's settle may be what moves it. */
     struct timespec pause = {0, 100000};
     nanosleep(&pause, NULL);
   }
