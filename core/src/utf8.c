@@ -1,12 +1,21 @@
 #include "evf/utf8.h"
 
 #include <stdint.h>
+#include <string.h>
+
+#define HIGH_BITS 0x8080808080808080u
 
 /* Follows the well-formed byte sequences table of Unicode 15, section 3.9. */
 bool evf_utf8_valid(const char *text, size_t len) {
   const unsigned char *s = (const unsigned char *)text;
   size_t i = 0;
   while (i < len) {
+    uint64_t word;
+    /* Names and types are mostly ASCII: eight bytes at a time while they are. */
+    if (len - i >= sizeof(word) && (memcpy(&word, s + i, sizeof(word)), (word & HIGH_BITS) == 0)) {
+      i += sizeof(word);
+      continue;
+    }
     unsigned char c = s[i];
     if (c < 0x80) {
       i++;

@@ -216,8 +216,8 @@ static bool reference_valid(const unsigned char *s, size_t len) {
 static void check_against_reference(const unsigned char *s, size_t len) {
   bool want = reference_valid(s, len);
   if (evf_utf8_valid((const char *)s, len) != want) {
-    char hex[16] = "";
-    for (size_t k = 0; k < len; k++)
+    char hex[3 * 48 + 1] = "";
+    for (size_t k = 0; k < len && k < 48; k++)
       snprintf(hex + 3 * k, sizeof(hex) - 3 * k, "%02X ", s[k]);
     fail_msg("[%s] (len %zu): expected %s", hex, len, want ? "valid" : "invalid");
   }
@@ -262,6 +262,32 @@ static void four_bytes_against_reference(void **state) {
   }
 }
 
+/*
+ * Inputs of up to 40 bytes: ASCII, with a sequence from the 4-byte sample
+ * (valid or not, cut short or not) at every offset, so that every word the
+ * validator reads whole is followed by every kind of byte.
+ */
+static void sequences_at_every_offset_of_ascii_runs(void **state) {
+  (void)state;
+  static const unsigned char inserts[][4] = {
+      {0xC3, 0xA9}, {0xE2, 0x82, 0xAC}, {0xF0, 0x9F, 0x98, 0x80}, {0x80}, {0xC3}, {0xE2, 0x82},
+      {0xED, 0xA0, 0x80}, {0xF5}, {0xC0, 0xAF}, {0xFF}, {0x7F}, {0x00}};
+  static const size_t insert_lens[] = {2, 3, 4, 1, 1, 2, 3, 1, 2, 1, 1, 1};
+  unsigned char s[48];
+  for (size_t len = 0; len <= 40; len++) {
+    for (size_t at = 0; at <= len; at++) {
+      for (size_t k = 0; k < sizeof(insert_lens) / sizeof(insert_lens[0]); k++) {
+        size_t n = insert_lens[k];
+        if (at + n > len)
+          continue;
+        memset(s, 'a' + (int)(len % 26), len);
+        memcpy(s + at, inserts[k], n);
+        check_against_reference(s, len);
+      }
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(valid_sequences),
@@ -275,6 +301,7 @@ int main(void) {
       cmocka_unit_test(bytes_f5_to_ff),
       cmocka_unit_test(exhaustive_up_to_three_bytes),
       cmocka_unit_test(four_bytes_against_reference),
+      cmocka_unit_test(sequences_at_every_offset_of_ascii_runs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
