@@ -8,7 +8,7 @@
 #include <string.h>
 
 struct cached_stream {
-  struct name_key key;       /* the name is owned: allocated by put, freed by clear */
+  struct name_key key;       /* the name is owned: allocated by put, freed with its generation */
   struct stream_record record;
 };
 
@@ -16,77 +16,123 @@ struct cached_stream {
  * A name table (name_table.h) that grows with the streams it holds, so
  * that a few hot streams stay in a few cache lines.
  */
-struct stream_cache {
+struct generation {
   struct cached_stream *slots;
   size_t cap;                /* a power of two */
   size_t count;
-  size_t max;
+};
+
+/*
+ * Two generations, each of at most half the capacity: streams are put into
+ * the young one; when it is full it becomes the old one, and the old one
+ * is dropped. A stream used again before its generation is dropped is put
+ * into the young one again, so the streams in use survive any number of
+ * new ones passing through, and dropping frees half the cache at most.
+ * A stream in both is found young: a put only ever goes there.
+ */
+struct stream_cache {
+  struct generation young, old;
+  size_t max_per_generation;
 };
 
 #define INITIAL_CAPACITY 64
+
+static int generation_init(struct generation *g) {
+  *g = (struct generation){.cap = INITIAL_CAPACITY};
+  g->slots = calloc(g->cap, sizeof(*g->slots));
+  return g->slots != NULL ? 0 : -ENOMEM;
+}
+
+static void generation_free(struct generation *g) {
+  for (size_t i = 0; i < g->cap && g->count > 0; i++) {
+    if (g->slots[i].key.name != NULL) {
+      free((char *)g->slots[i].key.name);
+      g->count--;
+    }
+  }
+  free(g->slots);
+  *g = (struct generation){0};
+}
 
 struct stream_cache *stream_cache_create(size_t max_streams) {
   struct stream_cache *cache = calloc(1, sizeof(*cache));
   if (cache == NULL)
     return NULL;
-  cache->max = max_streams > 0 ? max_streams : 1;
-  cache->cap = INITIAL_CAPACITY;
-  cache->slots = calloc(cache->cap, sizeof(*cache->slots));
-  if (cache->slots == NULL) {
-    free(cache);
+  cache->max_per_generation = max_streams > 1 ? max_streams / 2 : 1;
+  if (generation_init(&cache->young) != 0 || generation_init(&cache->old) != 0) {
+    stream_cache_destroy(cache);
     return NULL;
   }
   return cache;
 }
 
-void stream_cache_clear(struct stream_cache *cache) {
-  for (size_t i = 0; i < cache->cap && cache->count > 0; i++) {
-    if (cache->slots[i].key.name != NULL) {
-      free((char *)cache->slots[i].key.name);
-      cache->slots[i] = (struct cached_stream){0};
-      cache->count--;
+void stream_cache_destroy(struct stream_cache *cache) {
+  if (cache == NULL)
+    return;
+  generation_free(&cache->young);
+  generation_free(&cache->old);
+  free(cache);
+}
+
+/* Empty generations keep their tables: a clear allocates nothing. */
+static void generation_clear(struct generation *g) {
+  for (size_t i = 0; i < g->cap && g->count > 0; i++) {
+    if (g->slots[i].key.name != NULL) {
+      free((char *)g->slots[i].key.name);
+      g->slots[i] = (struct cached_stream){0};
+      g->count--;
     }
   }
 }
 
-void stream_cache_destroy(struct stream_cache *cache) {
-  if (cache == NULL)
-    return;
-  stream_cache_clear(cache);
-  free(cache->slots);
-  free(cache);
+void stream_cache_clear(struct stream_cache *cache) {
+  generation_clear(&cache->young);
+  generation_clear(&cache->old);
 }
 
-static size_t slot_of(const struct stream_cache *cache, const char *name, size_t len,
-                      uint64_t hash) {
-  return name_table_slot(cache->slots, sizeof(*cache->slots), cache->cap, name, len, hash);
+static struct cached_stream *slot_in(const struct generation *g, const char *name, size_t len,
+                                     uint64_t hash) {
+  return &g->slots[name_table_slot(g->slots, sizeof(*g->slots), g->cap, name, len, hash)];
 }
 
 const struct stream_record *stream_cache_find(const struct stream_cache *cache, const char *name,
                                               size_t len, uint64_t hash) {
-  const struct cached_stream *s = &cache->slots[slot_of(cache, name, len, hash)];
+  const struct cached_stream *s = slot_in(&cache->young, name, len, hash);
+  if (s->key.name == NULL)
+    s = slot_in(&cache->old, name, len, hash);
   return s->key.name != NULL ? &s->record : NULL;
+}
+
+/* The young generation is full: it becomes the old one, and the old one goes. */
+static int turn_over(struct stream_cache *cache) {
+  struct generation fresh;
+  if (generation_init(&fresh) != 0)
+    return -ENOMEM;
+  generation_free(&cache->old);
+  cache->old = cache->young;
+  cache->young = fresh;
+  return 0;
 }
 
 int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, uint64_t hash,
                      const struct stream_record *record) {
-  size_t i = slot_of(cache, name, len, hash);
-  if (cache->slots[i].key.name == NULL) {
-    if (cache->count == cache->max)
-      stream_cache_clear(cache);
-    else if (2 * (cache->count + 1) > cache->cap &&
-             name_table_grow((void **)&cache->slots, sizeof(*cache->slots), &cache->cap) != 0)
-      return -ENOMEM;
-    i = slot_of(cache, name, len, hash);
-  }
-  struct cached_stream *s = &cache->slots[i];
+  struct generation *young = &cache->young;
+  struct cached_stream *s = slot_in(young, name, len, hash);
   if (s->key.name == NULL) {
+    if (young->count == cache->max_per_generation) {
+      if (turn_over(cache) != 0)
+        return -ENOMEM;
+    } else if (2 * (young->count + 1) > young->cap &&
+               name_table_grow((void **)&young->slots, sizeof(*young->slots), &young->cap) != 0) {
+      return -ENOMEM;
+    }
+    s = slot_in(young, name, len, hash);
     char *copy = malloc(len);
     if (copy == NULL)
       return -ENOMEM;
     memcpy(copy, name, len);
     s->key = (struct name_key){copy, len, hash};
-    cache->count++;
+    young->count++;
   }
   s->record = *record;
   return 0;

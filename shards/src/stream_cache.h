@@ -8,8 +8,9 @@
  *
  * Owned by one shard's loop. It holds only what the index holds: entries
  * are added from a read of the index, or after a batch's commit succeeded;
- * a failed commit leaves them as they were. When it would exceed its
- * capacity it is emptied, so its memory stays bounded.
+ * a failed commit leaves them as they were. Its memory stays bounded: at
+ * capacity it drops the streams not put since it last dropped any (two
+ * generations, stream_cache.c), so the streams in use stay.
  */
 
 #include "records.h"

@@ -80,7 +80,7 @@ static void clear_forgets_every_stream(void **state) {
   stream_cache_destroy(cache);
 }
 
-/* Past its capacity the cache starts over: never more than max streams, never a stale one. */
+/* Past its capacity the cache drops streams: never more than max, never a stale one. */
 static void the_cache_holds_at_most_its_capacity(void **state) {
   (void)state;
   enum { MAX = 100 };
@@ -115,6 +115,32 @@ static void the_cache_holds_at_most_its_capacity(void **state) {
   stream_cache_destroy(cache);
 }
 
+/*
+ * A few streams appended to over and over while thousands of new ones pass
+ * through, as the shard uses the cache: found before each append, put after
+ * its commit. The streams in use are never dropped.
+ */
+static void streams_in_use_survive_new_ones_passing_through(void **state) {
+  (void)state;
+  enum { MAX = 100, HOT = 10 };
+  struct stream_cache *cache = stream_cache_create(MAX);
+  char name[32];
+  for (unsigned i = 0; i < HOT; i++) {
+    snprintf(name, sizeof(name), "hot-%u", i);
+    put(cache, name, i + 1, 1);
+  }
+  for (unsigned i = 0; i < 5000; i++) {
+    snprintf(name, sizeof(name), "cold-%u", i);
+    put(cache, name, 1000 + i, 1);
+    snprintf(name, sizeof(name), "hot-%u", i % HOT);
+    const struct stream_record *r = find(cache, name);
+    assert_non_null(r);
+    assert_int_equal(r->next_version, 1 + i / HOT);
+    put(cache, name, i % HOT + 1, 2 + i / HOT);
+  }
+  stream_cache_destroy(cache);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_stream_put_is_found_with_its_record),
@@ -122,6 +148,7 @@ int main(void) {
       cmocka_unit_test(a_second_put_replaces_the_record),
       cmocka_unit_test(clear_forgets_every_stream),
       cmocka_unit_test(the_cache_holds_at_most_its_capacity),
+      cmocka_unit_test(streams_in_use_survive_new_ones_passing_through),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
