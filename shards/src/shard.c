@@ -438,7 +438,7 @@ static void cache_committed_streams(struct shard *shard) {
         .stream_id = req->stream_id,
         .created_at = req->created_at,
         .next_version = req->first_version + (uint32_t)req->request->n_events};
-    /* Out of memory, the stream has no entry (only a new one needs memory): it is read again. */
+    /* Out of memory, the stream keeps a correct entry or has none (then it is read again). */
     (void)stream_cache_put(shard->streams, name, strlen(name), req->stream_hash, &record);
   }
 }

@@ -58,7 +58,7 @@ struct stream_cache *stream_cache_create(size_t max_streams) {
   struct stream_cache *cache = calloc(1, sizeof(*cache));
   if (cache == NULL)
     return NULL;
-  cache->max_per_generation = max_streams > 1 ? max_streams / 2 : 1;
+  cache->max_per_generation = max_streams > 2 ? max_streams / 2 : 1;
   if (generation_init(&cache->young) != 0 || generation_init(&cache->old) != 0) {
     stream_cache_destroy(cache);
     return NULL;
@@ -103,15 +103,12 @@ const struct stream_record *stream_cache_find(const struct stream_cache *cache, 
   return s->key.name != NULL ? &s->record : NULL;
 }
 
-/* The young generation is full: it becomes the old one, and the old one goes. */
-static int turn_over(struct stream_cache *cache) {
-  struct generation fresh;
-  if (generation_init(&fresh) != 0)
-    return -ENOMEM;
-  generation_free(&cache->old);
+/* The young generation is full: it becomes the old one; the old one, emptied, the young one. */
+static void turn_over(struct stream_cache *cache) {
+  struct generation dropped = cache->old;
+  generation_clear(&dropped);
   cache->old = cache->young;
-  cache->young = fresh;
-  return 0;
+  cache->young = dropped;
 }
 
 int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, uint64_t hash,
@@ -119,13 +116,15 @@ int stream_cache_put(struct stream_cache *cache, const char *name, size_t len, u
   struct generation *young = &cache->young;
   struct cached_stream *s = slot_in(young, name, len, hash);
   if (s->key.name == NULL) {
-    if (young->count == cache->max_per_generation) {
-      if (turn_over(cache) != 0)
-        return -ENOMEM;
-    } else if (2 * (young->count + 1) > young->cap &&
-               name_table_grow((void **)&young->slots, sizeof(*young->slots), &young->cap) != 0) {
+    /* Kept right first: if moving it into the young generation fails, the old entry stands. */
+    struct cached_stream *aged = slot_in(&cache->old, name, len, hash);
+    if (aged->key.name != NULL)
+      aged->record = *record;
+    if (young->count == cache->max_per_generation)
+      turn_over(cache);
+    else if (2 * (young->count + 1) > young->cap &&
+             name_table_grow((void **)&young->slots, sizeof(*young->slots), &young->cap) != 0)
       return -ENOMEM;
-    }
     s = slot_in(young, name, len, hash);
     char *copy = malloc(len);
     if (copy == NULL)

@@ -20,7 +20,7 @@
 
 struct stream_cache;
 
-/** A cache of at most max_streams streams, or NULL when out of memory. */
+/** A cache of at most max_streams streams (2 at least), or NULL when out of memory. */
 struct stream_cache *stream_cache_create(size_t max_streams);
 void stream_cache_destroy(struct stream_cache *cache);
 

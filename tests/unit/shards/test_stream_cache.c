@@ -3,7 +3,9 @@
 
 #include "evf/hash.h"
 
+#include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -11,6 +13,18 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+/* The link wraps malloc (tests/unit/shards/CMakeLists.txt): a test can make the next one fail. */
+static bool fail_next_malloc;
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_malloc(size_t size) {
+  if (fail_next_malloc) {
+    fail_next_malloc = false;
+    return NULL;
+  }
+  return __real_malloc(size);
+}
 
 static struct stream_record record_of(uint64_t stream_id, uint32_t length) {
   return (struct stream_record){.stream_id = stream_id, .created_at = 1000 + (int64_t)stream_id,
@@ -141,6 +155,22 @@ static void streams_in_use_survive_new_ones_passing_through(void **state) {
   stream_cache_destroy(cache);
 }
 
+/* Moving a stream from the old generation to the young one needs memory: without, the old entry is updated. */
+static void an_update_that_finds_no_memory_leaves_no_stale_length(void **state) {
+  (void)state;
+  struct stream_cache *cache = stream_cache_create(4); /* two per generation */
+  put(cache, "x", 1, 1);
+  put(cache, "y", 2, 1);
+  put(cache, "z", 3, 1); /* x and y are old now */
+  struct stream_record r = record_of(1, 5);
+  fail_next_malloc = true;
+  assert_int_equal(stream_cache_put(cache, "x", 1, evf_hash_fnv1a64("x", 1), &r), -ENOMEM);
+  assert_false(fail_next_malloc);
+  const struct stream_record *found = find(cache, "x");
+  assert_true(found == NULL || found->next_version == 5);
+  stream_cache_destroy(cache);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_stream_put_is_found_with_its_record),
@@ -149,6 +179,7 @@ int main(void) {
       cmocka_unit_test(clear_forgets_every_stream),
       cmocka_unit_test(the_cache_holds_at_most_its_capacity),
       cmocka_unit_test(streams_in_use_survive_new_ones_passing_through),
+      cmocka_unit_test(an_update_that_finds_no_memory_leaves_no_stale_length),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
