@@ -19,15 +19,6 @@ int sequencer_init(struct sequencer *seq, unsigned shard_count, uint64_t last_po
 
 void sequencer_deinit(struct sequencer *seq) { free(seq->shards); }
 
-uint64_t sequencer_grant(struct sequencer *seq, unsigned shard, uint32_t count) {
-  struct seq_shard *own = &seq->shards[shard];
-  /* The bound first: from here on, no watermark computed passes this grant. */
-  atomic_store(&own->unsettled_from, atomic_load(&seq->next));
-  uint64_t first = atomic_fetch_add(&seq->next, count);
-  atomic_store(&own->unsettled_from, first);
-  return first;
-}
-
 /* The largest W such that every position <= W is settled, as of these loads. */
 static uint64_t settled_through(struct sequencer *seq) {
   uint64_t watermark = atomic_load(&seq->next) - 1;
@@ -58,8 +49,29 @@ static void announce_watermark(struct sequencer *seq) {
   }
 }
 
-void sequencer_settle(struct sequencer *seq, unsigned shard) {
-  atomic_store(&seq->shards[shard].unsettled_from, SEQ_NO_GRANT);
+static void advance_watermark(struct sequencer *seq) {
   if (raise_watermark(seq, settled_through(seq)))
     announce_watermark(seq);
+}
+
+uint64_t sequencer_grant(struct sequencer *seq, unsigned shard, uint32_t count) {
+  struct seq_shard *own = &seq->shards[shard];
+  /* The bound first: from here on, no watermark computed passes this grant. */
+  uint64_t bound = atomic_load(&seq->next);
+  atomic_store(&own->unsettled_from, bound);
+  uint64_t first = atomic_fetch_add(&seq->next, count);
+  atomic_store(&own->unsettled_from, first);
+  /*
+   * Other grants came in between: a settle meanwhile may have stopped below
+   * them at this grant's low bound, and nothing else would raise it until
+   * the next settle.
+   */
+  if (first != bound)
+    advance_watermark(seq);
+  return first;
+}
+
+void sequencer_settle(struct sequencer *seq, unsigned shard) {
+  atomic_store(&seq->shards[shard].unsettled_from, SEQ_NO_GRANT);
+  advance_watermark(seq);
 }

@@ -23,18 +23,22 @@
  *   below every shard's `unsettled_from`) and raises the published one to
  *   it with a compare-and-swap, so it never goes back.
  *
- * Every access is sequentially consistent. Why the computed watermark is
+ * Every access is sequentially consistent, but for readers' loads of the
+ * watermark (sequencer_watermark, acquire). Why the computed watermark is
  * safe: a position p below the `next` it read was handed out by a
  * fetch-add ordered before that read, so the grant's bound (stored before
  * its fetch-add) is seen, unless that grant has settled since; the same
  * shard's next grant stores a bound above p. Of two settles that race,
  * each stores its SEQ_NO_GRANT before reading the other's, so at least one
- * sees both, and the larger raise stands.
+ * sees both, and the larger raise stands. A grant that finds other grants
+ * came between its bound and its fetch-add computes the watermark too: a
+ * settle meanwhile may have stopped at its low bound.
  *
  * A shard that watches the watermark (live subscriptions, or acknowledgements
  * waiting to become visible) is woken after it moves: the settling thread
  * raises the watermark then reads the shard's flag, the shard sets its flag
- * then reads the watermark, so one of the two always sees the other.
+ * then reads the watermark with a sequentially consistent load (not
+ * sequencer_watermark's acquire), so one of the two always sees the other.
  */
 
 #include "waker.h"

@@ -78,8 +78,8 @@ void store_set_hooks(struct evf_store *store,
                      void *arg);
 
 /**
- * Starts the sequencer and the shard threads (each runs on_shard_start,
- * then its loop). Main thread, once. Returns 0 or a uv error code; on
+ * Starts the shard threads (each runs on_shard_start, then its loop) and
+ * their committers. Main thread, once. Returns 0 or a uv error code; on
  * failure the store is left as opened, to be closed.
  */
 int store_start(struct evf_store *store);
