@@ -1,6 +1,7 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,29 +38,41 @@ size_t tp_varint_size(uint64_t value) {
   return n;
 }
 
-int tp_buf_append_varint(struct tp_buf *b, uint64_t value) {
-  uint8_t bytes[10];
-  size_t n = 0;
+#define VARINT_MAX 10
+
+/* Writes value as a varint at the buffer's end, which has room for VARINT_MAX bytes. */
+static void put_varint(struct tp_buf *b, uint64_t value) {
   while (value >= 0x80) {
-    bytes[n++] = (uint8_t)(value | 0x80);
+    b->data[b->len++] = (uint8_t)(value | 0x80);
     value >>= 7;
   }
-  bytes[n++] = (uint8_t)value;
-  return tp_buf_append(b, bytes, n);
+  b->data[b->len++] = (uint8_t)value;
 }
 
+/* Fields are written after one reservation: responses are made of many small ones. */
 int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
   if (value == 0)
     return 0;
-  int rc = tp_buf_append(b, &tag, 1);
-  return rc ? rc : tp_buf_append_varint(b, value);
+  int rc = tp_buf_reserve(b, 1 + VARINT_MAX);
+  if (rc != 0)
+    return rc;
+  b->data[b->len++] = tag;
+  put_varint(b, value);
+  return 0;
 }
 
 int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
-  int rc = tp_buf_append(b, &tag, 1);
-  if (rc == 0)
-    rc = tp_buf_append_varint(b, len);
-  return rc ? rc : tp_buf_append(b, data, len);
+  if (len > SIZE_MAX - 1 - VARINT_MAX)
+    return -ENOMEM;
+  int rc = tp_buf_reserve(b, 1 + VARINT_MAX + len);
+  if (rc != 0)
+    return rc;
+  b->data[b->len++] = tag;
+  put_varint(b, len);
+  if (len > 0)
+    memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return 0;
 }
 
 size_t tp_pb_field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
