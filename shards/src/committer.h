@@ -42,7 +42,7 @@ void committer_submit(struct committer *c);
 /** True once after each job ran (then its results are visible). Loop thread. */
 bool committer_take_done(struct committer *c);
 
-/** Ends and joins the thread, once no job is pending, and closes its eventfd. Any thread but its own. */
+/** Ends and joins the thread, once no job is pending, and closes its eventfd. Not on the thread. */
 void committer_stop(struct committer *c);
 
 #endif

@@ -15,7 +15,6 @@
 #include "evf/clock.h"
 #include "evf/status.h"
 
-#include <assert.h>
 #include <string.h>
 
 /* Bounds of one batch, well inside LMDB's dirty-page limit. */

@@ -155,7 +155,10 @@ static void streams_in_use_survive_new_ones_passing_through(void **state) {
   stream_cache_destroy(cache);
 }
 
-/* Moving a stream from the old generation to the young one needs memory: without, the old entry is updated. */
+/*
+ * Moving a stream from the old generation to the young one needs memory:
+ * without it, the old entry is updated instead.
+ */
 static void an_update_that_finds_no_memory_leaves_no_stale_length(void **state) {
   (void)state;
   struct stream_cache *cache = stream_cache_create(4); /* two per generation */

@@ -22,13 +22,16 @@ static void put_event(struct tp_buf *b, const Api__Event *e) {
                        0);
   }
   assert_int_equal(tp_buf_put_varint_field(b, TP_PB_TAG(3, TP_PB_VARINT), e->version), 0);
-  if (e->type[0] != '\0')
-    assert_int_equal(tp_buf_put_bytes_field(b, TP_PB_TAG(4, TP_PB_BYTES), e->type, strlen(e->type)),
-                     0);
-  if (e->data.len > 0)
-    assert_int_equal(tp_buf_put_bytes_field(b, TP_PB_TAG(5, TP_PB_BYTES), e->data.data, e->data.len),
-                     0);
-  assert_int_equal(tp_buf_put_varint_field(b, TP_PB_TAG(9, TP_PB_VARINT), (uint64_t)e->added_at), 0);
+  if (e->type[0] != '\0') {
+    int rc = tp_buf_put_bytes_field(b, TP_PB_TAG(4, TP_PB_BYTES), e->type, strlen(e->type));
+    assert_int_equal(rc, 0);
+  }
+  if (e->data.len > 0) {
+    int rc = tp_buf_put_bytes_field(b, TP_PB_TAG(5, TP_PB_BYTES), e->data.data, e->data.len);
+    assert_int_equal(rc, 0);
+  }
+  uint64_t added_at = (uint64_t)e->added_at;
+  assert_int_equal(tp_buf_put_varint_field(b, TP_PB_TAG(9, TP_PB_VARINT), added_at), 0);
   assert_int_equal(tp_buf_put_varint_field(b, TP_PB_TAG(10, TP_PB_VARINT), e->position), 0);
 }
 
