@@ -9,7 +9,12 @@
 #include "evf/log.h"
 #include "records.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/statvfs.h>
+
+/* With less room than this left, a failed write of the log is the disk filling up. */
+#define LOG_ROOM_FULL (64u << 20)
 
 static void lowercase_uuid(const char *given, const char *fallback, char out[EVF_UUID_TEXT_LEN + 1]) {
   struct evf_uuid id;
@@ -170,6 +175,21 @@ static int index_from_log(struct shard *shard, int index_rc) {
   return db__error(rc, "indexing a stored batch from the log");
 }
 
+/*
+ * LMDB reports a page write cut short as EIO (it has no better code), and
+ * that is how a disk that fills up during a commit shows: storage full
+ * when the log's file system has hardly any room left, not an internal
+ * error.
+ */
+static int log_commit_error(MDB_env *log, int rc) {
+  int fd;
+  struct statvfs fs;
+  if (rc == EIO && mdb_env_get_fd(log, &fd) == 0 && fstatvfs(fd, &fs) == 0 &&
+      (uint64_t)fs.f_bavail * fs.f_frsize < LOG_ROOM_FULL)
+    return ENOSPC;
+  return rc;
+}
+
 int commit__batch(struct shard *shard) {
   struct shard_db *db = &shard->db;
   struct batch_txns txns = {0};
@@ -195,7 +215,7 @@ int commit__batch(struct shard *shard) {
   /* With SYNC=full this is where the batch becomes durable; the index follows, unsynced. */
   if ((rc = mdb_txn_commit(txns.log)) != 0) {
     mdb_txn_abort(txns.index);
-    return db__error(rc, "committing a batch");
+    return db__error(log_commit_error(db->env, rc), "committing a batch");
   }
   rc = mdb_txn_commit(txns.index);
   return rc == 0 ? 0 : index_from_log(shard, rc);

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -46,6 +47,8 @@
 #define MAX_FILL_EVENTS 100000 /* bound: 2 MiB of index holds far fewer */
 
 static atomic_int failures_left; /* page writes still to fail; FAIL_ALWAYS: every one */
+static atomic_bool writes_cut_short; /* failing page writes return a short count, not ENOSPC */
+static atomic_bool no_room_left;     /* fstatvfs reports a full file system */
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
 
@@ -72,11 +75,17 @@ static bool fail_now(int fd, size_t len) {
   return left != 0;
 }
 
+/* A failing page write: ENOSPC, or a short count as when a disk fills during the write. */
+static ssize_t failed_write(size_t len) {
+  if (atomic_load(&writes_cut_short))
+    return (ssize_t)(len / 2);
+  errno = ENOSPC;
+  return -1;
+}
+
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
-  if (fail_now(fd, len)) {
-    errno = ENOSPC;
-    return -1;
-  }
+  if (fail_now(fd, len))
+    return failed_write(len);
   return real_pwrite(fd, buf, len, offset);
 }
 
@@ -84,11 +93,18 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
   size_t len = 0;
   for (int i = 0; i < count; i++)
     len += iov[i].iov_len;
-  if (fail_now(fd, len)) {
-    errno = ENOSPC;
-    return -1;
-  }
+  if (fail_now(fd, len))
+    return failed_write(len);
   return real_writev(fd, iov, count);
+}
+
+static int (*real_fstatvfs)(int, struct statvfs *);
+
+int fstatvfs(int fd, struct statvfs *fs) {
+  int rc = real_fstatvfs(fd, fs);
+  if (rc == 0 && atomic_load(&no_room_left))
+    fs->f_bavail = 0;
+  return rc;
 }
 
 /*
@@ -121,6 +137,8 @@ int fallocate(int fd, int mode, off_t offset, off_t len) {
 static int setup(void **state) {
   atomic_store(&failures_left, 0);
   atomic_store(&failing_files, INDEX_FILES);
+  atomic_store(&writes_cut_short, false);
+  atomic_store(&no_room_left, false);
   atomic_store(&allocatable, NO_FALLOCATE);
   atomic_store(&allocations_refused, 0);
   return harness_fixture_setup(state);
@@ -237,6 +255,32 @@ static void a_stream_indexed_from_the_log_keeps_the_index_s_id(void **state) {
   assert_int_equal(stream_length(f, kept), 3);
 }
 
+/*
+ * A disk that fills during a log commit: LMDB sees a page write cut short
+ * and reports EIO. With no room left the append fails with storage full;
+ * with room (an I/O error of another kind) it stays an internal error.
+ * Either way nothing stored is lost, and the same append then succeeds.
+ */
+static void a_log_write_cut_short_on_a_full_disk_is_storage_full(void **state) {
+  struct harness_fixture *f = *state;
+  const char *log_file = evf_stream_shard("s", 1, 2) == 0 ? "shard-000/data.mdb"
+                                                          : "shard-001/data.mdb";
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, NULL, NULL), 0);
+  atomic_store(&failing_files, log_file);
+  atomic_store(&writes_cut_short, true);
+  atomic_store(&no_room_left, true);
+  atomic_store(&failures_left, 1);
+  assert_int_equal(harness_fixture_append(f, "s", 2, 1, NULL, NULL), EVF_EFULL);
+  assert_int_equal(atomic_load(&failures_left), 0); /* the log's write was cut short */
+  atomic_store(&no_room_left, false);
+  atomic_store(&failures_left, 1);
+  assert_int_equal(harness_fixture_append(f, "s", 2, 1, NULL, NULL), -EIO);
+  assert_int_equal(atomic_load(&failures_left), 0);
+  assert_int_equal(stream_length(f, "s"), 2);
+  assert_int_equal(harness_fixture_append(f, "s", 2, 1, NULL, NULL), 0);
+  assert_int_equal(stream_length(f, "s"), 3);
+}
+
 /* The file systems on which the store maps its index writable (index_room.c). */
 static bool overwrites_in_place(const char *dir) {
   struct statfs fs;
@@ -336,8 +380,10 @@ int main(void) {
   real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
   real_fallocate = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, "fallocate");
-  if (real_pwrite == NULL || real_writev == NULL || real_fallocate == NULL) {
-    fprintf(stderr, "cannot find libc's pwrite, writev and fallocate\n");
+  real_fstatvfs = (int (*)(int, struct statvfs *))dlsym(RTLD_NEXT, "fstatvfs");
+  if (real_pwrite == NULL || real_writev == NULL || real_fallocate == NULL ||
+      real_fstatvfs == NULL) {
+    fprintf(stderr, "cannot find libc's pwrite, writev, fallocate and fstatvfs\n");
     return 1;
   }
   const struct CMUnitTest tests[] = {
@@ -352,6 +398,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(new_indexes_on_a_full_disk_are_never_mapped_into_holes,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(a_log_write_cut_short_on_a_full_disk_is_storage_full, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
