@@ -119,3 +119,13 @@ uint32_t evf_pb_varint32(const struct evf_pb_field *f) {
     value |= (uint32_t)(f->data[i] & (i < 4 ? 0x7F : 0xFF)) << (7 * i);
   return value;
 }
+
+size_t evf_pb_put_varint(uint8_t *out, uint64_t value) {
+  size_t n = 0;
+  while (value >= 0x80) {
+    out[n++] = (uint8_t)(value | 0x80);
+    value >>= 7;
+  }
+  out[n++] = (uint8_t)value;
+  return n;
+}

@@ -95,38 +95,25 @@ bool record_event_id_decode(const void *in, size_t len, struct event_id_record *
 /* ---- api.Event in protobuf wire format ---- */
 
 
-/* 1 byte per started 7 bits, without a loop: 9/64 is just above 1/7 for every bit count. */
-static size_t varint_size(uint64_t v) {
-  unsigned top_bit = 63u - (unsigned)__builtin_clzll(v | 1);
-  return (9u * top_bit + 73u) / 64u;
-}
-
-static uint8_t *put_varint(uint8_t *out, uint64_t v) {
-  while (v >= 0x80) {
-    *out++ = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  *out++ = (uint8_t)v;
-  return out;
-}
-
 /* Every field of api.Event has a number below 16: its tag is one byte. */
-static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + varint_size(v); }
+static size_t varint_field_size(uint64_t v) { return v == 0 ? 0 : 1 + evf_pb_varint_size(v); }
 
-size_t record_bytes_field_size(size_t len) { return len == 0 ? 0 : 1 + varint_size(len) + len; }
+size_t record_bytes_field_size(size_t len) {
+  return len == 0 ? 0 : 1 + evf_pb_varint_size(len) + len;
+}
 
 static uint8_t *put_varint_field(uint8_t *out, unsigned field, uint64_t v) {
   if (v == 0)
     return out;
   *out++ = (uint8_t)(field << 3 | EVF_PB_VARINT);
-  return put_varint(out, v);
+  return out + evf_pb_put_varint(out, v);
 }
 
 static uint8_t *put_bytes_field(uint8_t *out, unsigned field, const void *data, size_t len) {
   if (len == 0)
     return out;
   *out++ = (uint8_t)(field << 3 | EVF_PB_LEN);
-  out = put_varint(out, len);
+  out += evf_pb_put_varint(out, len);
   memcpy(out, data, len);
   return out + len;
 }

@@ -1,5 +1,7 @@
 #include "buf.h"
 
+#include "evf/pbwire.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,31 +31,16 @@ int tp_buf_append(struct tp_buf *b, const void *data, size_t len) {
   return 0;
 }
 
-size_t tp_varint_size(uint64_t value) {
-  size_t n = 1;
-  while (value >= 0x80) {
-    value >>= 7;
-    n++;
-  }
-  return n;
-}
-
-#define VARINT_MAX 10
-
-/* Writes value as a varint at the buffer's end, which has room for VARINT_MAX bytes. */
+/* Writes value as a varint at the buffer's end, which has room for EVF_PB_VARINT_MAX bytes. */
 static void put_varint(struct tp_buf *b, uint64_t value) {
-  while (value >= 0x80) {
-    b->data[b->len++] = (uint8_t)(value | 0x80);
-    value >>= 7;
-  }
-  b->data[b->len++] = (uint8_t)value;
+  b->len += evf_pb_put_varint(b->data + b->len, value);
 }
 
 /* Fields are written after one reservation: responses are made of many small ones. */
 int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
   if (value == 0)
     return 0;
-  int rc = tp_buf_reserve(b, 1 + VARINT_MAX);
+  int rc = tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX);
   if (rc != 0)
     return rc;
   b->data[b->len++] = tag;
@@ -62,9 +49,9 @@ int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
 }
 
 int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
-  if (len > SIZE_MAX - 1 - VARINT_MAX)
+  if (len > SIZE_MAX - 1 - EVF_PB_VARINT_MAX)
     return -ENOMEM;
-  int rc = tp_buf_reserve(b, 1 + VARINT_MAX + len);
+  int rc = tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX + len);
   if (rc != 0)
     return rc;
   b->data[b->len++] = tag;
@@ -75,7 +62,7 @@ int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size
   return 0;
 }
 
-size_t tp_pb_field_size(size_t len) { return 1 + tp_varint_size(len) + len; }
+size_t tp_pb_field_size(size_t len) { return 1 + evf_pb_varint_size(len) + len; }
 
 void tp_buf_free(struct tp_buf *b) {
   free(b->data);

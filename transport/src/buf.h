@@ -19,9 +19,6 @@ int tp_buf_reserve(struct tp_buf *b, size_t extra);
 /** Appends bytes. Returns 0 or -ENOMEM. */
 int tp_buf_append(struct tp_buf *b, const void *data, size_t len);
 
-/** The size of a protobuf varint. */
-size_t tp_varint_size(uint64_t value);
-
 /* Protobuf wire tags: field number << 3 | wire type. */
 #define TP_PB_TAG(field, type) ((uint8_t)((field) << 3 | (type)))
 #define TP_PB_VARINT 0

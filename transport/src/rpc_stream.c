@@ -10,6 +10,8 @@
 #include "server.h"
 #include "subs.h"
 
+#include "evf/pbwire.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,23 +37,13 @@ static int send_message(struct tp_sub *sub, const uint8_t *head, size_t head_len
   return tp_grpc_send(call, head, head_len, body, body_len);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t value) {
-  size_t n = 0;
-  while (value >= 0x80) {
-    p[n++] = (uint8_t)(value | 0x80);
-    value >>= 7;
-  }
-  p[n++] = (uint8_t)value;
-  return n;
-}
-
 /* SubscriptionResponse.event: the stored event bytes are the field's value as they are. */
 static int sink_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
                       uint32_t version) {
   uint8_t head[11] = {TP_PB_TAG(1, TP_PB_BYTES)};
   (void)position;
   (void)version;
-  return send_message(sub, head, 1 + put_varint(head + 1, len), event, len);
+  return send_message(sub, head, 1 + evf_pb_put_varint(head + 1, len), event, len);
 }
 
 /* A SubscriptionResponse whose field `field` is a message of up to two varint fields. */
@@ -60,11 +52,11 @@ static int send_marker(struct tp_sub *sub, unsigned field, uint64_t first, uint6
   size_t n = 0;
   if (first != 0) {
     inner[n++] = TP_PB_TAG(1, TP_PB_VARINT);
-    n += put_varint(inner + n, first);
+    n += evf_pb_put_varint(inner + n, first);
   }
   if (second != 0) {
     inner[n++] = TP_PB_TAG(2, TP_PB_VARINT);
-    n += put_varint(inner + n, second);
+    n += evf_pb_put_varint(inner + n, second);
   }
   outer[0] = TP_PB_TAG(field, TP_PB_BYTES);
   outer[1] = (uint8_t)n; /* under 128 */

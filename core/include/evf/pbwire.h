@@ -38,4 +38,18 @@ uint64_t evf_pb_varint(const struct evf_pb_field *f);
 /** A varint field's value, as protobuf-c takes a 32-bit integer: the low 32 bits. */
 uint32_t evf_pb_varint32(const struct evf_pb_field *f);
 
+/* Writing: the same format, for the encoders written by hand. */
+
+#define EVF_PB_VARINT_MAX 10 /* bytes of the longest varint */
+
+/** The bytes of value as a varint: one per started 7 bits, at least one. */
+static inline size_t evf_pb_varint_size(uint64_t value) {
+  /* Without a loop: 9/64 is just above 1/7 for every bit count. */
+  unsigned top_bit = 63u - (unsigned)__builtin_clzll(value | 1);
+  return (9u * top_bit + 73u) / 64u;
+}
+
+/** Writes value as a varint at out (room for EVF_PB_VARINT_MAX bytes); returns its size. */
+size_t evf_pb_put_varint(uint8_t *out, uint64_t value);
+
 #endif
