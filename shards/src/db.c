@@ -14,10 +14,9 @@
 #define FORMAT_VERSION 2
 #define MAX_READERS 1024
 
-int db__error(int mdb_rc, const char *what) {
+/* The codes a caller can act on; 0 for the others. */
+static int expected_status(int mdb_rc) {
   switch (mdb_rc) {
-  case MDB_SUCCESS:
-    return 0;
   case MDB_MAP_FULL:
   case ENOSPC:
   case EDQUOT:
@@ -27,8 +26,20 @@ int db__error(int mdb_rc, const char *what) {
   case ENOMEM:
     return -ENOMEM;
   }
-  evf_error("%s: %s", what, mdb_strerror(mdb_rc));
+  return 0;
+}
+
+int db__status(int mdb_rc) {
+  int status = expected_status(mdb_rc);
+  if (mdb_rc == MDB_SUCCESS || status != 0)
+    return status;
   return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
+}
+
+int db__error(int mdb_rc, const char *what) {
+  if (mdb_rc != MDB_SUCCESS && expected_status(mdb_rc) == 0)
+    evf_error("%s: %s", what, mdb_strerror(mdb_rc));
+  return db__status(mdb_rc);
 }
 
 int db__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value, bool *found) {

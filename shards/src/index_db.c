@@ -369,13 +369,9 @@ static int discard_index(const struct index_paths *p, char *err, size_t err_len)
   return rc;
 }
 
-/* LMDB's codes stay inside shards/. */
+/* LMDB's codes stay inside shards/; a damaged log is a format error here. */
 static int index_error(int mdb_rc) {
-  if (mdb_rc == MDB_CORRUPTED)
-    return EVF_EFORMAT;
-  if (mdb_rc == MDB_MAP_FULL || mdb_rc == ENOSPC || mdb_rc == EDQUOT)
-    return EVF_EFULL;
-  return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
+  return mdb_rc == MDB_CORRUPTED ? EVF_EFORMAT : db__status(mdb_rc);
 }
 
 /* Opens the environment, marks it open in this boot, and brings it level with the log. */

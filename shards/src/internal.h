@@ -239,7 +239,9 @@ bool index_room__can_reserve(const char *dir, const char *data_path);
  */
 int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts);
 
-/** Maps an LMDB or system error to an EVF code, logging the unexpected ones. */
+/** Maps an LMDB or system error to an EVF code. */
+int db__status(int mdb_rc);
+/** The same, logging the unexpected ones (all but a full map or disk, a big batch, no memory). */
 int db__error(int mdb_rc, const char *what);
 
 #endif
