@@ -5,6 +5,8 @@
 #include "api.pb-c.h"
 #include "wire.h"
 
+#include "evf/pbwire.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,7 +14,7 @@
 #include <string.h>
 
 #define GRPC_PREFIX 5
-#define TAIL_ROOM (1 + LG_VARINT_MAX)  /* a tag byte and the longest varint */
+#define TAIL_ROOM (1 + EVF_PB_VARINT_MAX)  /* a tag byte and the longest varint */
 #define HTTP_DIGITS 20                 /* the longest uint64 */
 
 static const char event_type[] = "BenchEvent";
@@ -57,7 +59,7 @@ static void put_be32(uint8_t *p, uint32_t v) {
 void lg_tmpl_set_tail(struct lg_tmpl *t, uint64_t value) {
   if (t->tail_tag) {
     t->data[t->tail_at] = t->tail_tag;
-    t->len = t->tail_at + 1 + lg_varint_put(t->data + t->tail_at + 1, value);
+    t->len = t->tail_at + 1 + evf_pb_put_varint(t->data + t->tail_at + 1, value);
     put_be32(t->data + 1, (uint32_t)(t->len - GRPC_PREFIX));
     return;
   }

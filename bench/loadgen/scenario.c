@@ -5,6 +5,7 @@
 #include "worker.h"
 
 #include "evf/clock.h"
+#include "evf/pbwire.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -208,12 +209,12 @@ static void batch_fill(struct lg_slot *s) {
     lg_tmpl_set_name(t, w->run->name_width, s->stream);
     const uint8_t *append = t->data + 5; /* the framed AppendToStreamRequest, unframed */
     size_t append_len = t->len - 5;
-    uint8_t head[1 + LG_VARINT_MAX + 1 + LG_VARINT_MAX];
+    uint8_t head[1 + EVF_PB_VARINT_MAX + 1 + EVF_PB_VARINT_MAX];
     size_t n = 0;
     head[n++] = 1 << 3 | 0;
-    n += lg_varint_put(head + n, corr);
+    n += evf_pb_put_varint(head + n, corr);
     head[n++] = 2 << 3 | 2;
-    n += lg_varint_put(head + n, append_len);
+    n += evf_pb_put_varint(head + n, append_len);
     s->scratch.len = 0;
     if (lg_buf_append(&s->scratch, head, n) != 0 ||
         lg_buf_append(&s->scratch, append, append_len) != 0 ||

@@ -28,16 +28,6 @@ void lg_buf_free(struct lg_buf *b) {
   *b = (struct lg_buf){0};
 }
 
-size_t lg_varint_put(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
 static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out) {
   uint64_t v = 0;
   for (unsigned shift = 0; shift < 70 && *p < end; shift += 7) {

@@ -41,10 +41,7 @@ void lg_buf_free(struct lg_buf *b);
 
 /* ---- Encoding ---- */
 
-#define LG_VARINT_MAX 10
-
-/** Writes v as a protobuf varint at p (room for LG_VARINT_MAX bytes); returns its length. */
-size_t lg_varint_put(uint8_t *p, uint64_t v);
+/* Varints: evf_pb_put_varint (evf/pbwire.h). */
 
 /** Writes v in exactly width decimal digits at p, zero-padded (higher digits are dropped). */
 void lg_digits_put(uint8_t *p, unsigned width, uint64_t v);
