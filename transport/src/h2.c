@@ -167,16 +167,36 @@ static bool finished(struct tp_conn *conn) {
 }
 
 static void write_cb(uv_write_t *req, int status);
+static void wrote(struct tp_conn *conn);
 
+/*
+ * A turn's replies nearly always fit the socket's buffer: written at once,
+ * they skip libuv's write request, whose completion costs a pass through
+ * the loop's pending queue and an epoll_ctl (libuv re-arms the watcher
+ * after every queued write). What the socket does not take goes through
+ * uv_write.
+ */
 static void start_write(struct tp_conn *conn) {
+  uv_buf_t buf = uv_buf_init((char *)conn->pending.data, (unsigned)conn->pending.len);
+  int n = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+  if (n == UV_EAGAIN)
+    n = 0;
+  if (n < 0) {
+    tp_conn_close(conn);
+    return;
+  }
+  if ((size_t)n == conn->pending.len) {
+    conn->pending.len = 0;
+    wrote(conn);
+    return;
+  }
   struct tp_buf tmp = conn->writing;
   conn->writing = conn->pending;
   conn->pending = tmp;
   conn->pending.len = 0;
-  uv_buf_t buf = uv_buf_init((char *)conn->writing.data, (unsigned)conn->writing.len);
+  buf = uv_buf_init((char *)conn->writing.data + n, (unsigned)(conn->writing.len - (size_t)n));
   conn->write_req.data = conn;
-  int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &buf, 1, write_cb);
-  if (rc != 0) {
+  if (uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &buf, 1, write_cb) != 0) {
     tp_conn_close(conn);
     return;
   }
@@ -268,6 +288,15 @@ void tp_conn_flush(struct tp_conn *conn) {
     tp_conn_close(conn);
 }
 
+/* The output went out: produce more, and take requests again if the output had stopped them. */
+static void wrote(struct tp_conn *conn) {
+  tp_conn_flush(conn);
+  resume_deferred(conn);
+  tp_conn_flush(conn);
+  if (!conn->closing && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
+    start_reading(conn);
+}
+
 static void write_cb(uv_write_t *req, int status) {
   struct tp_conn *conn = req->data;
   conn->write_in_flight = false;
@@ -276,11 +305,7 @@ static void write_cb(uv_write_t *req, int status) {
     tp_conn_close(conn);
     return;
   }
-  tp_conn_flush(conn);
-  resume_deferred(conn);
-  tp_conn_flush(conn);
-  if (!conn->closing && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
-    start_reading(conn);
+  wrote(conn);
 }
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
