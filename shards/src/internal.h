@@ -27,6 +27,7 @@
 #include "ring.h"
 #include "sequencer.h"
 #include "committer.h"
+#include "id_claims.h"
 #include "stats.h"
 #include "stream_cache.h"
 #include "waker.h"
@@ -88,6 +89,7 @@ enum shard_state { SHARD_IDLE, SHARD_COMMITTING };
 struct batch {
   struct append_queue writes;   /* accepted appends to write, in order */
   uint32_t event_count;
+  uint32_t claimed_ids;         /* client-given ids its appends claimed (id_claims.h) */
   uint64_t next_stream_id;      /* to persist with the batch, if it created streams */
   bool creates_streams;
   int status;                   /* commit result, set off-loop */
@@ -107,6 +109,7 @@ struct shard {
   struct committer committer;    /* runs the batch's write transaction */
   uv_check_t batcher;
   uv_timer_t repair_timer;       /* retries an index repair while nothing else asks for one */
+  uv_timer_t claims_timer;       /* decides again appends deferred by another shard's claims */
   bool stop_hook_called;
   bool closed;
   bool watches_watermark;        /* call on_watermark when it moves */
@@ -137,6 +140,7 @@ struct evf_store {
   struct ring *requests;        /* [port * shard_count + shard] */
   struct ring *replies;         /* [shard * port_count + port] */
   struct sequencer sequencer;
+  struct id_claims id_claims;
   bool started;                 /* threads running (store_start succeeded) */
 
   atomic_bool closing;

@@ -20,7 +20,9 @@
 /* Bounds of one batch, well inside LMDB's dirty-page limit. */
 #define MAX_BATCH_APPENDS 4096
 #define MAX_BATCH_BYTES (64u << 20)
+#define MAX_BATCH_CLAIMS 8192 /* client-given ids held at once (id_claims.c sizes for it) */
 #define REPAIR_RETRY_MS 1000
+#define CLAIMS_RETRY_MS 1 /* about a commit: another shard's claims last until its batch is done */
 
 enum verdict { VERDICT_WRITE, VERDICT_DONE, VERDICT_DEFER };
 
@@ -29,6 +31,7 @@ struct prepare_ctx {
   MDB_txn *own;
   MDB_txn **others;   /* read transactions on the other shards, opened on demand */
   int64_t now;
+  bool claims_in_the_way; /* an append waits for another shard's claims */
 };
 
 static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
@@ -99,6 +102,74 @@ static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id,
   return 0;
 }
 
+static bool has_client_id(const struct store_append *req, size_t i) {
+  return req->request->events[i]->id[0] != '\0';
+}
+
+/* Withdraws the claims on the append's client-given ids before event `end`. */
+static void drop_claims(struct shard *shard, struct store_append *req, size_t end) {
+  for (size_t i = 0; i < end; i++) {
+    if (has_client_id(req, i))
+      id_claims_drop(&shard->store->id_claims, &req->ids[i], shard->index);
+  }
+}
+
+static void release_ids(struct shard *shard, struct store_append *req) {
+  if (!req->ids_claimed)
+    return;
+  drop_claims(shard, req, req->request->n_events);
+  req->ids_claimed = false;
+}
+
+/* Read transactions on the other shards begin again, on demand, after the claims. */
+static void end_other_txns(struct prepare_ctx *ctx) {
+  struct evf_store *store = ctx->shard->store;
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    if (ctx->others[s])
+      mdb_txn_abort(ctx->others[s]);
+    ctx->others[s] = NULL;
+  }
+}
+
+/*
+ * Claims every client-given id of the append (id_claims.h) before the ids
+ * are looked for. An id another append holds defers this one to the next
+ * batch. The other shards are then read from snapshots taken after the
+ * claims: an id another shard stored and let go of is in them.
+ */
+static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req) {
+  struct shard *shard = ctx->shard;
+  bool given = false;
+  for (size_t i = 0; i < req->request->n_events; i++) {
+    if (!has_client_id(req, i))
+      continue;
+    enum id_claim c = id_claims_take(&shard->store->id_claims, &req->ids[i], shard->index);
+    if (c == ID_CLAIM_TAKEN) {
+      given = true;
+      continue;
+    }
+    drop_claims(shard, req, i);
+    /*
+     * In the way are claims other appends will let go of, unless the batch
+     * has nothing else: then it is this append itself (a window of the
+     * table full of its ids, or two of its ids with one fingerprint) or,
+     * with odds too small to wait for, a window full of other shards' ids.
+     */
+    ctx->claims_in_the_way |= c == ID_CLAIM_HELD;
+    if (c == ID_CLAIM_HELD || shard->batch.writes.head != NULL)
+      return VERDICT_DEFER;
+    req->status = EVF_ETOOBIG;
+    req->detail = "too many client-given event ids in one append to check at once; send them "
+                  "in smaller appends";
+    return VERDICT_DONE;
+  }
+  if (given) {
+    req->ids_claimed = true;
+    end_other_txns(ctx);
+  }
+  return VERDICT_WRITE;
+}
+
 /*
  * Client-given ids: a retry of an append stored whole, in order, in this
  * stream succeeds without writing; any other reuse is EVF_EEXIST. An id held
@@ -161,7 +232,9 @@ static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
     req->status = rc;
     return VERDICT_DONE;
   }
-  enum verdict v = check_ids(ctx, req, stream);
+  enum verdict v = claim_ids(ctx, req);
+  if (v == VERDICT_WRITE)
+    v = check_ids(ctx, req, stream);
   if (v != VERDICT_WRITE)
     return v;
   uint32_t length = stream->record.next_version;
@@ -209,11 +282,21 @@ static void end_read_txns(struct prepare_ctx *ctx) {
   }
 }
 
-/* Whether the batch takes no more: bytes enough, or next comes an append to retry alone. */
+/*
+ * Whether the batch takes no more: bytes or claimed ids enough, or next
+ * comes an append to retry alone.
+ */
 static bool batch_full(const struct shard *shard, size_t bytes) {
   const struct store_append *next = shard->pending.head;
-  return bytes >= MAX_BATCH_BYTES || next == NULL ||
-         (next->alone && shard->batch.writes.head != NULL);
+  return bytes >= MAX_BATCH_BYTES || shard->batch.claimed_ids >= MAX_BATCH_CLAIMS ||
+         next == NULL || (next->alone && shard->batch.writes.head != NULL);
+}
+
+static uint32_t client_id_count(const struct store_append *req) {
+  uint32_t count = 0;
+  for (size_t i = 0; i < req->request->n_events; i++)
+    count += has_client_id(req, i);
+  return count;
 }
 
 /* Whether an append of the same stream was deferred (the queue is nearly always empty). */
@@ -275,6 +358,8 @@ static void start_repair(struct shard *shard) {
   committer_submit(&shard->committer);
 }
 
+static void claims_timer_cb(uv_timer_t *timer);
+
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -296,6 +381,7 @@ static void prepare_batch(struct shard *shard) {
   batch_index_clear(shard->decided);
   batch->writes = (struct append_queue){0};
   batch->event_count = 0;
+  batch->claimed_ids = 0;
 
   while (budget-- > 0 && !batch_full(shard, bytes)) {
     struct store_append *req = append_queue_pop(&shard->pending);
@@ -306,9 +392,13 @@ static void prepare_batch(struct shard *shard) {
       v = VERDICT_DEFER; /* behind a deferred append of its stream: keep their order */
     else
       v = decide(&ctx, req);
+    if (v != VERDICT_WRITE)
+      release_ids(shard, req);
     if (v == VERDICT_WRITE) {
       append_queue_push(&batch->writes, req);
       batch->event_count += (uint32_t)req->request->n_events;
+      if (req->ids_claimed)
+        batch->claimed_ids += client_id_count(req);
       bytes += payload_bytes(req);
     } else if (v == VERDICT_DEFER) {
       append_queue_push(&deferred, req);
@@ -318,6 +408,9 @@ static void prepare_batch(struct shard *shard) {
   }
   end_read_txns(&ctx);
   append_queue_prepend(&shard->pending, &deferred);
+  /* Nothing on this shard ends another's claims: look again a little later. */
+  if (ctx.claims_in_the_way)
+    uv_timer_start(&shard->claims_timer, claims_timer_cb, CLAIMS_RETRY_MS, 0);
   /* Answered only now: their origins free them, and the batch index borrowed their names. */
   struct store_append *req;
   while ((req = append_queue_pop(&answered)) != NULL)
@@ -453,11 +546,22 @@ static void forget_reindexed_streams(struct shard *shard) {
   shard->stored_next_stream_id = 0; /* unknown: the next batch rewrites the meta's counter */
 }
 
+/*
+ * Other shards may decide the batch's client-given ids once it is indexed,
+ * or failed. A batch the log took but the index did not lets them go too:
+ * until the repair, another shard could store one of them again.
+ */
+static void release_batch_ids(struct shard *shard) {
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
+    release_ids(shard, req);
+}
+
 static void commit_done(struct shard *shard) {
   if (shard->batch.repair) {
     repair_done(shard);
     return;
   }
+  release_batch_ids(shard);
   int status = shard->batch.status;
   shard->state = SHARD_IDLE;
   if (status == 0) {
@@ -500,6 +604,7 @@ static void maybe_stop(struct shard *shard) {
     waker_stop(&shard->wake);
     uv_close((uv_handle_t *)&shard->batcher, NULL);
     uv_close((uv_handle_t *)&shard->repair_timer, NULL);
+    uv_close((uv_handle_t *)&shard->claims_timer, NULL);
   }
 }
 
@@ -531,16 +636,22 @@ static void wake_cb(struct waker *w) {
  * Runs once per loop turn after I/O: everything that arrived this turn forms
  * a batch. What is left waits for the next one: the queue depth.
  */
-static void batcher_cb(uv_check_t *handle) {
-  struct shard *shard = handle->data;
+static void decide_pending(struct shard *shard) {
   if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
     if (shard->index_behind)
       start_repair(shard);
     else
       prepare_batch(shard);
   }
+}
+
+static void batcher_cb(uv_check_t *handle) {
+  struct shard *shard = handle->data;
+  decide_pending(shard);
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
+
+static void claims_timer_cb(uv_timer_t *timer) { decide_pending(timer->data); }
 
 void shard__enqueue_local(struct shard *shard, struct store_append *req) {
   append_queue_push(&shard->pending, req);
@@ -574,6 +685,8 @@ int shard__init_loop(struct shard *shard) {
   uv_check_start(&shard->batcher, batcher_cb);
   uv_timer_init(&shard->loop, &shard->repair_timer);
   shard->repair_timer.data = shard;
+  uv_timer_init(&shard->loop, &shard->claims_timer);
+  shard->claims_timer.data = shard;
   stats__init(&shard->stats);
   shard->batcher.data = shard;
   shard->state = SHARD_IDLE;
@@ -584,6 +697,7 @@ void shard__discard_loop(struct shard *shard) {
   waker_stop(&shard->wake);
   uv_close((uv_handle_t *)&shard->batcher, NULL);
   uv_close((uv_handle_t *)&shard->repair_timer, NULL);
+  uv_close((uv_handle_t *)&shard->claims_timer, NULL);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
   uv_loop_close(&shard->loop);
 }

@@ -163,7 +163,8 @@ static int alloc_store(struct evf_store *s) {
     return -ENOMEM;
   int rc;
   if ((rc = alloc_rings(s->requests, ring_count)) != 0 ||
-      (rc = alloc_rings(s->replies, ring_count)) != 0)
+      (rc = alloc_rings(s->replies, ring_count)) != 0 ||
+      (rc = id_claims_init(&s->id_claims, s->shard_count)) != 0)
     return rc;
   for (unsigned p = 0; p < s->port_count; p++) {
     if ((rc = port__init(&s->ports[p], s, p)) != 0)
@@ -196,6 +197,7 @@ static void free_store(struct evf_store *s) {
     port__deinit(&s->ports[p]);
   free_rings(s->requests, ring_count);
   free_rings(s->replies, ring_count);
+  id_claims_free(&s->id_claims);
   free(s->shards);
   free(s->ports);
   if (s->lock_fd >= 0)

@@ -10,8 +10,10 @@
 #include "harness.h"
 
 #include "evf/clock.h"
+#include "evf/hash.h"
 #include "evf/status.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -428,10 +430,94 @@ static void racing_appends_have_one_winner(void **state) {
   harness_remove_dir(dir);
 }
 
+/* ---- racing client-given ids ---- */
+
+/* A stream name of the given shard's. */
+static void stream_of_shard(unsigned shard, char out[32]) {
+  for (unsigned n = 0;; n++) {
+    snprintf(out, 32, "holder-%u-%u", shard, n);
+    if (evf_shard_of(evf_hash_fnv1a64(out, strlen(out)), SHARDS) == shard)
+      return;
+  }
+}
+
+/* Round k: every racer appends one event with the same client id, each to a stream of its shard. */
+static void *id_racer_main(void *arg) {
+  struct racer *r = arg;
+  struct harness_client c;
+  harness_client_init(&c, r->store, r->port);
+  char stream[32];
+  stream_of_shard(r->port - PRODUCERS, stream);
+  for (uint32_t k = 0; k < ROUNDS; k++) {
+    char id[EVF_UUID_TEXT_LEN + 1];
+    snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012" PRIx32, k);
+    const char *ids[] = {id};
+    struct harness_request req;
+    harness_request(&req, stream, -1, 1, "Claimed", "{}", ids);
+    pthread_barrier_wait(r->start);
+    r->results[k].status = harness_append(&c, &req.request, &r->results[k]);
+  }
+  harness_client_deinit(&c);
+  return NULL;
+}
+
+/*
+ * Each shard decides against committed data only: without claims, racers
+ * on different shards all stored the id (every round, on this machine).
+ */
+static void racing_client_ids_have_one_winner(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = store_options();
+  struct evf_store *store = harness_open(dir, &o);
+  pthread_barrier_t start;
+  assert_int_equal(pthread_barrier_init(&start, NULL, RACERS), 0);
+  struct racer *racers = calloc(RACERS, sizeof(*racers));
+  pthread_t threads[RACERS];
+  for (unsigned i = 0; i < RACERS; i++) {
+    racers[i].store = store;
+    racers[i].port = PRODUCERS + i;
+    racers[i].start = &start;
+    assert_int_equal(pthread_create(&threads[i], NULL, id_racer_main, &racers[i]), 0);
+  }
+  for (unsigned i = 0; i < RACERS; i++)
+    assert_int_equal(pthread_join(threads[i], NULL), 0);
+  pthread_barrier_destroy(&start);
+
+  size_t stored = 0;
+  for (uint32_t k = 0; k < ROUNDS; k++) {
+    unsigned winners = 0;
+    for (unsigned i = 0; i < RACERS; i++) {
+      int status = racers[i].results[k].status;
+      if (status != 0)
+        assert_int_equal(status, EVF_EEXIST);
+      winners += status == 0;
+    }
+    assert_int_equal(winners, 1);
+  }
+  /* What the streams hold agrees: one event per round in all. */
+  struct harness_events *e = malloc(sizeof(*e));
+  for (unsigned i = 0; i < RACERS; i++) {
+    char stream[32];
+    stream_of_shard(i, stream);
+    int rc = harness_read_stream(store, stream, 0, 0, e);
+    assert_true(rc == 0 || rc == EVF_ENOTFOUND);
+    stored += rc == 0 ? e->count : 0;
+    if (rc == 0)
+      harness_events_free(e);
+  }
+  assert_int_equal(stored, ROUNDS);
+  free(e);
+  free(racers);
+  store_close(store);
+  harness_remove_dir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(producers_and_readers_agree),
       cmocka_unit_test(racing_appends_have_one_winner),
+      cmocka_unit_test(racing_client_ids_have_one_winner),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
