@@ -1,15 +1,13 @@
 #include "batch_index.h"
 
-#include "evf/hash.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 /*
  * Open addressing with linear probing (streams: name_table.h); tables grow at
- * half full. Each table lists its filled slots, so that clearing it after a
+ * half full. The table lists its filled slots, so that clearing it after a
  * batch costs the batch's size, not the table's: a table keeps the size of
  * the largest batch it ever held.
  */
@@ -18,10 +16,6 @@ struct batch_index {
   size_t stream_cap;
   size_t stream_count;
   size_t *stream_slots;      /* the filled slots: stream_count of them, room for stream_cap / 2 */
-  struct evf_uuid *ids;      /* all-zero slots are empty: the nil UUID is never an id */
-  size_t id_cap;
-  size_t id_count;
-  size_t *id_slots;          /* the filled slots: id_count of them, room for id_cap / 2 */
 };
 
 #define INITIAL_CAPACITY 64
@@ -32,15 +26,11 @@ struct batch_index *batch_index_create(void) {
     return NULL;
   index->streams = calloc(INITIAL_CAPACITY, sizeof(*index->streams));
   index->stream_slots = malloc(INITIAL_CAPACITY / 2 * sizeof(*index->stream_slots));
-  index->ids = calloc(INITIAL_CAPACITY, sizeof(*index->ids));
-  index->id_slots = malloc(INITIAL_CAPACITY / 2 * sizeof(*index->id_slots));
-  if (index->streams == NULL || index->stream_slots == NULL || index->ids == NULL ||
-      index->id_slots == NULL) {
+  if (index->streams == NULL || index->stream_slots == NULL) {
     batch_index_destroy(index);
     return NULL;
   }
   index->stream_cap = INITIAL_CAPACITY;
-  index->id_cap = INITIAL_CAPACITY;
   return index;
 }
 
@@ -49,18 +39,13 @@ void batch_index_destroy(struct batch_index *index) {
     return;
   free(index->streams);
   free(index->stream_slots);
-  free(index->ids);
-  free(index->id_slots);
   free(index);
 }
 
 void batch_index_clear(struct batch_index *index) {
   for (size_t i = 0; i < index->stream_count; i++)
     index->streams[index->stream_slots[i]] = (struct batch_stream){0};
-  for (size_t i = 0; i < index->id_count; i++)
-    index->ids[index->id_slots[i]] = (struct evf_uuid){0};
   index->stream_count = 0;
-  index->id_count = 0;
 }
 
 /* Room in *slots for the filled slots of a table of cap slots. */
@@ -107,48 +92,4 @@ struct batch_stream *batch_index_add_stream(struct batch_index *index, const cha
   *s = (struct batch_stream){.key = {name, len, hash}, .record = *record, .is_new = is_new};
   index->stream_slots[index->stream_count++] = slot;
   return s;
-}
-
-static size_t id_slot(const struct batch_index *index, const struct evf_uuid *id) {
-  size_t mask = index->id_cap - 1;
-  size_t i = evf_hash_slot(evf_hash_fnv1a64(id->bytes, sizeof(id->bytes)), mask);
-  while (!evf_uuid_is_nil(&index->ids[i]) && memcmp(&index->ids[i], id, sizeof(*id)) != 0)
-    i = (i + 1) & mask;
-  return i;
-}
-
-bool batch_index_has_id(const struct batch_index *index, const struct evf_uuid *id) {
-  return !evf_uuid_is_nil(&index->ids[id_slot(index, id)]);
-}
-
-static int grow_ids(struct batch_index *index) {
-  struct evf_uuid *old = index->ids;
-  size_t old_cap = index->id_cap;
-  if (grow_slot_list(&index->id_slots, old_cap * 2) != 0)
-    return -ENOMEM;
-  struct evf_uuid *grown = calloc(old_cap * 2, sizeof(*grown));
-  if (grown == NULL)
-    return -ENOMEM;
-  index->ids = grown;
-  index->id_cap = old_cap * 2;
-  for (size_t i = 0, filled = 0; i < old_cap; i++) {
-    if (evf_uuid_is_nil(&old[i]))
-      continue;
-    size_t slot = id_slot(index, &old[i]);
-    index->ids[slot] = old[i];
-    index->id_slots[filled++] = slot;
-  }
-  free(old);
-  return 0;
-}
-
-int batch_index_add_id(struct batch_index *index, const struct evf_uuid *id) {
-  if (2 * (index->id_count + 1) > index->id_cap && grow_ids(index) != 0)
-    return -ENOMEM;
-  size_t i = id_slot(index, id);
-  if (evf_uuid_is_nil(&index->ids[i])) {
-    index->ids[i] = *id;
-    index->id_slots[index->id_count++] = i;
-  }
-  return 0;
 }

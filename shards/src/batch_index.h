@@ -3,12 +3,11 @@
 
 /*
  * What a batch being prepared has already decided, before anything is
- * written: each stream it touches (with its length after the batch's
- * appends so far) and each client-given event id it holds. Owned by one
- * shard's loop; cleared for every batch.
+ * written: each stream it touches, with its length after the batch's
+ * appends so far. (Its client-given ids are claimed: id_claims.h.) Owned by
+ * one shard's loop; cleared for every batch.
  */
 
-#include "evf/uuid.h"
 #include "name_table.h"
 #include "records.h"
 
@@ -37,10 +36,5 @@ struct batch_stream *batch_index_find_stream(struct batch_index *index, const ch
 struct batch_stream *batch_index_add_stream(struct batch_index *index, const char *name,
                                             size_t len, uint64_t hash,
                                             const struct stream_record *record, bool is_new);
-
-bool batch_index_has_id(const struct batch_index *index, const struct evf_uuid *id);
-
-/** Returns 0 or -ENOMEM. */
-int batch_index_add_id(struct batch_index *index, const struct evf_uuid *id);
 
 #endif

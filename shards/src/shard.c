@@ -171,10 +171,8 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
 }
 
 /*
- * Client-given ids: a retry of an append stored whole, in order, in this
- * stream succeeds without writing; any other reuse is EVF_EEXIST. An id held
- * by the batch being prepared defers the append to the next batch, where
- * it is decided against committed data.
+ * Client-given ids, claimed: a retry of an append stored whole, in order,
+ * in this stream succeeds without writing; any other reuse is EVF_EEXIST.
  */
 static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
                               const struct batch_stream *stream) {
@@ -186,8 +184,6 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
     if (r->events[i]->id[0] == '\0')
       continue;
     given++;
-    if (batch_index_has_id(ctx->shard->decided, &req->ids[i]))
-      return VERDICT_DEFER;
     int where = locate_id(ctx, &req->ids[i], &rec);
     if (where < 0) {
       req->status = where;
@@ -214,17 +210,6 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
   return VERDICT_DONE;
 }
 
-static int remember_ids(struct batch_index *decided, const struct store_append *req) {
-  for (size_t i = 0; i < req->request->n_events; i++) {
-    if (req->request->events[i]->id[0] == '\0')
-      continue;
-    int rc = batch_index_add_id(decided, &req->ids[i]);
-    if (rc != 0)
-      return rc;
-  }
-  return 0;
-}
-
 static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
   struct batch_stream *stream = NULL;
   int rc = find_stream(ctx, req, &stream);
@@ -246,10 +231,6 @@ static enum verdict decide(struct prepare_ctx *ctx, struct store_append *req) {
   }
   if (req->request->n_events > UINT32_MAX - length) {
     req->status = EVF_ETOOBIG;
-    return VERDICT_DONE;
-  }
-  if ((rc = remember_ids(ctx->shard->decided, req)) != 0) {
-    req->status = rc;
     return VERDICT_DONE;
   }
   req->new_stream = stream->is_new && stream->record.stream_id == 0;

@@ -1,4 +1,4 @@
-/* What a batch being prepared has decided: streams and ids found, and gone after a clear. */
+/* What a batch being prepared has decided: streams found, and gone after a clear. */
 #include "batch_index.h"
 
 #include "evf/hash.h"
@@ -26,13 +26,6 @@ static void add(struct batch_index *index, const char *name, uint32_t next_versi
       batch_index_add_stream(index, name, strlen(name), hash_of(name), &record, false));
 }
 
-static struct evf_uuid id_of(unsigned n) {
-  struct evf_uuid id = {{0}};
-  memcpy(id.bytes, &n, sizeof(n));
-  id.bytes[15] = 1; /* never nil */
-  return id;
-}
-
 /* n names "stream-0".."stream-(n-1)" that outlive the index (it borrows them). */
 static char (*names_of(size_t n))[NAME_LEN] {
   char(*names)[NAME_LEN] = calloc(n, NAME_LEN);
@@ -42,7 +35,7 @@ static char (*names_of(size_t n))[NAME_LEN] {
   return names;
 }
 
-static void streams_and_ids_added_are_found(void **state) {
+static void streams_added_are_found(void **state) {
   (void)state;
   struct batch_index *index = batch_index_create();
   assert_non_null(index);
@@ -50,10 +43,6 @@ static void streams_and_ids_added_are_found(void **state) {
   assert_non_null(find(index, "account-1"));
   assert_int_equal(find(index, "account-1")->record.next_version, 4);
   assert_null(find(index, "account-2"));
-  struct evf_uuid id = id_of(9), other = id_of(10);
-  assert_int_equal(batch_index_add_id(index, &id), 0);
-  assert_true(batch_index_has_id(index, &id));
-  assert_false(batch_index_has_id(index, &other));
   batch_index_destroy(index);
 }
 
@@ -66,24 +55,16 @@ static void a_clear_forgets_every_entry_of_batches_of_any_size(void **state) {
   assert_non_null(index);
   for (size_t round = 0; round < sizeof(sizes) / sizeof(sizes[0]); round++) {
     size_t n = sizes[round];
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
       add(index, names[i], (uint32_t)(round * 10000 + i));
-      struct evf_uuid id = id_of((unsigned)i);
-      assert_int_equal(batch_index_add_id(index, &id), 0);
-    }
     for (size_t i = 0; i < n; i++) {
       struct batch_stream *s = find(index, names[i]);
       assert_non_null(s);
       assert_int_equal(s->record.next_version, round * 10000 + i);
-      struct evf_uuid id = id_of((unsigned)i);
-      assert_true(batch_index_has_id(index, &id));
     }
     batch_index_clear(index);
-    for (size_t i = 0; i < 3000; i++) {
+    for (size_t i = 0; i < 3000; i++)
       assert_null(find(index, names[i]));
-      struct evf_uuid id = id_of((unsigned)i);
-      assert_false(batch_index_has_id(index, &id));
-    }
   }
   batch_index_destroy(index);
   free(names);
@@ -91,7 +72,7 @@ static void a_clear_forgets_every_entry_of_batches_of_any_size(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(streams_and_ids_added_are_found),
+      cmocka_unit_test(streams_added_are_found),
       cmocka_unit_test(a_clear_forgets_every_entry_of_batches_of_any_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
