@@ -58,6 +58,9 @@ void lg_options_usage(FILE *f) {
           "  --warmup SECONDS         unmeasured time first (default 1)\n"
           "  --event-size BYTES       data size of each event (default 200)\n"
           "  --events-per-append N    events in each append (default 1)\n"
+          "  --client-ids             append, append-occ: every event carries a new\n"
+          "                           client-given id, which the server checks for\n"
+          "                           reuse (default: the server generates ids)\n"
           "  --streams N              streams written or read (default 1000)\n"
           "  --rate N                 offered load, requests/s over all connections,\n"
           "                           sent on schedule; latency counts from when a\n"
@@ -176,7 +179,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
     OPT_TARGET = 256, OPT_SCENARIO, OPT_CONNECTIONS, OPT_CONCURRENCY, OPT_THREADS, OPT_DURATION,
     OPT_REQUESTS, OPT_WARMUP, OPT_EVENT_SIZE, OPT_EPA, OPT_STREAMS, OPT_RATE, OPT_LIMIT,
     OPT_PREFILL, OPT_MIX, OPT_HTTP_MODE, OPT_PREFIX, OPT_TIMEOUT, OPT_MAX_TIME, OPT_JSON, OPT_MAX_ERROR_RATE,
-    OPT_BATCH_WINDOW, OPT_SUBSCRIBERS, OPT_QUIET, OPT_HELP
+    OPT_BATCH_WINDOW, OPT_SUBSCRIBERS, OPT_CLIENT_IDS, OPT_QUIET, OPT_HELP
   };
   static const struct option options[] = {
       {"target", required_argument, NULL, OPT_TARGET},
@@ -202,6 +205,7 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
       {"max-error-rate", required_argument, NULL, OPT_MAX_ERROR_RATE},
       {"batch-window", required_argument, NULL, OPT_BATCH_WINDOW},
       {"subscribers", required_argument, NULL, OPT_SUBSCRIBERS},
+      {"client-ids", no_argument, NULL, OPT_CLIENT_IDS},
       {"quiet", no_argument, NULL, OPT_QUIET},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -325,6 +329,9 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
         o->subscribers = (unsigned)v;
       subscribers_set = true;
       break;
+    case OPT_CLIENT_IDS:
+      o->client_ids = true;
+      break;
     case OPT_QUIET:
       o->quiet = true;
       break;
@@ -390,6 +397,11 @@ enum lg_parse_result lg_options_parse(int argc, char **argv, struct lg_options *
   }
   if (http_mode_set && !http) {
     bad("--http-mode is for --scenario http-read");
+    return LG_PARSE_BAD;
+  }
+  if (o->client_ids && strcmp(o->scenario->name, "append") != 0 &&
+      strcmp(o->scenario->name, "append-occ") != 0) {
+    bad("--client-ids is for --scenario append and append-occ");
     return LG_PARSE_BAD;
   }
   bool batch = strcmp(o->scenario->name, "batch-append") == 0;

@@ -40,6 +40,7 @@ struct lg_options {
   double max_error_rate;
   double timeout_s;
   double max_time_s;            /* deadline of the whole run, setup included; 0: none */
+  bool client_ids;              /* append, append-occ: every event carries a new client id */
   bool quiet;
 };
 

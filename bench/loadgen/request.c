@@ -22,6 +22,7 @@ static const char event_type[] = "BenchEvent";
 void lg_tmpl_free(struct lg_tmpl *t) {
   free(t->data);
   free(t->rest);
+  free(t->ids_at);
   *t = (struct lg_tmpl){.name_at = SIZE_MAX, .tail_at = SIZE_MAX};
 }
 
@@ -33,15 +34,20 @@ int lg_tmpl_copy(struct lg_tmpl *dst, const struct lg_tmpl *src) {
   *dst = *src;
   dst->data = malloc(src->cap);
   dst->rest = src->rest_len ? malloc(src->rest_len) : NULL;
-  if (dst->data == NULL || (src->rest_len && dst->rest == NULL)) {
+  dst->ids_at = src->id_count ? malloc(src->id_count * sizeof(*src->ids_at)) : NULL;
+  if (dst->data == NULL || (src->rest_len && dst->rest == NULL) ||
+      (src->id_count && dst->ids_at == NULL)) {
     free(dst->data);
     free(dst->rest);
+    free(dst->ids_at);
     tmpl_empty(dst);
     return -ENOMEM;
   }
   memcpy(dst->data, src->data, src->cap);
   if (src->rest_len)
     memcpy(dst->rest, src->rest, src->rest_len);
+  if (src->id_count)
+    memcpy(dst->ids_at, src->ids_at, src->id_count * sizeof(*src->ids_at));
   return 0;
 }
 
@@ -103,8 +109,27 @@ static int grpc_template(struct lg_tmpl *t, const ProtobufCMessage *msg, const c
   return 0;
 }
 
-int lg_req_grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsigned events,
-                       const uint8_t *payload, size_t size) {
+#define ID_DIGITS 12 /* the id's last group, which lg_tmpl_set_ids numbers */
+
+/* Where each event's id ends its template placeholder (UUID text), in order. */
+static int find_ids(struct lg_tmpl *t, const char *placeholder, unsigned events) {
+  if ((t->ids_at = malloc(events * sizeof(*t->ids_at))) == NULL)
+    return -ENOMEM;
+  size_t len = strlen(placeholder), from = 0;
+  for (unsigned i = 0; i < events; i++) {
+    const uint8_t *at = memmem(t->data + from, t->len - from, placeholder, len);
+    if (at == NULL)
+      return -EINVAL;
+    from = (size_t)(at - t->data) + len;
+    t->ids_at[i] = from - ID_DIGITS;
+  }
+  t->id_count = events;
+  return 0;
+}
+
+/* An AppendToStream template; id: every event's id (a placeholder), or NULL for none. */
+static int grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsigned events,
+                       const uint8_t *payload, size_t size, const char *id) {
   Api__EventData *data = calloc(events ? events : 1, sizeof(*data));
   Api__EventData **ptrs = calloc(events ? events : 1, sizeof(*ptrs));
   int rc = -ENOMEM;
@@ -114,6 +139,8 @@ int lg_req_grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsi
       data[i].type = (char *)event_type;
       data[i].data.data = (uint8_t *)payload;
       data[i].data.len = size;
+      if (id != NULL)
+        data[i].id = (char *)id;
       ptrs[i] = &data[i];
     }
     Api__AppendToStreamRequest req;
@@ -124,9 +151,34 @@ int lg_req_grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsi
     req.events = ptrs;
     rc = grpc_template(t, &req.base, name, width, 2 << 3 | 0);
   }
+  if (rc == 0 && id != NULL && (rc = find_ids(t, id, events)) != 0)
+    lg_tmpl_free(t);
   free(data);
   free(ptrs);
   return rc;
+}
+
+int lg_req_grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsigned events,
+                       const uint8_t *payload, size_t size) {
+  return grpc_append(t, name, width, events, payload, size, NULL);
+}
+
+int lg_req_grpc_append_with_ids(struct lg_tmpl *t, const char *name, unsigned width,
+                                unsigned events, const uint8_t *payload, size_t size,
+                                uint32_t nonce) {
+  char id[37];
+  snprintf(id, sizeof(id), "%08" PRIx32 "-0000-4000-8000-000000000000", nonce);
+  return grpc_append(t, name, width, events, payload, size, id);
+}
+
+void lg_tmpl_set_ids(struct lg_tmpl *t, uint64_t first) {
+  static const char hex[] = "0123456789abcdef";
+  for (unsigned i = 0; i < t->id_count; i++) {
+    uint64_t n = first + i;
+    uint8_t *at = t->data + t->ids_at[i];
+    for (int d = ID_DIGITS - 1; d >= 0; d--, n >>= 4)
+      at[d] = (uint8_t)hex[n & 15];
+  }
 }
 
 int lg_req_grpc_get_stream(struct lg_tmpl *t, const char *name, unsigned width, uint32_t limit) {

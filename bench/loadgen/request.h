@@ -35,6 +35,8 @@ struct lg_tmpl {
   uint8_t tail_tag;             /* gRPC: the number's field tag; 0: an HTTP template */
   uint8_t *rest;                /* HTTP: the bytes after the number */
   size_t rest_len;
+  size_t *ids_at;               /* each event's client id: where its last 12 hex digits are */
+  unsigned id_count;            /* 0: the events carry no ids */
 };
 
 /*
@@ -47,6 +49,14 @@ struct lg_tmpl {
 /** gRPC AppendToStream: events of size payload bytes each, type "BenchEvent", no ids; tail: version. */
 int lg_req_grpc_append(struct lg_tmpl *t, const char *name, unsigned width, unsigned events,
                        const uint8_t *payload, size_t size);
+
+/**
+ * The same with a client id on every event: nonce's 8 hex digits, then
+ * digits lg_tmpl_set_ids patches.
+ */
+int lg_req_grpc_append_with_ids(struct lg_tmpl *t, const char *name, unsigned width,
+                                unsigned events, const uint8_t *payload, size_t size,
+                                uint32_t nonce);
 
 /** gRPC GetStream from version 0 with limit. */
 int lg_req_grpc_get_stream(struct lg_tmpl *t, const char *name, unsigned width, uint32_t limit);
@@ -76,6 +86,9 @@ int lg_tmpl_copy(struct lg_tmpl *dst, const struct lg_tmpl *src);
 
 /** Frees t's memory. */
 void lg_tmpl_free(struct lg_tmpl *t);
+
+/** Numbers the events' client ids first, first + 1, ... (48 bits each, in hex). */
+void lg_tmpl_set_ids(struct lg_tmpl *t, uint64_t first);
 
 /** Writes index as the stream name's width digits. */
 void lg_tmpl_set_name(struct lg_tmpl *t, unsigned width, uint64_t index);

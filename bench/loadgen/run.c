@@ -8,8 +8,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- templates ---- */
+
+/*
+ * Client ids start with 32 bits that differ from run to run: a second run
+ * against the same server sends none of the first's.
+ */
+static uint32_t id_nonce(void) {
+  return (uint32_t)(evf_now_ms() * 2654435761u) ^ (uint32_t)getpid() ^
+         (uint32_t)evf_monotonic_ns();
+}
+
+static int grpc_append(struct lg_run *run, struct lg_tmpl *t, const char *name,
+                       const uint8_t *payload) {
+  const struct lg_options *o = run->opt;
+  if (o->client_ids)
+    return lg_req_grpc_append_with_ids(t, name, run->name_width, o->events_per_append, payload,
+                                       o->event_size, id_nonce());
+  return lg_req_grpc_append(t, name, run->name_width, o->events_per_append, payload,
+                            o->event_size);
+}
 
 static int build_template(struct lg_run *run, enum lg_op_id op, const char *name,
                           const uint8_t *payload, uint32_t limit_stream, uint32_t limit_global) {
@@ -25,7 +45,7 @@ static int build_template(struct lg_run *run, enum lg_op_id op, const char *name
     /* the same AppendToStreamRequest, wrapped per send */
     __attribute__((fallthrough));
   case LG_OP_APPEND:
-    rc = grpc ? lg_req_grpc_append(t, name, width, o->events_per_append, payload, o->event_size)
+    rc = grpc ? grpc_append(run, t, name, payload)
               : lg_req_http_append(t, run->authority, name, width, o->events_per_append, payload,
                                    o->event_size);
     if (rc == 0 && grpc)
@@ -45,7 +65,7 @@ static int build_template(struct lg_run *run, enum lg_op_id op, const char *name
   case LG_OP_APPEND_OCC:
     if (!grpc)
       return -ENOTSUP;
-    return lg_req_grpc_append(t, name, width, o->events_per_append, payload, o->event_size);
+    return grpc_append(run, t, name, payload);
   case LG_OP_READ_STREAM:
     return grpc ? lg_req_grpc_get_stream(t, name, width, limit_stream)
                 : lg_req_http_get_stream(t, run->authority, name, width, limit_stream);

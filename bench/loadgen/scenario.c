@@ -42,12 +42,21 @@ static enum lg_outcome count_events(struct lg_slot *s, const struct lg_reply *r,
 
 static int append_init(struct lg_slot *s) { return copy_template(s, LG_OP_APPEND); }
 
+/* --client-ids: ids no send of this run used before. */
+static void number_ids(struct lg_worker *w, struct lg_tmpl *t) {
+  if (t->id_count == 0)
+    return;
+  lg_tmpl_set_ids(t, w->next_id);
+  w->next_id += t->id_count;
+}
+
 static void append_prepare(struct lg_slot *s) {
   struct lg_worker *w = s->worker;
   struct lg_tmpl *t = &s->req[LG_OP_APPEND];
   s->stream = w->next_stream;
   w->next_stream = w->next_stream + 1 == w->run->opt->streams ? 0 : w->next_stream + 1;
   lg_tmpl_set_name(t, w->run->name_width, s->stream);
+  number_ids(w, t);
   if (t->stamp_at)
     lg_tmpl_set_stamp(t, s->intended_ns); /* subscribe: when it was due, as its latency counts */
   point_call(s, t);
@@ -78,6 +87,7 @@ static void occ_prepare(struct lg_slot *s) {
   s->occ_next = k + 1 == s->occ_count ? 0 : k + 1;
   s->stream = s->index + (uint64_t)k * run->total_slots;
   lg_tmpl_set_name(t, run->name_width, s->stream);
+  number_ids(s->worker, t);
   lg_tmpl_set_tail(t, s->occ_versions[k]);
   point_call(s, t);
 }

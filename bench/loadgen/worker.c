@@ -664,6 +664,7 @@ int lg_worker_start(struct lg_worker *w, struct lg_run *run, unsigned index) {
   if (w->rng == 0)
     w->rng = 1;
   w->next_stream = (uint64_t)index * run->opt->streams / run->threads;
+  w->next_id = (uint64_t)index << 40; /* 2^40 ids per worker before another's */
   w->next_item = run->items * index / run->threads;
   w->end_item = run->items * (index + 1) / run->threads;
   w->quota = run->requests ? quota_of(run, index) : 0;

@@ -172,6 +172,7 @@ struct lg_worker {
   uint64_t next_item, end_item; /* items runs: this worker's share */
   uint64_t rng;
   uint64_t next_stream;
+  uint64_t next_id;             /* --client-ids: the next id's number (the worker's index first) */
   double interval_ns;           /* --rate: between this worker's due times */
   uint64_t sched_start;
   uint64_t sched_sent;

@@ -181,6 +181,25 @@ def test_append_occ_no_conflicts_on_fresh_streams_then_resyncs(server, stub, tar
     wait_count(stub, before + 1000 + r["events"], "the second OCC run's appends")
 
 
+def test_append_with_client_ids_stores_each_id_once(server, stub, target, tmp_path):
+    prefix = f"ids-{uuid.uuid4().hex[:8]}-"
+    args = ["--target", target, "--scenario", "append", "--requests", 500, "--warmup", 0,
+            "--events-per-append", 4, "--streams", 20, "--stream-prefix", prefix,
+            "--connections", 2, "--threads", 2, "--client-ids"]
+    before = event_count(stub)
+    for run_number in (1, 2):  # a second run's ids are new too: no reuse refused
+        run = run_bench(args, tmp_path)
+        assert run.rc == 0, run
+        r = run.report
+        assert r["requests"] == 500 and r["events"] == 2000 and r["errors"] == 0, r
+        wait_count(stub, before + 2000 * run_number, f"run {run_number}'s appends")
+    events = [e for i in range(20) for e in read_stream_all(stub, f"{prefix}{i:02d}")]
+    ids = [e.id for e in events]
+    assert len(events) == 4000 and len(set(ids)) == 4000
+    assert len({i[:8] for i in ids}) == 2  # one prefix per run
+    assert all(e.causation_id == e.id for e in events)
+
+
 # --------------------------------------------------------------------------
 # reads
 # --------------------------------------------------------------------------
@@ -484,6 +503,7 @@ def test_errors_are_counted_by_status_and_fail_the_run(server_factory, tmp_path)
     ["--scenario", "subscribe", "--event-size", 4],
     ["--scenario", "subscribe-catch-up", "--duration", 5],
     ["--scenario", "subscribe-catch-up", "--rate", 100],
+    ["--scenario", "read-global", "--client-ids"],
     ["unexpected"],
 ])
 def test_bad_usage_exits_2(args, tmp_path):
@@ -496,7 +516,7 @@ def test_help(tmp_path):
     run = run_bench(["--help"], tmp_path, timeout=FAIL_FAST, want_json=False)
     assert run.rc == 0, run
     for word in ("--scenario", "--rate", "--json", "append-occ", "read-global", "http-read", "mixed",
-                 "subscribe", "subscribe-catch-up", "--subscribers"):
+                 "subscribe", "subscribe-catch-up", "--subscribers", "--client-ids"):
         assert word in run.stdout
 
 
