@@ -121,13 +121,22 @@ static void release_ids(struct shard *shard, struct store_append *req) {
   req->ids_claimed = false;
 }
 
-/* Read transactions on the other shards begin again, on demand, after the claims. */
-static void end_other_txns(struct prepare_ctx *ctx) {
+/*
+ * The read transactions open on other shards take new snapshots (a reset
+ * and renew keeps their reader slots); one that cannot is ended, and
+ * begins again when next needed.
+ */
+static void renew_other_txns(struct prepare_ctx *ctx) {
   struct evf_store *store = ctx->shard->store;
   for (unsigned s = 0; s < store->shard_count; s++) {
-    if (ctx->others[s])
-      mdb_txn_abort(ctx->others[s]);
-    ctx->others[s] = NULL;
+    MDB_txn *txn = ctx->others[s];
+    if (txn == NULL)
+      continue;
+    mdb_txn_reset(txn);
+    if (mdb_txn_renew(txn) != 0) {
+      mdb_txn_abort(txn);
+      ctx->others[s] = NULL;
+    }
   }
 }
 
@@ -165,7 +174,7 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
   }
   if (given) {
     req->ids_claimed = true;
-    end_other_txns(ctx);
+    renew_other_txns(ctx);
   }
   return VERDICT_WRITE;
 }
