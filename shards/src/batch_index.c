@@ -1,6 +1,5 @@
 #include "batch_index.h"
 
-
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

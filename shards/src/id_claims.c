@@ -1,9 +1,10 @@
 #include "id_claims.h"
 
-#include "evf/hash.h"
+#include "evf/clock.h"
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 
 #define BUCKET_SLOTS 8     /* one cache line */
 #define WINDOW_BUCKETS 4   /* an id's claim is in one of these */
@@ -32,6 +33,9 @@ int id_claims_init(struct id_claims *claims, unsigned shards) {
   if (table == MAP_FAILED)
     return -ENOMEM;
   claims->slots = table;
+  if (getrandom(&claims->seed, sizeof(claims->seed), 0) != sizeof(claims->seed))
+    claims->seed = (uint64_t)evf_monotonic_ns() * UINT64_C(0x9e3779b97f4a7c15);
+  claims->seed ^= UINT64_C(0xcbf29ce484222325); /* FNV's offset basis */
   return 0;
 }
 
@@ -41,17 +45,32 @@ void id_claims_free(struct id_claims *claims) {
   claims->slots = NULL;
 }
 
-static uint64_t id_hash(const struct evf_uuid *id) {
-  return evf_hash_fnv1a64(id->bytes, sizeof(id->bytes));
+/*
+ * FNV-1a from a seed the process draws at start, then mixed (the bucket
+ * comes from the low bits): ids chosen to share a window cannot be made
+ * without knowing the seed.
+ */
+static uint64_t id_hash(const struct id_claims *claims, const struct evf_uuid *id) {
+  uint64_t h = claims->seed;
+  for (size_t i = 0; i < sizeof(id->bytes); i++)
+    h = (h ^ id->bytes[i]) * UINT64_C(0x100000001b3);
+  h ^= h >> 32;
+  h *= UINT64_C(0xd6e8feb86659fd93);
+  return h ^ (h >> 32);
 }
 
 static bool same_id(uint64_t claim, uint64_t hash) {
   return claim != 0 && (claim & ~OWNER_MASK) == (hash & ~OWNER_MASK);
 }
 
-/* Bucket b of the id's window (one cache line). */
+/*
+ * Bucket b of the id's window (one cache line). Windows do not overlap:
+ * a shard holds at most one claim per fingerprint in a window, so a drop
+ * clears the one it took.
+ */
 static _Atomic uint64_t *window_bucket(const struct id_claims *claims, uint64_t hash, unsigned b) {
-  return &claims->slots[((hash + b) & claims->bucket_mask) * BUCKET_SLOTS];
+  uint64_t first = hash & claims->bucket_mask & ~(uint64_t)(WINDOW_BUCKETS - 1);
+  return &claims->slots[(first + b) * BUCKET_SLOTS];
 }
 
 /* A claim for the id in a slot of the window other than skip, or 0. */
@@ -68,6 +87,19 @@ static uint64_t find_claim(const struct id_claims *claims, uint64_t hash,
   return 0;
 }
 
+/* Whether a slot of the window holds another shard's claim (for any id). */
+static bool others_in_window(const struct id_claims *claims, uint64_t hash, uint64_t owner) {
+  for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
+    _Atomic uint64_t *bucket = window_bucket(claims, hash, b);
+    for (unsigned i = 0; i < BUCKET_SLOTS; i++) {
+      uint64_t claim = atomic_load(&bucket[i]);
+      if (claim != 0 && (claim & OWNER_MASK) != owner)
+        return true;
+    }
+  }
+  return false;
+}
+
 /* Stores mine in an empty slot of the window; returns the slot, or NULL if there is none. */
 static _Atomic uint64_t *store_claim(struct id_claims *claims, uint64_t hash, uint64_t mine) {
   for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
@@ -82,14 +114,14 @@ static _Atomic uint64_t *store_claim(struct id_claims *claims, uint64_t hash, ui
 }
 
 enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
-  uint64_t hash = id_hash(id);
+  uint64_t hash = id_hash(claims, id);
   uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
   uint64_t held = find_claim(claims, hash, NULL);
   if (held != 0)
     return held == mine ? ID_CLAIM_HELD_HERE : ID_CLAIM_HELD;
   _Atomic uint64_t *slot = store_claim(claims, hash, mine);
-  if (slot == NULL)
-    return ID_CLAIM_FULL;
+  if (slot == NULL) /* other shards' claims go: wait for them; this shard's own only fill it */
+    return others_in_window(claims, hash, shard + 1) ? ID_CLAIM_HELD : ID_CLAIM_FULL;
   /* Stored, now look again: a claim for the id taken meanwhile makes this one withdraw. */
   if (find_claim(claims, hash, slot) == 0)
     return ID_CLAIM_TAKEN;
@@ -98,7 +130,7 @@ enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id
 }
 
 void id_claims_drop(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
-  uint64_t hash = id_hash(id);
+  uint64_t hash = id_hash(claims, id);
   uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
   for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
     _Atomic uint64_t *bucket = window_bucket(claims, hash, b);

@@ -109,7 +109,6 @@ struct shard {
   struct committer committer;    /* runs the batch's write transaction */
   uv_check_t batcher;
   uv_timer_t repair_timer;       /* retries an index repair while nothing else asks for one */
-  uv_timer_t claims_timer;       /* decides again appends deferred by another shard's claims */
   bool stop_hook_called;
   bool closed;
   bool watches_watermark;        /* call on_watermark when it moves */
@@ -128,6 +127,10 @@ struct shard {
   struct stream_cache *streams;  /* committed state of streams decided lately */
   bool *reply_dirty;             /* per port: replies queued since the last flush */
   struct shard_stats stats;      /* written by the loop, read by any thread */
+  bool dropped_claims;           /* since the claim waiters were last woken */
+  struct evf_uuid *held_ids;     /* claimed by a batch the log took and the index did not */
+  size_t held_id_count;
+  atomic_bool waits_for_claims;  /* set by the loop, cleared (then woken) by any shard's */
 };
 
 struct evf_store {
@@ -183,6 +186,8 @@ void store__wake_all(struct evf_store *store);
 /* validate.c */
 /** Checks the input of an append and fills req->ids. Origin's thread. */
 int validate__append(const struct store_options *options, struct store_append *req);
+/** How many of the append's events carry a client-given id. */
+size_t validate__client_ids(const Api__AppendToStreamRequest *r);
 
 /* commit.c */
 /**

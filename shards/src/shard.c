@@ -13,8 +13,10 @@
 
 #include "batch_index.h"
 #include "evf/clock.h"
+#include "evf/log.h"
 #include "evf/status.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Bounds of one batch, well inside LMDB's dirty-page limit. */
@@ -22,7 +24,6 @@
 #define MAX_BATCH_BYTES (64u << 20)
 #define MAX_BATCH_CLAIMS 8192 /* client-given ids held at once (id_claims.c sizes for it) */
 #define REPAIR_RETRY_MS 1000
-#define CLAIMS_RETRY_MS 1 /* about a commit: another shard's claims last until its batch is done */
 
 enum verdict { VERDICT_WRITE, VERDICT_DONE, VERDICT_DEFER };
 
@@ -31,7 +32,6 @@ struct prepare_ctx {
   MDB_txn *own;
   MDB_txn **others;   /* read transactions on the other shards, opened on demand */
   int64_t now;
-  bool claims_in_the_way; /* an append waits for another shard's claims */
 };
 
 static int other_txn(struct prepare_ctx *ctx, unsigned shard, MDB_txn **out) {
@@ -106,11 +106,37 @@ static bool has_client_id(const struct store_append *req, size_t i) {
   return req->request->events[i]->id[0] != '\0';
 }
 
+/*
+ * An append deferred for another shard's claims is decided again once a
+ * shard drops claims. The waiting shard sets its flag, then looks once
+ * more (the claims may have gone between its look and the flag); a shard
+ * that dropped claims reads the flags after (both sequentially consistent:
+ * one of the two sees the other) and wakes the shards waiting.
+ */
+static void wait_for_claims(struct shard *shard) {
+  if (!atomic_exchange(&shard->waits_for_claims, true))
+    waker_send(&shard->wake); /* the look after the flag: a loop turn, so the batcher runs */
+}
+
+static void wake_claim_waiters(struct shard *shard) {
+  if (!shard->dropped_claims)
+    return;
+  shard->dropped_claims = false;
+  struct evf_store *store = shard->store;
+  for (unsigned s = 0; s < store->shard_count; s++) {
+    struct shard *other = &store->shards[s];
+    if (atomic_load(&other->waits_for_claims) && atomic_exchange(&other->waits_for_claims, false))
+      waker_send(&other->wake);
+  }
+}
+
 /* Withdraws the claims on the append's client-given ids before event `end`. */
 static void drop_claims(struct shard *shard, struct store_append *req, size_t end) {
   for (size_t i = 0; i < end; i++) {
-    if (has_client_id(req, i))
+    if (has_client_id(req, i)) {
       id_claims_drop(&shard->store->id_claims, &req->ids[i], shard->index);
+      shard->dropped_claims = true;
+    }
   }
 }
 
@@ -164,7 +190,8 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
      * table full of its ids, or two of its ids with one fingerprint) or,
      * with odds too small to wait for, a window full of other shards' ids.
      */
-    ctx->claims_in_the_way |= c == ID_CLAIM_HELD;
+    if (c == ID_CLAIM_HELD)
+      wait_for_claims(shard);
     if (c == ID_CLAIM_HELD || shard->batch.writes.head != NULL)
       return VERDICT_DEFER;
     req->status = EVF_ETOOBIG;
@@ -190,7 +217,7 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
   struct event_id_record first = {0}, rec;
   bool in_order = true;
   for (size_t i = 0; i < r->n_events; i++) {
-    if (r->events[i]->id[0] == '\0')
+    if (!has_client_id(req, i))
       continue;
     given++;
     int where = locate_id(ctx, &req->ids[i], &rec);
@@ -282,13 +309,6 @@ static bool batch_full(const struct shard *shard, size_t bytes) {
          next == NULL || (next->alone && shard->batch.writes.head != NULL);
 }
 
-static uint32_t client_id_count(const struct store_append *req) {
-  uint32_t count = 0;
-  for (size_t i = 0; i < req->request->n_events; i++)
-    count += has_client_id(req, i);
-  return count;
-}
-
 /* Whether an append of the same stream was deferred (the queue is nearly always empty). */
 static bool stream_deferred(const struct append_queue *deferred, const struct store_append *req) {
   for (const struct store_append *d = deferred->head; d != NULL; d = d->next) {
@@ -348,8 +368,6 @@ static void start_repair(struct shard *shard) {
   committer_submit(&shard->committer);
 }
 
-static void claims_timer_cb(uv_timer_t *timer);
-
 /* Decides the pending appends into a batch; answers those that need no write. */
 static void prepare_batch(struct shard *shard) {
   struct batch *batch = &shard->batch;
@@ -388,7 +406,7 @@ static void prepare_batch(struct shard *shard) {
       append_queue_push(&batch->writes, req);
       batch->event_count += (uint32_t)req->request->n_events;
       if (req->ids_claimed)
-        batch->claimed_ids += client_id_count(req);
+        batch->claimed_ids += (uint32_t)validate__client_ids(req->request);
       bytes += payload_bytes(req);
     } else if (v == VERDICT_DEFER) {
       append_queue_push(&deferred, req);
@@ -398,9 +416,7 @@ static void prepare_batch(struct shard *shard) {
   }
   end_read_txns(&ctx);
   append_queue_prepend(&shard->pending, &deferred);
-  /* Nothing on this shard ends another's claims: look again a little later. */
-  if (ctx.claims_in_the_way)
-    uv_timer_start(&shard->claims_timer, claims_timer_cb, CLAIMS_RETRY_MS, 0);
+  wake_claim_waiters(shard);
   /* Answered only now: their origins free them, and the batch index borrowed their names. */
   struct store_append *req;
   while ((req = append_queue_pop(&answered)) != NULL)
@@ -479,6 +495,48 @@ static void schedule_repair(struct shard *shard) {
   uv_timer_start(&shard->repair_timer, repair_timer_cb, REPAIR_RETRY_MS, 0);
 }
 
+/* Other shards may decide the batch's client-given ids once it is indexed, or failed. */
+static void release_batch_ids(struct shard *shard) {
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
+    release_ids(shard, req);
+}
+
+/*
+ * A batch the log took but the index did not: other shards, which look for
+ * ids in this shard's index, would not find its ids until the repair. The
+ * shard keeps the claims (its appends are answered and freed) until then.
+ */
+static void hold_batch_ids(struct shard *shard) {
+  size_t count = shard->held_id_count;
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
+    count += req->ids_claimed ? validate__client_ids(req->request) : 0;
+  struct evf_uuid *held = realloc(shard->held_ids, count * sizeof(*held));
+  if (held == NULL) {
+    evf_error("shard %u: out of memory keeping the claims of an unindexed batch; its client ids "
+              "are free again before the repair", shard->index);
+    release_batch_ids(shard);
+    return;
+  }
+  shard->held_ids = held;
+  for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
+    for (size_t i = 0; req->ids_claimed && i < req->request->n_events; i++) {
+      if (has_client_id(req, i))
+        held[shard->held_id_count++] = req->ids[i];
+    }
+    req->ids_claimed = false;
+  }
+}
+
+/* The repair indexed what the claims were kept for. */
+static void drop_held_ids(struct shard *shard) {
+  for (size_t i = 0; i < shard->held_id_count; i++)
+    id_claims_drop(&shard->store->id_claims, &shard->held_ids[i], shard->index);
+  shard->dropped_claims |= shard->held_id_count > 0;
+  free(shard->held_ids);
+  shard->held_ids = NULL;
+  shard->held_id_count = 0;
+}
+
 /* Pending appends wait for a repair that works; they fail with a failed one. */
 static void repair_done(struct shard *shard) {
   int status = shard->batch.status;
@@ -489,6 +547,8 @@ static void repair_done(struct shard *shard) {
     shard->stored_next_stream_id = shard->batch.next_stream_id;
     /* The repair lengthened streams the cache knows shorter. */
     stream_cache_clear(shard->streams);
+    drop_held_ids(shard);
+    wake_claim_waiters(shard);
   } else {
     schedule_repair(shard);
   }
@@ -536,22 +596,16 @@ static void forget_reindexed_streams(struct shard *shard) {
   shard->stored_next_stream_id = 0; /* unknown: the next batch rewrites the meta's counter */
 }
 
-/*
- * Other shards may decide the batch's client-given ids once it is indexed,
- * or failed. A batch the log took but the index did not lets them go too:
- * until the repair, another shard could store one of them again.
- */
-static void release_batch_ids(struct shard *shard) {
-  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
-    release_ids(shard, req);
-}
-
 static void commit_done(struct shard *shard) {
   if (shard->batch.repair) {
     repair_done(shard);
     return;
   }
-  release_batch_ids(shard);
+  if (shard->batch.index_behind)
+    hold_batch_ids(shard);
+  else
+    release_batch_ids(shard);
+  wake_claim_waiters(shard);
   int status = shard->batch.status;
   shard->state = SHARD_IDLE;
   if (status == 0) {
@@ -594,7 +648,6 @@ static void maybe_stop(struct shard *shard) {
     waker_stop(&shard->wake);
     uv_close((uv_handle_t *)&shard->batcher, NULL);
     uv_close((uv_handle_t *)&shard->repair_timer, NULL);
-    uv_close((uv_handle_t *)&shard->claims_timer, NULL);
   }
 }
 
@@ -626,22 +679,16 @@ static void wake_cb(struct waker *w) {
  * Runs once per loop turn after I/O: everything that arrived this turn forms
  * a batch. What is left waits for the next one: the queue depth.
  */
-static void decide_pending(struct shard *shard) {
+static void batcher_cb(uv_check_t *handle) {
+  struct shard *shard = handle->data;
   if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
     if (shard->index_behind)
       start_repair(shard);
     else
       prepare_batch(shard);
   }
-}
-
-static void batcher_cb(uv_check_t *handle) {
-  struct shard *shard = handle->data;
-  decide_pending(shard);
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
-
-static void claims_timer_cb(uv_timer_t *timer) { decide_pending(timer->data); }
 
 void shard__enqueue_local(struct shard *shard, struct store_append *req) {
   append_queue_push(&shard->pending, req);
@@ -675,8 +722,6 @@ int shard__init_loop(struct shard *shard) {
   uv_check_start(&shard->batcher, batcher_cb);
   uv_timer_init(&shard->loop, &shard->repair_timer);
   shard->repair_timer.data = shard;
-  uv_timer_init(&shard->loop, &shard->claims_timer);
-  shard->claims_timer.data = shard;
   stats__init(&shard->stats);
   shard->batcher.data = shard;
   shard->state = SHARD_IDLE;
@@ -687,7 +732,6 @@ void shard__discard_loop(struct shard *shard) {
   waker_stop(&shard->wake);
   uv_close((uv_handle_t *)&shard->batcher, NULL);
   uv_close((uv_handle_t *)&shard->repair_timer, NULL);
-  uv_close((uv_handle_t *)&shard->claims_timer, NULL);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
   uv_loop_close(&shard->loop);
 }

@@ -191,6 +191,7 @@ static void free_store(struct evf_store *s) {
     batch_index_destroy(s->shards[i].decided);
     stream_cache_destroy(s->shards[i].streams);
     free(s->shards[i].reply_dirty);
+    free(s->shards[i].held_ids);
     waker_destroy(&s->shards[i].wake); /* every thread that could send has ended */
   }
   for (unsigned p = 0; s->ports && p < s->port_count; p++)

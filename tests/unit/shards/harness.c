@@ -134,6 +134,8 @@ static void append_cb(struct store_append *req, int status) {
   memcpy(r->ids, req->ids, r->n_ids * sizeof(r->ids[0]));
 }
 
+static void wake_only(uv_timer_t *timer) { (void)timer; }
+
 int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *request,
                    struct harness_result *result) {
   struct harness_result local;
@@ -144,12 +146,18 @@ int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *r
     store_append_deinit(&req);
     return rc;
   }
+  /* The timer ends a wait in uv_run even if the append's callback never comes. */
+  uv_timer_t bound;
+  uv_timer_init(&c->loop, &bound);
+  uv_timer_start(&bound, wake_only, HARNESS_WAIT_MS, 0);
   uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
   while (!w.done) {
     uv_run(&c->loop, UV_RUN_ONCE);
     if (evf_monotonic_ns() > deadline)
       fail_msg("append did not complete within %d ms", HARNESS_WAIT_MS);
   }
+  uv_close((uv_handle_t *)&bound, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT); /* the close completes */
   store_append_deinit(&req);
   /* Read-your-writes: an acknowledged append is already below the watermark. */
   if (w.result->status == 0)

@@ -8,6 +8,7 @@
  * main thread asserts after joining them.
  */
 #include "harness.h"
+#include "internal.h"
 
 #include "evf/clock.h"
 #include "evf/hash.h"
@@ -441,6 +442,15 @@ static void stream_of_shard(unsigned shard, char out[32]) {
   }
 }
 
+/* Claims still in the store's table (white box: internal.h). */
+static size_t claims_held(const struct evf_store *store) {
+  const struct id_claims *claims = &store->id_claims;
+  size_t held = 0;
+  for (uint64_t i = 0; i < (claims->bucket_mask + 1) * 8; i++)
+    held += atomic_load(&claims->slots[i]) != 0;
+  return held;
+}
+
 /* Round k: every racer appends one event with the same client id, each to a stream of its shard. */
 static void *id_racer_main(void *arg) {
   struct racer *r = arg;
@@ -507,6 +517,7 @@ static void racing_client_ids_have_one_winner(void **state) {
       harness_events_free(e);
   }
   assert_int_equal(stored, ROUNDS);
+  assert_int_equal(claims_held(store), 0); /* every append answered: no claim left behind */
   free(e);
   free(racers);
   store_close(store);

@@ -376,6 +376,33 @@ static void new_indexes_on_a_full_disk_are_never_mapped_into_holes(void **state)
   assert_int_equal(stream_length(f, "s"), 10);
 }
 
+/*
+ * The client id of a batch the log took but the index did not stays
+ * claimed until the repair: an append of it to a stream of the other
+ * shard waits, then finds it stored (the repair runs on its timer, a
+ * second later). Without the claim, it stored the id a second time.
+ */
+static void an_unindexed_client_id_is_not_stored_again_elsewhere(void **state) {
+  struct harness_fixture *f = *state;
+  static const char *const ids[] = {"11111111-2222-4333-8444-555555555555"};
+  unsigned owner = evf_stream_shard("s", 1, 2);
+  char other[32];
+  for (unsigned i = 0;; i++) {
+    snprintf(other, sizeof(other), "o-%u", i);
+    if (evf_stream_shard(other, strlen(other), 2) != owner)
+      break;
+  }
+  static char failing[64];
+  snprintf(failing, sizeof(failing), "shard-%03u/index/data.mdb", owner);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, NULL, NULL), 0);
+  atomic_store(&failing_files, failing);
+  atomic_store(&failures_left, FAIL_ALWAYS);
+  assert_int_equal(harness_fixture_append(f, "s", 1, 1, ids, NULL), EVF_EINTERNAL);
+  atomic_store(&failures_left, 0);
+  assert_int_equal(harness_fixture_append(f, other, -1, 1, ids, NULL), EVF_EEXIST);
+  assert_int_equal(stream_length(f, "s"), 2);
+}
+
 int main(void) {
   real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_writev = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
@@ -389,6 +416,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(a_failed_index_commit_is_indexed_from_the_log, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(an_unindexed_client_id_is_not_stored_again_elsewhere,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(a_shard_repairs_its_index_before_it_decides_more, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(the_repair_is_retried_without_appends, setup, teardown),
