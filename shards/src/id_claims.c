@@ -126,7 +126,7 @@ enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id
   if (find_claim(claims, hash, slot) == 0)
     return ID_CLAIM_TAKEN;
   atomic_store(slot, 0);
-  return ID_CLAIM_HELD;
+  return ID_CLAIM_RACED;
 }
 
 void id_claims_drop(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {

@@ -42,6 +42,7 @@ struct id_claims {
 enum id_claim {
   ID_CLAIM_TAKEN,     /* this shard holds the id until id_claims_drop */
   ID_CLAIM_HELD,      /* another shard's claims are in the way: the id's, or a full window */
+  ID_CLAIM_RACED,     /* as HELD, but this shard took the id and withdrew (a claim dropped) */
   ID_CLAIM_HELD_HERE, /* this shard holds the id (or another with the same fingerprint) */
   ID_CLAIM_FULL,      /* this shard's own claims fill the id's window */
 };

@@ -190,9 +190,12 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
      * table full of its ids, or two of its ids with one fingerprint) or,
      * with odds too small to wait for, a window full of other shards' ids.
      */
-    if (c == ID_CLAIM_HELD)
+    /* A withdrawn claim is a dropped one: the shard it raced may be waiting for it. */
+    shard->dropped_claims |= c == ID_CLAIM_RACED;
+    bool others = c == ID_CLAIM_HELD || c == ID_CLAIM_RACED;
+    if (others)
       wait_for_claims(shard);
-    if (c == ID_CLAIM_HELD || shard->batch.writes.head != NULL)
+    if (others || shard->batch.writes.head != NULL)
       return VERDICT_DEFER;
     req->status = EVF_ETOOBIG;
     req->detail = "too many client-given event ids in one append to check at once; send them "
