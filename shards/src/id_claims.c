@@ -120,8 +120,14 @@ enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id
   if (held != 0)
     return held == mine ? ID_CLAIM_HELD_HERE : ID_CLAIM_HELD;
   _Atomic uint64_t *slot = store_claim(claims, hash, mine);
-  if (slot == NULL) /* other shards' claims go: wait for them; this shard's own only fill it */
-    return others_in_window(claims, hash, shard + 1) ? ID_CLAIM_HELD : ID_CLAIM_FULL;
+  if (slot == NULL) {
+    /* Other shards' claims go: wait for them. Full of this shard's own: no room. */
+    if (others_in_window(claims, hash, shard + 1))
+      return ID_CLAIM_HELD;
+    /* Others' claims may have gone between the two looks: one more try. */
+    if ((slot = store_claim(claims, hash, mine)) == NULL)
+      return ID_CLAIM_FULL;
+  }
   /* Stored, now look again: a claim for the id taken meanwhile makes this one withdraw. */
   if (find_claim(claims, hash, slot) == 0)
     return ID_CLAIM_TAKEN;

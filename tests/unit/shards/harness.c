@@ -149,6 +149,7 @@ int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *r
   /* The timer ends a wait in uv_run even if the append's callback never comes. */
   uv_timer_t bound;
   uv_timer_init(&c->loop, &bound);
+  uv_update_time(&c->loop); /* the loop may have been idle: count from now */
   uv_timer_start(&bound, wake_only, HARNESS_WAIT_MS, 0);
   uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
   while (!w.done) {
