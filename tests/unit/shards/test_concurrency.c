@@ -360,6 +360,25 @@ struct racer {
   struct harness_result results[ROUNDS];
 };
 
+/* Runs RACERS threads of racer_fn on their own ports to the end; returns their results. */
+static struct racer *run_racers(struct evf_store *store, void *(*racer_fn)(void *)) {
+  pthread_barrier_t start;
+  assert_int_equal(pthread_barrier_init(&start, NULL, RACERS), 0);
+  struct racer *racers = calloc(RACERS, sizeof(*racers)); /* results are large */
+  assert_non_null(racers);
+  pthread_t threads[RACERS];
+  for (unsigned i = 0; i < RACERS; i++) {
+    racers[i].store = store;
+    racers[i].port = PRODUCERS + i;
+    racers[i].start = &start;
+    assert_int_equal(pthread_create(&threads[i], NULL, racer_fn, &racers[i]), 0);
+  }
+  for (unsigned i = 0; i < RACERS; i++)
+    assert_int_equal(pthread_join(threads[i], NULL), 0);
+  pthread_barrier_destroy(&start);
+  return racers;
+}
+
 /* Round k: every racer appends one event to the same stream at version k. */
 static void *racer_main(void *arg) {
   struct racer *r = arg;
@@ -398,19 +417,7 @@ static void racing_appends_have_one_winner(void **state) {
   char *dir = harness_make_dir();
   struct harness_options o = store_options();
   struct evf_store *store = harness_open(dir, &o);
-  pthread_barrier_t start;
-  assert_int_equal(pthread_barrier_init(&start, NULL, RACERS), 0);
-  struct racer *racers = calloc(RACERS, sizeof(*racers)); /* results are large */
-  pthread_t threads[RACERS];
-  for (unsigned i = 0; i < RACERS; i++) {
-    racers[i].store = store;
-    racers[i].port = PRODUCERS + i;
-    racers[i].start = &start;
-    assert_int_equal(pthread_create(&threads[i], NULL, racer_main, &racers[i]), 0);
-  }
-  for (unsigned i = 0; i < RACERS; i++)
-    assert_int_equal(pthread_join(threads[i], NULL), 0);
-  pthread_barrier_destroy(&start);
+  struct racer *racers = run_racers(store, racer_main);
 
   /* The stream holds the winners' events, one per round, in round order. */
   struct harness_events *e = malloc(sizeof(*e));
@@ -480,19 +487,7 @@ static void racing_client_ids_have_one_winner(void **state) {
   char *dir = harness_make_dir();
   struct harness_options o = store_options();
   struct evf_store *store = harness_open(dir, &o);
-  pthread_barrier_t start;
-  assert_int_equal(pthread_barrier_init(&start, NULL, RACERS), 0);
-  struct racer *racers = calloc(RACERS, sizeof(*racers));
-  pthread_t threads[RACERS];
-  for (unsigned i = 0; i < RACERS; i++) {
-    racers[i].store = store;
-    racers[i].port = PRODUCERS + i;
-    racers[i].start = &start;
-    assert_int_equal(pthread_create(&threads[i], NULL, id_racer_main, &racers[i]), 0);
-  }
-  for (unsigned i = 0; i < RACERS; i++)
-    assert_int_equal(pthread_join(threads[i], NULL), 0);
-  pthread_barrier_destroy(&start);
+  struct racer *racers = run_racers(store, id_racer_main);
 
   size_t stored = 0;
   for (uint32_t k = 0; k < ROUNDS; k++) {
