@@ -189,6 +189,37 @@ def test_reused_ids_otherwise_already_exists(stub):
     assert [e.id for e in read_stream(stub, stream)] == ids
 
 
+def test_one_id_sent_to_many_streams_at_once_is_stored_once(server_factory, pb):
+    """Appends racing with one new client id, to streams of both shards: one wins each round.
+
+    SYNC=full, so that each shard's commit is slow enough for the other shard to decide the
+    same id meanwhile: a server that checks ids against committed data only stores it twice.
+    """
+    stub = server_factory.new(env={"SYNC": "full"}).stub()
+    rounds, racers = 30, 8
+    count = event_count(stub)
+    winners = []
+    for _ in range(rounds):
+        event_id = str(uuid.uuid4())
+        streams = [unique("race") for _ in range(racers)]
+        calls = [stub.AppendToStream.future(
+                     pb.AppendToStreamRequest(stream=s, version=-1, events=[event_data(id=event_id)]),
+                     timeout=RPC_TIMEOUT) for s in streams]
+        codes = []
+        for call in calls:
+            try:
+                call.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+        assert codes.count(grpc.StatusCode.OK) == 1, codes
+        assert codes.count(grpc.StatusCode.ALREADY_EXISTS) == racers - 1, codes
+        winners.append((streams[codes.index(grpc.StatusCode.OK)], event_id))
+    assert event_count(stub) == count + rounds
+    for stream, event_id in winners:
+        assert [e.id for e in read_stream(stub, stream)] == [event_id]
+
+
 def _bad_requests():
     u = lambda: str(uuid.uuid4())  # noqa: E731
     dup = str(uuid.uuid4())
