@@ -184,14 +184,13 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
       continue;
     }
     drop_claims(shard, req, i);
+    /* A withdrawn claim is a dropped one: the shard it raced may be waiting for it. */
+    shard->dropped_claims |= c == ID_CLAIM_RACED;
     /*
      * In the way are claims other appends will let go of, unless the batch
      * has nothing else: then it is this append itself (a window of the
-     * table full of its ids, or two of its ids with one fingerprint) or,
-     * with odds too small to wait for, a window full of other shards' ids.
+     * table full of its ids, or two of its ids with one fingerprint).
      */
-    /* A withdrawn claim is a dropped one: the shard it raced may be waiting for it. */
-    shard->dropped_claims |= c == ID_CLAIM_RACED;
     bool others = c == ID_CLAIM_HELD || c == ID_CLAIM_RACED;
     if (others)
       wait_for_claims(shard);
@@ -513,6 +512,8 @@ static void hold_batch_ids(struct shard *shard) {
   size_t count = shard->held_id_count;
   for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
     count += req->ids_claimed ? validate__client_ids(req->request) : 0;
+  if (count == shard->held_id_count)
+    return; /* the batch claimed nothing */
   struct evf_uuid *held = realloc(shard->held_ids, count * sizeof(*held));
   if (held == NULL) {
     evf_error("shard %u: out of memory keeping the claims of an unindexed batch; its client ids "
