@@ -156,9 +156,57 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
   return rc != 0 ? rc : put_index_meta(txns->index, shard);
 }
 
-/* At most: stream_index and event_ids per event, streams per append, two meta records. */
-static uint64_t index_puts(const struct batch *batch) {
-  return 2 * (uint64_t)batch->event_count + batch->writes.length + 2;
+/* A record's bytes in a leaf: LMDB's node (8-byte header, key, value) and its pointer. */
+#define LEAF_RECORD(key, value) (8 + (key) + (value) + 2)
+#define STREAM_INDEX_RECORD LEAF_RECORD(RECORD_INDEX_KEY_LEN, RECORD_POSITION_LEN)
+#define EVENT_ID_RECORD LEAF_RECORD(16, RECORD_EVENT_ID_LEN)
+
+/*
+ * The runs the store's own ids for the batch make in event_ids: those that
+ * sort after every stored id go in after it, one run; any other may go
+ * anywhere (an id made just before the last one stored, on another thread).
+ */
+static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
+                                  const struct batch *batch, uint64_t generated) {
+  MDB_cursor *cursor;
+  MDB_val last, v;
+  if (generated < 2 || mdb_cursor_open(index, db->event_ids, &cursor) != 0)
+    return generated;
+  int rc = mdb_cursor_get(cursor, &last, &v, MDB_LAST);
+  mdb_cursor_close(cursor);
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return generated;
+  uint64_t runs = 1;
+  for (const struct store_append *req = batch->writes.head; req; req = req->next) {
+    for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
+      MDB_val id = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
+      if (req->request->events[i]->id[0] == '\0' && record_key_compare(&id, &last) <= 0)
+        runs++;
+    }
+  }
+  return runs < generated ? runs : generated;
+}
+
+/*
+ * Where the batch's index puts go (index_room.c): an append's stream_index
+ * keys are consecutive, one run; the store's own ids (UUIDv7, by time)
+ * nearly all sort after every stored id; a client's id, a new stream's
+ * record and the two meta records may go anywhere.
+ */
+static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *db,
+                                        const struct batch *batch) {
+  uint64_t generated = 0, given = 0, new_streams = 0;
+  for (const struct store_append *req = batch->writes.head; req; req = req->next) {
+    uint64_t ids = validate__client_ids(req->request);
+    given += ids;
+    generated += req->request->n_events - ids;
+    new_streams += req->new_stream;
+  }
+  uint64_t events = batch->event_count, records = new_streams + 2;
+  uint64_t id_runs = generated_id_runs(index, db, batch, generated);
+  return (struct index_growth){
+      .runs = batch->writes.length + id_runs + given + records,
+      .bytes = events * (STREAM_INDEX_RECORD + EVENT_ID_RECORD) + records * INDEX_RECORD_MAX};
 }
 
 /* The log holds the batch and its index commit failed: index it from the log. */
@@ -206,7 +254,8 @@ int commit__batch(struct shard *shard) {
    * Every put happens before either commit: a full map, or a disk without
    * room for the index, fails the batch with nothing written.
    */
-  if ((rc = index_room__reserve(db, txns.index, index_puts(&shard->batch))) != 0 ||
+  struct index_growth growth = batch_growth(txns.index, db, &shard->batch);
+  if ((rc = index_room__reserve(db, txns.index, &growth)) != 0 ||
       (rc = write_batch(&txns, shard)) != 0) {
     mdb_txn_abort(txns.index);
     mdb_txn_abort(txns.log);
@@ -218,7 +267,10 @@ int commit__batch(struct shard *shard) {
     return db__error(log_commit_error(db->env, rc), "committing a batch");
   }
   rc = mdb_txn_commit(txns.index);
-  return rc == 0 ? 0 : index_from_log(shard, rc);
+  if (rc != 0)
+    return index_from_log(shard, rc);
+  index_room__check(db);
+  return 0;
 }
 
 int commit__repair_index(struct shard *shard) {

@@ -104,7 +104,8 @@ static int open_index_dbis(struct shard_db *db) {
   if (rc != 0)
     return rc;
   /* Creating a database writes the main one's pages: the room comes first. */
-  if ((rc = index_room__reserve(db, NULL, 4)) != 0 ||
+  struct index_growth growth = index_room__puts(4);
+  if ((rc = index_room__reserve(db, NULL, &growth)) != 0 ||
       (rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &db->streams)) != 0 ||
       (rc = mdb_dbi_open(txn, "stream_index", MDB_CREATE, &db->stream_index)) != 0 ||
       (rc = mdb_set_compare(txn, db->stream_index, record_key_compare)) != 0 ||
@@ -123,7 +124,9 @@ static int clear_index(struct shard_db *db) {
   int rc = mdb_txn_begin(db->index_env, NULL, 0, &txn);
   if (rc != 0)
     return rc;
-  if ((rc = index_room__reserve(db, txn, 1)) != 0 || (rc = mdb_drop(txn, db->streams, 0)) != 0 ||
+  struct index_growth growth = index_room__puts(1);
+  if ((rc = index_room__reserve(db, txn, &growth)) != 0 ||
+      (rc = mdb_drop(txn, db->streams, 0)) != 0 ||
       (rc = mdb_drop(txn, db->stream_index, 0)) != 0 ||
       (rc = mdb_drop(txn, db->event_ids, 0)) != 0 || (rc = mdb_drop(txn, db->index_meta, 0)) != 0 ||
       (rc = db__meta_put_u64(txn, db->index_meta, "format", INDEX_FORMAT)) != 0) {
@@ -295,7 +298,8 @@ static int reserve_chunk(struct indexer *ix, MDB_txn *log, uint64_t through) {
   if (events > CATCH_UP_CHUNK)
     events = CATCH_UP_CHUNK;
   /* stream_index, event_ids and streams per event; two meta records */
-  return index_room__reserve(ix->db, ix->txn, 3 * events + 2);
+  struct index_growth growth = index_room__puts(3 * events + 2);
+  return index_room__reserve(ix->db, ix->txn, &growth);
 }
 
 static int open_cursors(struct indexer *ix) {

@@ -22,6 +22,8 @@
 #define _GNU_SOURCE /* fallocate */
 #include "internal.h"
 
+#include "evf/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -64,20 +66,25 @@ bool index_room__can_reserve(const char *dir, const char *data_path) {
 }
 
 /*
- * The most pages a write transaction of `puts` small puts (every index
- * record is under a sixteenth of a page) takes from an index of `used`
- * pages whose deepest tree has `depth` levels.
+ * The most pages a write transaction takes from an index of `used` pages
+ * whose deepest tree has `depth` levels, for puts that fall in `runs` runs
+ * of consecutive keys (a put on its own is a run of one) and add at most
+ * `bytes` bytes.
  *
- * Per put: the pages on its path are copied (once per transaction at most)
- * and may each split; the tree may grow a level or two. Whatever the number
- * of puts: each page in use is copied once and splits once at most, since
- * a page that split is half empty; after that, splits come only from new
- * bytes, under one for every two puts.
+ * A run's keys all go into one gap between stored keys: the pages on the
+ * path to that gap are copied (once per transaction at most) and may each
+ * split once, and the tree may grow a level or two. A page that split is
+ * at most half full where the run goes on, so further splits come only
+ * from new bytes: one for every half page of them, and as many again
+ * above the leaves, at most. Whatever the runs: each page in use is copied
+ * once and splits once at most.
  */
-static uint64_t pages_bound(uint64_t used, unsigned depth, uint64_t puts) {
-  uint64_t by_puts = puts * 2 * (depth + 2);
-  uint64_t by_size = used * 5 / 2 + puts / 2;
-  uint64_t pages = by_puts < by_size ? by_puts : by_size;
+static uint64_t pages_bound(uint64_t used, unsigned depth, const struct index_growth *growth,
+                            unsigned page_size) {
+  uint64_t by_bytes = 2 * (2 * growth->bytes / page_size + 1);
+  uint64_t by_runs = growth->runs * 2 * (depth + 2) + by_bytes;
+  uint64_t by_size = used * 5 / 2 + by_bytes;
+  uint64_t pages = by_runs < by_size ? by_runs : by_size;
   /* Freed pages are listed in the freelist at commit: 8 bytes each. */
   return pages + (pages + used) / 256 + TREE_SLACK;
 }
@@ -110,7 +117,11 @@ static int allocate(int fd, uint64_t from, uint64_t to) {
   return errno;
 }
 
-int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts) {
+struct index_growth index_room__puts(uint64_t puts) {
+  return (struct index_growth){.runs = puts, .bytes = puts * INDEX_RECORD_MAX};
+}
+
+int index_room__reserve(struct shard_db *db, MDB_txn *txn, const struct index_growth *growth) {
   if (!db->index_mapped)
     return 0;
   MDB_envinfo info;
@@ -127,9 +138,10 @@ int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts) {
   if (rc != 0)
     return rc;
   uint64_t used = (uint64_t)info.me_last_pgno + 1;
-  uint64_t need = (used + pages_bound(used, depth, puts)) * stat.ms_psize;
+  uint64_t need = (used + pages_bound(used, depth, growth, stat.ms_psize)) * stat.ms_psize;
   if (need > info.me_mapsize)
     need = info.me_mapsize; /* past it, LMDB fails the transaction with MDB_MAP_FULL */
+  db->index_need = need;
   if (need <= db->index_reserved)
     return 0;
   uint64_t ahead = need + RESERVE_AHEAD < info.me_mapsize ? need + RESERVE_AHEAD : info.me_mapsize;
@@ -141,4 +153,19 @@ int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts) {
   if (rc == ENOSPC && (rc = allocate(fd, db->index_reserved, need)) == 0)
     db->index_reserved = need;
   return rc;
+}
+
+void index_room__check(struct shard_db *db) {
+  MDB_envinfo info;
+  MDB_stat stat;
+  if (!db->index_mapped || mdb_env_info(db->index_env, &info) != 0 ||
+      mdb_env_stat(db->index_env, &stat) != 0)
+    return;
+  uint64_t end = ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
+  if (end <= db->index_need)
+    return;
+  atomic_fetch_add(&db->index_overruns, 1);
+  evf_error("the index grew to %llu bytes in a transaction whose bound was %llu: on a full "
+            "disk that could have been SIGBUS (please report)",
+            (unsigned long long)end, (unsigned long long)db->index_need);
 }

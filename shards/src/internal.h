@@ -82,6 +82,8 @@ struct shard_db {
   MDB_dbi index_meta;
   bool index_mapped;            /* MDB_WRITEMAP, its room reserved ahead (index_room.c) */
   uint64_t index_reserved;      /* bytes of the index file allocated; the index's writer only */
+  uint64_t index_need;          /* the last transaction's bound on the file's end, bytes */
+  atomic_uint_fast64_t index_overruns; /* transactions past it (a wrong bound); tests read it */
 };
 
 enum shard_state { SHARD_IDLE, SHARD_COMMITTING };
@@ -240,13 +242,24 @@ int index_db__next_stream_id(struct shard_db *db, uint64_t *id);
  * missing) allocates on request: the index may then be mapped writable.
  */
 bool index_room__can_reserve(const char *dir, const char *data_path);
+/* Every index record (key, value and LMDB's node) is at most a sixteenth of a page. */
+#define INDEX_RECORD_MAX 256
+/* What a write transaction adds to the index: runs of consecutive keys, and their bytes. */
+struct index_growth {
+  uint64_t runs;  /* a put whose key may go anywhere is a run of its own */
+  uint64_t bytes; /* records added, at most */
+};
+/** Puts whose keys may each go anywhere. */
+struct index_growth index_room__puts(uint64_t puts);
 /**
- * Allocates the disk blocks the write transaction txn of `puts` puts may
- * need, before it writes. txn is NULL before the index's databases are
- * open (the puts are then the main database's). Returns 0, an errno value
- * (ENOSPC: no room) or an LMDB code.
+ * Allocates the disk blocks the write transaction txn may need for growth,
+ * before it writes. txn is NULL before the index's databases are open (the
+ * puts are then the main database's). Returns 0, an errno value (ENOSPC:
+ * no room) or an LMDB code.
  */
-int index_room__reserve(struct shard_db *db, MDB_txn *txn, uint64_t puts);
+int index_room__reserve(struct shard_db *db, MDB_txn *txn, const struct index_growth *growth);
+/** After a committed transaction: counts and logs one that went past its reservation's bound. */
+void index_room__check(struct shard_db *db);
 
 /** Maps an LMDB or system error to an EVF code. */
 int db__status(int mdb_rc);

@@ -149,11 +149,30 @@ static int teardown(void **state) {
   return harness_fixture_teardown(state);
 }
 
+/* Events in the global stream, page by page. */
+static size_t global_length(struct harness_fixture *f) {
+  size_t n = 0, page;
+  uint64_t offset = 0;
+  do {
+    struct harness_events e;
+    assert_int_equal(harness_read_global(f->store, offset, 0, &e, &offset), 0);
+    page = e.count;
+    n += page;
+    harness_events_free(&e);
+  } while (page > 0);
+  return n;
+}
+
+/* Events in the stream, page by page. */
 static size_t stream_length(struct harness_fixture *f, const char *stream) {
-  struct harness_events e;
-  assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), 0);
-  size_t n = e.count;
-  harness_events_free(&e);
+  size_t n = 0, page;
+  do {
+    struct harness_events e;
+    assert_int_equal(harness_read_stream(f->store, stream, (uint32_t)n, 0, &e), 0);
+    page = e.count;
+    n += page;
+    harness_events_free(&e);
+  } while (page > 0);
   return n;
 }
 
@@ -318,11 +337,7 @@ static void a_disk_without_room_for_the_index_refuses_the_batch(void **state) {
   assert_int_equal(rc, EVF_EFULL);
   assert_true(atomic_load(&allocations_refused) > 0);
   assert_int_equal(stream_length(f, "s"), stored);
-  struct harness_events e;
-  uint64_t checkpoint;
-  assert_int_equal(harness_read_global(f->store, 0, 0, &e, &checkpoint), 0);
-  assert_int_equal(e.count, stored);
-  harness_events_free(&e);
+  assert_int_equal(global_length(f), stored); /* the refused batch is not in the log either */
   /* Room again: the same append goes through. */
   atomic_store(&allocatable, ANY_LENGTH);
   assert_int_equal(harness_fixture_append(f, "s", (int32_t)stored, FILL_APPEND, NULL, &r), 0);

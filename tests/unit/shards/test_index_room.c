@@ -1,0 +1,113 @@
+/*
+ * The room a mapped index reserves on disk ahead of each write transaction
+ * (index_room.c): appends of every shape at once, on several shards, and
+ * no transaction goes past the bound its room was reserved for.
+ *
+ * Not run under ThreadSanitizer: shards read each other's mapped indexes
+ * (client ids are looked for everywhere), and LMDB orders its readers
+ * after its writer's commits in its own uninstrumented code, which
+ * ThreadSanitizer cannot see.
+ */
+#include "harness.h"
+#include "internal.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#define SHARDS 4
+#define WRITERS 4
+#define APPENDS 150
+#define STREAMS 40
+
+struct writer {
+  struct evf_store *store;
+  unsigned port;
+  int status; /* of the first append that failed, or 0 */
+};
+
+/* Appends of 1 to 128 events to STREAMS streams of its own, a third with client ids. */
+static void *writer_main(void *arg) {
+  struct writer *w = arg;
+  struct harness_client c;
+  harness_client_init(&c, w->store, w->port);
+  uint64_t rng = 0x9e3779b97f4a7c15u * (w->port + 1);
+  char ids_text[128][EVF_UUID_TEXT_LEN + 1];
+  const char *ids[128];
+  for (uint32_t k = 0; k < APPENDS && w->status == 0; k++) {
+    rng = rng * 6364136223846793005u + 1442695040888963407u;
+    size_t n = 1 + (rng >> 33) % 128;
+    char stream[32];
+    snprintf(stream, sizeof(stream), "grow-%u-%u", w->port, (unsigned)((rng >> 20) % STREAMS));
+    bool with_ids = (rng >> 40) % 3 == 0;
+    for (size_t i = 0; with_ids && i < n; i++) {
+      snprintf(ids_text[i], sizeof(ids_text[i]), "%08x-0000-4000-8000-%012" PRIx32, w->port,
+               k * 128 + (uint32_t)i);
+      ids[i] = ids_text[i];
+    }
+    struct harness_request req;
+    harness_request(&req, stream, -1, n, "Grown", "{\"x\":1}", with_ids ? ids : NULL);
+    w->status = harness_append(&c, &req.request, NULL);
+  }
+  harness_client_deinit(&c);
+  return NULL;
+}
+
+/* Bytes of the file allocated on disk. */
+static uint64_t allocated(const char *path) {
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * Batches of several appends, client ids, new streams: no index transaction
+ * goes past its bound, and the room reserved ahead stays small.
+ */
+static void the_index_never_outgrows_its_reserved_room(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = {.shards = SHARDS, .external_ports = WRITERS, .page_size = 1000};
+  struct evf_store *store = harness_open(dir, &o);
+  struct writer writers[WRITERS];
+  pthread_t threads[WRITERS];
+  for (unsigned i = 0; i < WRITERS; i++) {
+    writers[i] = (struct writer){.store = store, .port = i};
+    assert_int_equal(pthread_create(&threads[i], NULL, writer_main, &writers[i]), 0);
+  }
+  for (unsigned i = 0; i < WRITERS; i++) {
+    assert_int_equal(pthread_join(threads[i], NULL), 0);
+    assert_int_equal(writers[i].status, 0);
+  }
+  unsigned mapped = 0;
+  for (unsigned s = 0; s < SHARDS; s++) {
+    const struct shard_db *db = &store->shards[s].db;
+    if (!db->index_mapped)
+      continue; /* a file system LMDB writes with pwrite (overlayfs in the image build, XFS) */
+    mapped++;
+    assert_int_equal(atomic_load(&db->index_overruns), 0);
+    MDB_envinfo info;
+    assert_int_equal(mdb_env_info(db->index_env, &info), 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/shard-%03u/index/data.mdb", dir, s);
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * 4096;
+    assert_true(allocated(path) <= used + (32u << 20)); /* 16 MiB of margin, and the bound */
+  }
+  printf("%u of %u shards' indexes mapped\n", mapped, SHARDS);
+  store_close(store);
+  harness_remove_dir(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(the_index_never_outgrows_its_reserved_room),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
