@@ -162,26 +162,37 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
 #define EVENT_ID_RECORD LEAF_RECORD(16, RECORD_EVENT_ID_LEN)
 
 /*
- * The runs the store's own ids for the batch make in event_ids: those that
- * sort after every stored id go in after it, one run; any other may go
- * anywhere (an id made just before the last one stored, on another thread).
+ * The runs the store's own ids for the batch make in event_ids. Each
+ * thread makes its ids in rising order (evf_uuid_v7), and a shard keeps
+ * each port's appends in order: those that sort after every stored id go
+ * in after it, one run per port they came from. Any other (made before
+ * the last one stored, on another thread) may go anywhere: a run of its own.
  */
 static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
-                                  const struct batch *batch, uint64_t generated) {
+                                  const struct batch *batch, uint64_t generated,
+                                  unsigned port_count) {
   MDB_cursor *cursor;
-  MDB_val last, v;
+  MDB_val last = {0, NULL}, v;
   if (generated < 2 || mdb_cursor_open(index, db->event_ids, &cursor) != 0)
     return generated;
   int rc = mdb_cursor_get(cursor, &last, &v, MDB_LAST);
   mdb_cursor_close(cursor);
   if (rc != 0 && rc != MDB_NOTFOUND)
     return generated;
-  uint64_t runs = 1;
+  bool from_port[port_count];
+  memset(from_port, 0, sizeof(from_port));
+  uint64_t runs = 0;
   for (const struct store_append *req = batch->writes.head; req; req = req->next) {
-    for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
+    for (size_t i = 0; i < req->request->n_events; i++) {
       MDB_val id = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
-      if (req->request->events[i]->id[0] == '\0' && record_key_compare(&id, &last) <= 0)
+      if (req->request->events[i]->id[0] != '\0')
+        continue;
+      if (rc == 0 && record_key_compare(&id, &last) <= 0)
         runs++;
+      else if (!from_port[req->origin->id]) {
+        from_port[req->origin->id] = true;
+        runs++;
+      }
     }
   }
   return runs < generated ? runs : generated;
@@ -190,11 +201,11 @@ static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
 /*
  * Where the batch's index puts go (index_room.c): an append's stream_index
  * keys are consecutive, one run; the store's own ids (UUIDv7, by time)
- * nearly all sort after every stored id; a client's id, a new stream's
- * record and the two meta records may go anywhere.
+ * nearly all sort after every stored id, a run per port; a client's id, a
+ * new stream's record and the two meta records may go anywhere.
  */
 static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *db,
-                                        const struct batch *batch) {
+                                        const struct batch *batch, unsigned port_count) {
   uint64_t generated = 0, given = 0, new_streams = 0;
   for (const struct store_append *req = batch->writes.head; req; req = req->next) {
     uint64_t ids = validate__client_ids(req->request);
@@ -203,8 +214,9 @@ static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *d
     new_streams += req->new_stream;
   }
   uint64_t events = batch->event_count, records = new_streams + 2;
-  uint64_t id_runs = generated_id_runs(index, db, batch, generated);
+  uint64_t id_runs = generated_id_runs(index, db, batch, generated, port_count);
   return (struct index_growth){
+      .puts = 2 * events + records,
       .runs = batch->writes.length + id_runs + given + records,
       .bytes = events * (STREAM_INDEX_RECORD + EVENT_ID_RECORD) + records * INDEX_RECORD_MAX};
 }
@@ -254,7 +266,8 @@ int commit__batch(struct shard *shard) {
    * Every put happens before either commit: a full map, or a disk without
    * room for the index, fails the batch with nothing written.
    */
-  struct index_growth growth = batch_growth(txns.index, db, &shard->batch);
+  struct index_growth growth =
+      batch_growth(txns.index, db, &shard->batch, shard->store->port_count);
   if ((rc = index_room__reserve(db, txns.index, &growth)) != 0 ||
       (rc = write_batch(&txns, shard)) != 0) {
     mdb_txn_abort(txns.index);

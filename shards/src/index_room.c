@@ -67,23 +67,29 @@ bool index_room__can_reserve(const char *dir, const char *data_path) {
 
 /*
  * The most pages a write transaction takes from an index of `used` pages
- * whose deepest tree has `depth` levels, for puts that fall in `runs` runs
- * of consecutive keys (a put on its own is a run of one) and add at most
- * `bytes` bytes.
+ * whose deepest tree has `depth` levels, for `puts` puts that fall in
+ * `runs` runs of keys put in rising order into one gap between stored
+ * keys (a put on its own is a run of one), adding at most `bytes` bytes.
  *
- * A run's keys all go into one gap between stored keys: the pages on the
- * path to that gap are copied (once per transaction at most) and may each
- * split once, and the tree may grow a level or two. A page that split is
- * at most half full where the run goes on, so further splits come only
- * from new bytes: one for every half page of them, and as many again
- * above the leaves, at most. Whatever the runs: each page in use is copied
- * once and splits once at most.
+ * Each run: the pages on the path to its gap are copied (once per
+ * transaction at most) and may each split once, and the tree may grow a
+ * level or two. Past that, a run's keys go into a page with room: the new
+ * half of one that split, or, when LMDB splits a full page at its end (the
+ * old page keeps all but its last node), the new page, which the rising
+ * keys then fill. So further splits come only from new bytes: one for
+ * every half page of them, and as many again above the leaves, at most.
+ *
+ * Whatever the runs: each page in use is copied once and splits once at
+ * most. But puts in any order can split at a full page's end again and
+ * again (keys put in falling pairs into one gap make a page for every two),
+ * and a split adds a key to the page above, which can do the same: a page
+ * per put at most, besides the bytes.
  */
 static uint64_t pages_bound(uint64_t used, unsigned depth, const struct index_growth *growth,
                             unsigned page_size) {
   uint64_t by_bytes = 2 * (2 * growth->bytes / page_size + 1);
   uint64_t by_runs = growth->runs * 2 * (depth + 2) + by_bytes;
-  uint64_t by_size = used * 5 / 2 + by_bytes;
+  uint64_t by_size = used * 5 / 2 + growth->puts + by_bytes;
   uint64_t pages = by_runs < by_size ? by_runs : by_size;
   /* Freed pages are listed in the freelist at commit: 8 bytes each. */
   return pages + (pages + used) / 256 + TREE_SLACK;
@@ -118,7 +124,7 @@ static int allocate(int fd, uint64_t from, uint64_t to) {
 }
 
 struct index_growth index_room__puts(uint64_t puts) {
-  return (struct index_growth){.runs = puts, .bytes = puts * INDEX_RECORD_MAX};
+  return (struct index_growth){.puts = puts, .runs = puts, .bytes = puts * INDEX_RECORD_MAX};
 }
 
 int index_room__reserve(struct shard_db *db, MDB_txn *txn, const struct index_growth *growth) {

@@ -246,7 +246,8 @@ bool index_room__can_reserve(const char *dir, const char *data_path);
 #define INDEX_RECORD_MAX 256
 /* What a write transaction adds to the index: runs of consecutive keys, and their bytes. */
 struct index_growth {
-  uint64_t runs;  /* a put whose key may go anywhere is a run of its own */
+  uint64_t puts;
+  uint64_t runs;  /* of keys put in rising order into one gap; any other put is a run of its own */
   uint64_t bytes; /* records added, at most */
 };
 /** Puts whose keys may each go anywhere. */

@@ -1,7 +1,8 @@
 /*
  * The room a mapped index reserves on disk ahead of each write transaction
  * (index_room.c): appends of every shape at once, on several shards, and
- * no transaction goes past the bound its room was reserved for.
+ * a batch shaped for LMDB's worst splits; no transaction goes past the
+ * bound its room was reserved for.
  *
  * Not run under ThreadSanitizer: shards read each other's mapped indexes
  * (client ids are looked for everywhere), and LMDB orders its readers
@@ -105,9 +106,85 @@ static void the_index_never_outgrows_its_reserved_room(void **state) {
   harness_remove_dir(dir);
 }
 
+/* One append of n events with the given ids (text). */
+static void append_ids(struct harness_client *c, const char *stream, size_t n,
+                       char (*ids)[EVF_UUID_TEXT_LEN + 1]) {
+  Api__AppendToStreamRequest r;
+  api__append_to_stream_request__init(&r);
+  Api__EventData *events = calloc(n, sizeof(*events));
+  Api__EventData **ptrs = calloc(n, sizeof(*ptrs));
+  assert_true(events != NULL && ptrs != NULL);
+  r.stream = (char *)stream;
+  r.version = -1;
+  r.n_events = n;
+  r.events = ptrs;
+  for (size_t i = 0; i < n; i++) {
+    api__event_data__init(&events[i]);
+    events[i].type = "T";
+    events[i].data.data = (uint8_t *)"{}";
+    events[i].data.len = 2;
+    events[i].id = ids[i];
+    ptrs[i] = &events[i];
+  }
+  int rc = harness_append(c, &r, NULL);
+  free(events);
+  free(ptrs);
+  assert_int_equal(rc, 0);
+}
+
+/* The id whose first 8 bytes are hi and last 8 bytes lo (big-endian). */
+static void id_text(char out[EVF_UUID_TEXT_LEN + 1], uint64_t hi, uint64_t lo) {
+  snprintf(out, EVF_UUID_TEXT_LEN + 1,
+           "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, hi >> 32,
+           (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & 0xffffffffffffu);
+}
+
+/*
+ * LMDB splits a full page whose last slot takes the new key at its end:
+ * the old page keeps all but its last node. Client ids put in falling
+ * pairs into the gap at a leaf's end split it again every second put, a
+ * page per two ids, far more than their bytes: the bound must still hold
+ * (from a review, which found a bound that did not).
+ */
+static void client_ids_in_falling_pairs_stay_within_the_bound(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = {.shards = 1, .external_ports = 1, .page_size = 1000};
+  struct evf_store *store = harness_open(dir, &o);
+  struct harness_client c;
+  harness_client_init(&c, store, 0);
+  enum { BASE = 300, N = 2000 };
+  char(*ids)[EVF_UUID_TEXT_LEN + 1] = calloc(N, sizeof(*ids));
+  assert_non_null(ids);
+  /* Rising: event_ids' first leaf holds keys 1..87 (88 records of 46 bytes fill 4080). */
+  for (size_t i = 0; i < BASE; i++)
+    id_text(ids[i], i + 1, 0);
+  append_ids(&c, "base", BASE, ids);
+  /* Into the gap between keys 87 and 88, at the first leaf's end: pairs from the top down. */
+  size_t k = 0;
+  for (uint64_t j = N / 2; j >= 1; j--) {
+    id_text(ids[k++], 87, 2 * j - 1);
+    id_text(ids[k++], 87, 2 * j);
+  }
+  const struct shard_db *db = &store->shards[0].db;
+  MDB_envinfo before, after;
+  assert_int_equal(mdb_env_info(db->index_env, &before), 0);
+  append_ids(&c, "pairs", N, ids);
+  assert_int_equal(mdb_env_info(db->index_env, &after), 0);
+  free(ids);
+  harness_client_deinit(&c);
+  if (db->index_mapped) {
+    assert_true(after.me_last_pgno - before.me_last_pgno > N / 4); /* the splits happened */
+    assert_int_equal(atomic_load(&db->index_overruns), 0);
+  }
+  store_close(store);
+  harness_remove_dir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(the_index_never_outgrows_its_reserved_room),
+      cmocka_unit_test(client_ids_in_falling_pairs_stay_within_the_bound),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
