@@ -187,7 +187,7 @@ struct store_port *store_shard_port(struct evf_store *store, unsigned shard) {
 }
 
 struct store_port *store_external_port(struct evf_store *store, unsigned k) {
-  return &store->ports[store->shard_count + k];
+  return k < store->port_count - store->shard_count ? &store->ports[store->shard_count + k] : NULL;
 }
 
 int store_port_bind(struct store_port *port, uv_loop_t *loop) {

@@ -113,10 +113,10 @@ uint64_t store_watermark(const struct evf_store *store);
 struct store_port *store_shard_port(struct evf_store *store, unsigned shard);
 
 /**
- * External port k (< options.external_ports). Bind it on the thread that
- * will use it, to that thread's loop, before its first append; unbind it on
- * the same thread once its appends have completed, before closing the loop.
- * Returns 0 or -errno (bind).
+ * External port k (< options.external_ports; NULL past them). Bind it on
+ * the thread that will use it, to that thread's loop, before its first
+ * append; unbind it on the same thread once its appends have completed,
+ * before closing the loop. Returns 0 or -errno (bind).
  */
 struct store_port *store_external_port(struct evf_store *store, unsigned k);
 int store_port_bind(struct store_port *port, uv_loop_t *loop);

@@ -64,6 +64,7 @@ struct evf_store *harness_open(const char *dir, const struct harness_options *o)
 void harness_client_init(struct harness_client *c, struct evf_store *store, unsigned port) {
   c->store = store;
   c->port = store_external_port(store, port);
+  assert_non_null(c->port);
   assert_int_equal(uv_loop_init(&c->loop), 0);
   assert_int_equal(store_port_bind(c->port, &c->loop), 0);
 }

@@ -25,6 +25,14 @@ static void uuid_text(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1]
 
 /* ---- appends and reads ---- */
 
+/* The fixture's store has 4 external ports: 0..3, and no fifth. */
+static void external_ports_past_the_last_are_null(void **state) {
+  struct harness_fixture *f = *state;
+  assert_non_null(store_external_port(f->store, 3));
+  assert_null(store_external_port(f->store, 4));
+  assert_null(store_external_port(f->store, 1000));
+}
+
 static void append_then_read_the_stream(void **state) {
   struct harness_fixture *f = *state;
   struct harness_result r;
@@ -578,6 +586,7 @@ static void a_rejected_append_may_be_freed_while_its_batch_is_prepared(void **st
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      T(external_ports_past_the_last_are_null),
       T(append_then_read_the_stream),
       T(generated_ids_are_uuidv7),
       T(version_minus_one_appends_whatever_the_length),
