@@ -8,6 +8,7 @@
 
 #define BUCKET_SLOTS 8     /* one cache line */
 #define WINDOW_BUCKETS 4   /* an id's claim is in one of these */
+#define WINDOW_SLOTS (BUCKET_SLOTS * WINDOW_BUCKETS)
 #define OWNER_BITS 16
 #define OWNER_MASK ((UINT64_C(1) << OWNER_BITS) - 1)
 /*
@@ -64,51 +65,42 @@ static bool same_id(uint64_t claim, uint64_t hash) {
 }
 
 /*
- * Bucket b of the id's window (one cache line). Windows do not overlap:
- * a shard holds at most one claim per fingerprint in a window, so a drop
- * clears the one it took.
+ * The id's window: WINDOW_BUCKETS buckets from one whose number is a
+ * multiple of WINDOW_BUCKETS, so WINDOW_SLOTS slots in a row. Windows do
+ * not overlap: a shard holds at most one claim per fingerprint in a
+ * window, so a drop clears the one it took.
  */
-static _Atomic uint64_t *window_bucket(const struct id_claims *claims, uint64_t hash, unsigned b) {
+static _Atomic uint64_t *window(const struct id_claims *claims, uint64_t hash) {
   uint64_t first = hash & claims->bucket_mask & ~(uint64_t)(WINDOW_BUCKETS - 1);
-  return &claims->slots[(first + b) * BUCKET_SLOTS];
+  return &claims->slots[first * BUCKET_SLOTS];
 }
 
 /* A claim for the id in a slot of the window other than skip, or 0. */
-static uint64_t find_claim(const struct id_claims *claims, uint64_t hash,
-                           const _Atomic uint64_t *skip) {
-  for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
-    _Atomic uint64_t *bucket = window_bucket(claims, hash, b);
-    for (unsigned i = 0; i < BUCKET_SLOTS; i++) {
-      uint64_t claim = atomic_load(&bucket[i]);
-      if (&bucket[i] != skip && same_id(claim, hash))
-        return claim;
-    }
+static uint64_t find_claim(_Atomic uint64_t *slots, uint64_t hash, const _Atomic uint64_t *skip) {
+  for (unsigned i = 0; i < WINDOW_SLOTS; i++) {
+    uint64_t claim = atomic_load(&slots[i]);
+    if (&slots[i] != skip && same_id(claim, hash))
+      return claim;
   }
   return 0;
 }
 
 /* Whether a slot of the window holds another shard's claim (for any id). */
-static bool others_in_window(const struct id_claims *claims, uint64_t hash, uint64_t owner) {
-  for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
-    _Atomic uint64_t *bucket = window_bucket(claims, hash, b);
-    for (unsigned i = 0; i < BUCKET_SLOTS; i++) {
-      uint64_t claim = atomic_load(&bucket[i]);
-      if (claim != 0 && (claim & OWNER_MASK) != owner)
-        return true;
-    }
+static bool others_in_window(_Atomic uint64_t *slots, uint64_t owner) {
+  for (unsigned i = 0; i < WINDOW_SLOTS; i++) {
+    uint64_t claim = atomic_load(&slots[i]);
+    if (claim != 0 && (claim & OWNER_MASK) != owner)
+      return true;
   }
   return false;
 }
 
 /* Stores mine in an empty slot of the window; returns the slot, or NULL if there is none. */
-static _Atomic uint64_t *store_claim(struct id_claims *claims, uint64_t hash, uint64_t mine) {
-  for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
-    _Atomic uint64_t *bucket = window_bucket(claims, hash, b);
-    for (unsigned i = 0; i < BUCKET_SLOTS; i++) {
-      uint64_t empty = 0;
-      if (atomic_compare_exchange_strong(&bucket[i], &empty, mine))
-        return &bucket[i];
-    }
+static _Atomic uint64_t *store_claim(_Atomic uint64_t *slots, uint64_t mine) {
+  for (unsigned i = 0; i < WINDOW_SLOTS; i++) {
+    uint64_t empty = 0;
+    if (atomic_compare_exchange_strong(&slots[i], &empty, mine))
+      return &slots[i];
   }
   return NULL;
 }
@@ -116,20 +108,21 @@ static _Atomic uint64_t *store_claim(struct id_claims *claims, uint64_t hash, ui
 enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
   uint64_t hash = id_hash(claims, id);
   uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
-  uint64_t held = find_claim(claims, hash, NULL);
+  _Atomic uint64_t *slots = window(claims, hash);
+  uint64_t held = find_claim(slots, hash, NULL);
   if (held != 0)
     return held == mine ? ID_CLAIM_HELD_HERE : ID_CLAIM_HELD;
-  _Atomic uint64_t *slot = store_claim(claims, hash, mine);
+  _Atomic uint64_t *slot = store_claim(slots, mine);
   if (slot == NULL) {
     /* Other shards' claims go: wait for them. Full of this shard's own: no room. */
-    if (others_in_window(claims, hash, shard + 1))
+    if (others_in_window(slots, shard + 1))
       return ID_CLAIM_HELD;
     /* Others' claims may have gone between the two looks: one more try. */
-    if ((slot = store_claim(claims, hash, mine)) == NULL)
+    if ((slot = store_claim(slots, mine)) == NULL)
       return ID_CLAIM_FULL;
   }
   /* Stored, now look again: a claim for the id taken meanwhile makes this one withdraw. */
-  if (find_claim(claims, hash, slot) == 0)
+  if (find_claim(slots, hash, slot) == 0)
     return ID_CLAIM_TAKEN;
   atomic_store(slot, 0);
   return ID_CLAIM_RACED;
@@ -138,13 +131,11 @@ enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id
 void id_claims_drop(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
   uint64_t hash = id_hash(claims, id);
   uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
-  for (unsigned b = 0; b < WINDOW_BUCKETS; b++) {
-    _Atomic uint64_t *bucket = window_bucket(claims, hash, b);
-    for (unsigned i = 0; i < BUCKET_SLOTS; i++) {
-      if (atomic_load(&bucket[i]) == mine) {
-        atomic_store(&bucket[i], 0);
-        return;
-      }
+  _Atomic uint64_t *slots = window(claims, hash);
+  for (unsigned i = 0; i < WINDOW_SLOTS; i++) {
+    if (atomic_load(&slots[i]) == mine) {
+      atomic_store(&slots[i], 0);
+      return;
     }
   }
 }
