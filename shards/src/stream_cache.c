@@ -43,13 +43,19 @@ static int generation_init(struct generation *g) {
   return g->slots != NULL ? 0 : -ENOMEM;
 }
 
-static void generation_free(struct generation *g) {
+/* Empty generations keep their tables: a clear allocates nothing. */
+static void generation_clear(struct generation *g) {
   for (size_t i = 0; i < g->cap && g->count > 0; i++) {
     if (g->slots[i].key.name != NULL) {
       free((char *)g->slots[i].key.name);
+      g->slots[i] = (struct cached_stream){0};
       g->count--;
     }
   }
+}
+
+static void generation_free(struct generation *g) {
+  generation_clear(g);
   free(g->slots);
   *g = (struct generation){0};
 }
@@ -72,17 +78,6 @@ void stream_cache_destroy(struct stream_cache *cache) {
   generation_free(&cache->young);
   generation_free(&cache->old);
   free(cache);
-}
-
-/* Empty generations keep their tables: a clear allocates nothing. */
-static void generation_clear(struct generation *g) {
-  for (size_t i = 0; i < g->cap && g->count > 0; i++) {
-    if (g->slots[i].key.name != NULL) {
-      free((char *)g->slots[i].key.name);
-      g->slots[i] = (struct cached_stream){0};
-      g->count--;
-    }
-  }
 }
 
 void stream_cache_clear(struct stream_cache *cache) {
