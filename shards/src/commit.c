@@ -184,9 +184,9 @@ static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
   uint64_t runs = 0;
   for (const struct store_append *req = batch->writes.head; req; req = req->next) {
     for (size_t i = 0; i < req->request->n_events; i++) {
-      MDB_val id = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
       if (req->request->events[i]->id[0] != '\0')
         continue;
+      MDB_val id = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
       if (rc == 0 && record_key_compare(&id, &last) <= 0)
         runs++;
       else if (!from_port[req->origin->id]) {
@@ -206,14 +206,12 @@ static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
  */
 static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *db,
                                         const struct batch *batch, unsigned port_count) {
-  uint64_t generated = 0, given = 0, new_streams = 0;
-  for (const struct store_append *req = batch->writes.head; req; req = req->next) {
-    uint64_t ids = validate__client_ids(req->request);
-    given += ids;
-    generated += req->request->n_events - ids;
+  uint64_t new_streams = 0;
+  for (const struct store_append *req = batch->writes.head; req; req = req->next)
     new_streams += req->new_stream;
-  }
-  uint64_t events = batch->event_count, records = new_streams + 2;
+  /* Every client id of a batch's appends is claimed. */
+  uint64_t events = batch->event_count, given = batch->claimed_ids, records = new_streams + 2;
+  uint64_t generated = events - given;
   uint64_t id_runs = generated_id_runs(index, db, batch, generated, port_count);
   return (struct index_growth){
       .puts = 2 * events + records,

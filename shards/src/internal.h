@@ -91,7 +91,7 @@ enum shard_state { SHARD_IDLE, SHARD_COMMITTING };
 struct batch {
   struct append_queue writes;   /* accepted appends to write, in order */
   uint32_t event_count;
-  uint32_t claimed_ids;         /* client-given ids its appends claimed (id_claims.h) */
+  uint32_t claimed_ids;         /* client-given ids its appends claimed: all they carry */
   uint64_t next_stream_id;      /* to persist with the batch, if it created streams */
   bool creates_streams;
   int status;                   /* commit result, set off-loop */
@@ -188,8 +188,6 @@ void store__wake_all(struct evf_store *store);
 /* validate.c */
 /** Checks the input of an append and fills req->ids. Origin's thread. */
 int validate__append(const struct store_options *options, struct store_append *req);
-/** How many of the append's events carry a client-given id. */
-size_t validate__client_ids(const Api__AppendToStreamRequest *r);
 
 /* commit.c */
 /**

@@ -106,7 +106,7 @@ int store_append(struct store_port *port, struct store_append *req) {
   req->origin = port;
   req->status = 0;
   req->alone = false;
-  req->ids_claimed = false;
+  req->claimed_ids = 0;
   req->detail = NULL;
   /* Counted before the closing check, so that close never misses it. */
   atomic_fetch_add(&store->outstanding, 1);

@@ -141,10 +141,10 @@ static void drop_claims(struct shard *shard, struct store_append *req, size_t en
 }
 
 static void release_ids(struct shard *shard, struct store_append *req) {
-  if (!req->ids_claimed)
+  if (req->claimed_ids == 0)
     return;
   drop_claims(shard, req, req->request->n_events);
-  req->ids_claimed = false;
+  req->claimed_ids = 0;
 }
 
 /*
@@ -174,13 +174,13 @@ static void renew_other_txns(struct prepare_ctx *ctx) {
  */
 static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req) {
   struct shard *shard = ctx->shard;
-  bool given = false;
+  uint32_t taken = 0;
   for (size_t i = 0; i < req->request->n_events; i++) {
     if (!has_client_id(req, i))
       continue;
     enum id_claim c = id_claims_take(&shard->store->id_claims, &req->ids[i], shard->index);
     if (c == ID_CLAIM_TAKEN) {
-      given = true;
+      taken++;
       continue;
     }
     drop_claims(shard, req, i);
@@ -201,8 +201,8 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
                   "in smaller appends";
     return VERDICT_DONE;
   }
-  if (given) {
-    req->ids_claimed = true;
+  if (taken > 0) {
+    req->claimed_ids = taken;
     renew_other_txns(ctx);
   }
   return VERDICT_WRITE;
@@ -407,8 +407,7 @@ static void prepare_batch(struct shard *shard) {
     if (v == VERDICT_WRITE) {
       append_queue_push(&batch->writes, req);
       batch->event_count += (uint32_t)req->request->n_events;
-      if (req->ids_claimed)
-        batch->claimed_ids += (uint32_t)validate__client_ids(req->request);
+      batch->claimed_ids += req->claimed_ids;
       bytes += payload_bytes(req);
     } else if (v == VERDICT_DEFER) {
       append_queue_push(&deferred, req);
@@ -509,11 +508,9 @@ static void release_batch_ids(struct shard *shard) {
  * shard keeps the claims (its appends are answered and freed) until then.
  */
 static void hold_batch_ids(struct shard *shard) {
-  size_t count = shard->held_id_count;
-  for (struct store_append *req = shard->batch.writes.head; req; req = req->next)
-    count += req->ids_claimed ? validate__client_ids(req->request) : 0;
-  if (count == shard->held_id_count)
-    return; /* the batch claimed nothing */
+  if (shard->batch.claimed_ids == 0)
+    return;
+  size_t count = shard->held_id_count + shard->batch.claimed_ids;
   struct evf_uuid *held = realloc(shard->held_ids, count * sizeof(*held));
   if (held == NULL) {
     evf_error("shard %u: out of memory keeping the claims of an unindexed batch; its client ids "
@@ -523,11 +520,11 @@ static void hold_batch_ids(struct shard *shard) {
   }
   shard->held_ids = held;
   for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
-    for (size_t i = 0; req->ids_claimed && i < req->request->n_events; i++) {
+    for (size_t i = 0; req->claimed_ids > 0 && i < req->request->n_events; i++) {
       if (has_client_id(req, i))
         held[shard->held_id_count++] = req->ids[i];
     }
-    req->ids_claimed = false;
+    req->claimed_ids = 0;
   }
 }
 

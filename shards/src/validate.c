@@ -37,7 +37,7 @@ static int invalid(struct store_append *req, const char *detail) {
 
 static int uuid_compare(const void *a, const void *b) { return memcmp(a, b, 16); }
 
-size_t validate__client_ids(const Api__AppendToStreamRequest *r) {
+static size_t client_id_count(const Api__AppendToStreamRequest *r) {
   size_t given = 0;
   for (size_t i = 0; i < r->n_events; i++)
     given += r->events[i]->id[0] != '\0';
@@ -46,7 +46,7 @@ size_t validate__client_ids(const Api__AppendToStreamRequest *r) {
 
 /* Two events of one append with the same client id: EVF_EINVAL. */
 static int check_client_ids_distinct(struct store_append *req) {
-  size_t given = validate__client_ids(req->request);
+  size_t given = client_id_count(req->request);
   if (given < 2)
     return 0; /* the common case: nothing to sort */
   struct evf_uuid *sorted = malloc(given * sizeof(*sorted));

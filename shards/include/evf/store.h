@@ -154,7 +154,7 @@ struct store_append {
   int status;
   bool alone;               /* retry in a batch of its own (its batch hit a full map) */
   bool new_stream;          /* the first append of a stream: writes its record */
-  bool ids_claimed;         /* its client-given ids are claimed by its shard */
+  uint32_t claimed_ids;     /* client-given ids its shard holds claims on: all of them, or 0 */
   uint64_t stream_id;
   int64_t created_at;
   int64_t added_at;
