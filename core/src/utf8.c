@@ -5,15 +5,21 @@
 
 #define HIGH_BITS 0x8080808080808080u
 
+/* Whether the eight bytes at p are all ASCII. */
+static bool ascii_word(const unsigned char *p) {
+  uint64_t word;
+  memcpy(&word, p, sizeof(word));
+  return (word & HIGH_BITS) == 0;
+}
+
 /* Follows the well-formed byte sequences table of Unicode 15, section 3.9. */
 bool evf_utf8_valid(const char *text, size_t len) {
   const unsigned char *s = (const unsigned char *)text;
   size_t i = 0;
   while (i < len) {
-    uint64_t word;
     /* Names and types are mostly ASCII: eight bytes at a time while they are. */
-    if (len - i >= sizeof(word) && (memcpy(&word, s + i, sizeof(word)), (word & HIGH_BITS) == 0)) {
-      i += sizeof(word);
+    if (len - i >= 8 && ascii_word(s + i)) {
+      i += 8;
       continue;
     }
     unsigned char c = s[i];
