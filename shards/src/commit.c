@@ -60,7 +60,7 @@ static int put_event(struct batch_txns *txns, const struct store_append *req, si
   record_position_key(key, event.position);
   MDB_val k = {sizeof(key), key};
   struct record_event_text text;
-  MDB_val v = {record_event_size(&event, &text), NULL};
+  MDB_val v = {record_event_stored_size(&event, &text), NULL};
   /* Positions rise within a shard: appending is exact and cheap. */
   int rc = mdb_cursor_put(txns->events, &k, &v, MDB_APPEND | MDB_RESERVE);
   if (rc != 0)

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define FORMAT_VERSION 2
 #define MAX_READERS 1024
 
 /* The codes a caller can act on; 0 for the others. */
@@ -68,13 +67,9 @@ int db__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value
  * to the events: that environment is a format 2 log once they are dropped
  * (the index is then rebuilt from the log, in its own environment).
  */
-static int upgrade_format_1(struct shard_db *db, MDB_txn *txn, unsigned index) {
+static int drop_format_1_index(struct shard_db *db, MDB_txn *txn) {
   static const char *const dropped[] = {"streams", "stream_index", "event_ids"};
-  uint64_t format = 0;
-  bool found;
-  int rc = db__meta_get_u64(txn, db->meta, "format", &format, &found);
-  if (rc != 0 || !found || format != 1)
-    return rc;
+  int rc;
   for (unsigned i = 0; i < 3; i++) {
     MDB_dbi dbi;
     rc = mdb_dbi_open(txn, dropped[i], 0, &dbi);
@@ -84,21 +79,33 @@ static int upgrade_format_1(struct shard_db *db, MDB_txn *txn, unsigned index) {
       return rc;
   }
   MDB_val k = {strlen("next_stream_id"), "next_stream_id"};
-  if ((rc = mdb_del(txn, db->meta, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
+  rc = mdb_del(txn, db->meta, &k, NULL);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Brings an older shard's log to STORE_FORMAT in place; a format 2 log is a format 3 log. */
+static int upgrade_log(struct shard_db *db, MDB_txn *txn, unsigned index) {
+  uint64_t format = 0;
+  bool found;
+  int rc = db__meta_get_u64(txn, db->meta, "format", &format, &found);
+  if (rc != 0 || !found || format < 1 || format >= STORE_FORMAT)
     return rc;
-  evf_info("shard %u: upgrading from format 1 to %d", index, FORMAT_VERSION);
-  return db__meta_put_u64(txn, db->meta, "format", FORMAT_VERSION);
+  if (format == 1 && (rc = drop_format_1_index(db, txn)) != 0)
+    return rc;
+  evf_info("shard %u: upgrading from format %llu to %d", index, (unsigned long long)format,
+           STORE_FORMAT);
+  return db__meta_put_u64(txn, db->meta, "format", STORE_FORMAT);
 }
 
 /* Records the shard's identity in a new log, or checks it in an old one. */
 static int check_identity(struct shard_db *db, MDB_txn *txn, unsigned index, unsigned shard_count,
                           char *err, size_t err_len) {
   static const char *const keys[] = {"format", "shard", "shards", "hash"};
-  const uint64_t want[] = {FORMAT_VERSION, index, shard_count,
+  const uint64_t want[] = {STORE_FORMAT, index, shard_count,
                            evf_hash_fnv1a64(EVF_STREAM_HASH_NAME, strlen(EVF_STREAM_HASH_NAME))};
-  int upgraded = upgrade_format_1(db, txn, index);
+  int upgraded = upgrade_log(db, txn, index);
   if (upgraded != 0)
-    return db__error(upgraded, "upgrading the shard from format 1");
+    return db__error(upgraded, "upgrading the shard's log");
   for (unsigned i = 0; i < 4; i++) {
     uint64_t have;
     bool found;

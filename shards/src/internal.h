@@ -202,6 +202,12 @@ int commit__batch(struct shard *shard);
 int commit__repair_index(struct shard *shard);
 
 /* db.c */
+/*
+ * The data folder's format, and each shard log's: 3 adds a short form of
+ * stored events (records.h); a format 2 log is a format 3 log. Format 1
+ * kept the index in the log's environment.
+ */
+#define STORE_FORMAT 3
 /** Opens the log and the index of a shard, bringing the index level with the log. */
 int db__open(struct shard_db *db, const char *path, const struct store_options *options,
              unsigned index, unsigned shard_count, char *err, size_t err_len);

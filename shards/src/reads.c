@@ -1,7 +1,9 @@
 /*
  * Reads: synchronous, on the calling thread, in LMDB read transactions
  * (MDB_NOTLS lets any thread open them). Stored events are handed to the
- * caller as the encoded bytes in the map, valid during the callback.
+ * caller as the encoded bytes in the map, valid during the callback, or,
+ * where the event is stored in the short form (records.h), whole again: in
+ * the caller's room (the _into reads) or in a buffer of the read's.
  */
 #include "internal.h"
 
@@ -9,10 +11,81 @@
 #include "evf/status.h"
 #include "records.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static unsigned page_limit(const struct evf_store *store, uint32_t limit) {
   return limit == 0 || limit > store->options.page_size ? store->options.page_size : limit;
+}
+
+/*
+ * Where a read hands its events: to a callback as bytes, or into the room a
+ * callback gives (store.h). An event stored in the short form (records.h)
+ * is made whole in that room, or, for a callback that takes bytes, in a
+ * buffer of the read's own: on the stack unless an event is larger.
+ */
+struct visitor {
+  store_event_cb bytes;
+  store_event_room_cb room;
+  void *arg;
+  uint8_t *buf;
+  size_t cap;
+  uint8_t small[2048];
+};
+
+static void visitor_init(struct visitor *v, store_event_cb bytes, store_event_room_cb room,
+                         void *arg) {
+  v->bytes = bytes;
+  v->room = room;
+  v->arg = arg;
+  v->buf = v->small;
+  v->cap = sizeof(v->small);
+}
+
+static void visitor_deinit(struct visitor *v) {
+  if (v->buf != v->small)
+    free(v->buf);
+}
+
+/* The visitor's own buffer, with room for size bytes; NULL when out of memory. */
+static uint8_t *own_room(struct visitor *v, size_t size) {
+  if (size <= v->cap)
+    return v->buf;
+  uint8_t *buf = malloc(size);
+  if (buf == NULL)
+    return NULL;
+  visitor_deinit(v);
+  v->buf = buf;
+  v->cap = size;
+  return buf;
+}
+
+/*
+ * Hands one stored event on, whole. Returns an LMDB code (ENOMEM); *stop is
+ * set when the caller ends the read before this event.
+ */
+static int visit_event(struct visitor *v, const MDB_val *event, uint64_t position, bool *stop) {
+  const uint8_t *stored = event->mv_data;
+  size_t len = event->mv_size;
+  struct record_left_out left_out;
+  bool restore = record_event_left_out(stored, len, &left_out);
+  if (!restore && v->room == NULL) {
+    *stop = v->bytes(stored, len, position, v->arg) != 0;
+    return 0;
+  }
+  size_t size = restore ? record_event_restored_size(len, &left_out) : len;
+  uint8_t *out = v->room ? v->room(size, position, v->arg) : own_room(v, size);
+  *stop = out == NULL;
+  if (out == NULL)
+    return v->room ? 0 : ENOMEM;
+  if (restore)
+    record_event_restore(stored, len, &left_out, out);
+  else
+    memcpy(out, stored, len);
+  if (v->room == NULL)
+    *stop = v->bytes(out, size, position, v->arg) != 0;
+  return 0;
 }
 
 /* A read of the index and the log it points into. */
@@ -57,7 +130,7 @@ static int find_stream_id(struct shard *shard, struct shard_read *r, const char 
 
 /* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
 static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stream_id,
-                        uint32_t from_version, unsigned limit, store_event_cb cb, void *arg) {
+                        uint32_t from_version, unsigned limit, struct visitor *v) {
   MDB_cursor *cursor;
   int rc = mdb_cursor_open(r->index, shard->db.stream_index, &cursor);
   if (rc != 0)
@@ -66,12 +139,12 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   record_index_key(key, stream_id, from_version);
   MDB_val ik = {sizeof(key), key}, iv, event;
   unsigned visited = 0;
+  bool stop = false;
   rc = mdb_cursor_get(cursor, &ik, &iv, MDB_SET_RANGE);
   while (rc == 0 && visited < limit && ik.mv_size == RECORD_INDEX_KEY_LEN &&
          record_get_u64(ik.mv_data) == stream_id) {
-    if ((rc = get_event(shard, r, &iv, &event)) != 0)
-      break;
-    if (cb(event.mv_data, event.mv_size, record_get_u64(iv.mv_data), arg) != 0)
+    if ((rc = get_event(shard, r, &iv, &event)) != 0 ||
+        (rc = visit_event(v, &event, record_get_u64(iv.mv_data), &stop)) != 0 || stop)
       break;
     visited++;
     rc = mdb_cursor_get(cursor, &ik, &iv, MDB_NEXT);
@@ -80,8 +153,8 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   return rc;
 }
 
-int store_read_stream(struct evf_store *store, const char *stream, size_t len,
-                      uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg) {
+static int read_stream(struct evf_store *store, const char *stream, size_t len,
+                       uint32_t from_version, uint32_t limit, struct visitor *v) {
   if (!store_stream_name_valid(stream, len))
     return EVF_EINVAL;
   struct shard *shard = &store->shards[evf_stream_shard(stream, len, store->shard_count)];
@@ -92,9 +165,28 @@ int store_read_stream(struct evf_store *store, const char *stream, size_t len,
   uint64_t stream_id;
   rc = find_stream_id(shard, &r, stream, len, &stream_id);
   if (rc == 0)
-    rc = visit_stream(shard, &r, stream_id, from_version, page_limit(store, limit), cb, arg);
+    rc = visit_stream(shard, &r, stream_id, from_version, page_limit(store, limit), v);
   end_read(&r);
   return rc == MDB_NOTFOUND ? 0 : db__error(rc, "reading a stream");
+}
+
+int store_read_stream(struct evf_store *store, const char *stream, size_t len,
+                      uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg) {
+  struct visitor v;
+  visitor_init(&v, cb, NULL, arg);
+  int rc = read_stream(store, stream, len, from_version, limit, &v);
+  visitor_deinit(&v);
+  return rc;
+}
+
+int store_read_stream_into(struct evf_store *store, const char *stream, size_t len,
+                           uint32_t from_version, uint32_t limit, store_event_room_cb room,
+                           void *arg) {
+  struct visitor v;
+  visitor_init(&v, NULL, room, arg);
+  int rc = read_stream(store, stream, len, from_version, limit, &v);
+  visitor_deinit(&v);
+  return rc;
 }
 
 /* One shard's cursor in a k-way merge. */
@@ -162,8 +254,8 @@ static struct merge_head *lowest_position(struct merge_head *heads, unsigned cou
   return best;
 }
 
-int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
-                      store_event_cb cb, void *arg, uint64_t *checkpoint) {
+static int read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
+                       struct visitor *v, uint64_t *checkpoint) {
   /* Loaded before the transactions begin: every event at or below it is visible to them. */
   uint64_t watermark = store_watermark(store);
   unsigned n = store->shard_count, max = page_limit(store, limit), visited = 0;
@@ -180,9 +272,10 @@ int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
     rc = move_event_head(&heads[s], MDB_SET_RANGE, watermark);
   }
   struct merge_head *h;
+  bool stop = false;
   while (rc == 0 && visited < max && (h = lowest_position(heads, n)) != NULL) {
     uint64_t position = record_get_u64(h->key.mv_data);
-    if (cb(h->value.mv_data, h->value.mv_size, position, arg) != 0)
+    if ((rc = visit_event(v, &h->value, position, &stop)) != 0 || stop)
       break;
     *checkpoint = position;
     visited++;
@@ -190,6 +283,24 @@ int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
   }
   close_heads(store, heads);
   return db__error(rc, "reading the global stream");
+}
+
+int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
+                      store_event_cb cb, void *arg, uint64_t *checkpoint) {
+  struct visitor v;
+  visitor_init(&v, cb, NULL, arg);
+  int rc = read_global(store, offset, limit, &v, checkpoint);
+  visitor_deinit(&v);
+  return rc;
+}
+
+int store_read_global_into(struct evf_store *store, uint64_t offset, uint32_t limit,
+                           store_event_room_cb room, void *arg, uint64_t *checkpoint) {
+  struct visitor v;
+  visitor_init(&v, NULL, room, arg);
+  int rc = read_global(store, offset, limit, &v, checkpoint);
+  visitor_deinit(&v);
+  return rc;
 }
 
 int store_get_event(struct evf_store *store, const char *id, size_t len, store_event_cb cb,
@@ -212,8 +323,12 @@ int store_get_event(struct evf_store *store, const char *id, size_t len, store_e
     if (rc == 0) {
       record_position_key(key, record.position);
       MDB_val pk = {sizeof(key), key};
+      struct visitor visitor;
+      bool ignored;
+      visitor_init(&visitor, cb, NULL, arg);
       if ((rc = get_event(shard, &r, &pk, &event)) == 0)
-        cb(event.mv_data, event.mv_size, record.position, arg);
+        rc = visit_event(&visitor, &event, record.position, &ignored);
+      visitor_deinit(&visitor);
     }
     end_read(&r);
     if (rc != MDB_NOTFOUND)

@@ -120,6 +120,10 @@ static uint8_t *put_bytes_field(uint8_t *out, unsigned field, const void *data, 
 
 static size_t text_length(const char *s) { return s ? strlen(s) : 0; }
 
+/* Fields 9 and 1 of api.Event: how a short form and a whole event begin. */
+#define ADDED_AT_KEY ((uint8_t)(9 << 3 | EVF_PB_VARINT))
+#define ID_KEY ((uint8_t)(1 << 3 | EVF_PB_LEN))
+
 size_t record_event_size(const Api__Event *e, struct record_event_text *text) {
   *text = (struct record_event_text){
       .id = text_length(e->id),
@@ -136,8 +140,27 @@ size_t record_event_size(const Api__Event *e, struct record_event_text *text) {
          varint_field_size(e->position);
 }
 
+/* Both other ids are the event's own, and added_at is there to mark the short form. */
+static bool can_be_short(const Api__Event *e, const struct record_event_text *text) {
+  return text->id != 0 && e->added_at != 0 && strcmp(e->causation_id, e->id) == 0 &&
+         strcmp(e->correlation_id, e->id) == 0;
+}
+
+size_t record_event_stored_size(const Api__Event *e, struct record_event_text *text) {
+  size_t size = record_event_size(e, text);
+  if (!can_be_short(e, text))
+    return size;
+  size -= record_bytes_field_size(text->causation_id) +
+          record_bytes_field_size(text->correlation_id);
+  text->causation_id = text->correlation_id = 0;
+  text->short_form = true;
+  return size;
+}
+
 void record_event_encode(const Api__Event *e, const struct record_event_text *text,
                          uint8_t *out) {
+  if (text->short_form)
+    out = put_varint_field(out, 9, (uint64_t)e->added_at);
   out = put_bytes_field(out, 1, e->id, text->id);
   out = put_bytes_field(out, 2, e->stream, text->stream);
   out = put_varint_field(out, 3, e->version);
@@ -146,6 +169,43 @@ void record_event_encode(const Api__Event *e, const struct record_event_text *te
   out = put_bytes_field(out, 6, e->metadata.data, e->metadata.len);
   out = put_bytes_field(out, 7, e->causation_id, text->causation_id);
   out = put_bytes_field(out, 8, e->correlation_id, text->correlation_id);
-  out = put_varint_field(out, 9, (uint64_t)e->added_at);
+  if (!text->short_form)
+    out = put_varint_field(out, 9, (uint64_t)e->added_at);
   put_varint_field(out, 10, e->position);
+}
+
+/* A varint at *p, at most EVF_PB_VARINT_MAX bytes, ending before end. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; *p < end && shift < 7 * EVF_PB_VARINT_MAX; shift += 7) {
+    uint8_t byte = *(*p)++;
+    v |= (uint64_t)(byte & 0x7f) << shift;
+    if (byte < 0x80) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool record_event_left_out(const uint8_t *in, size_t len, struct record_left_out *out) {
+  const uint8_t *p = in, *end = in + len;
+  uint64_t ignored, id_len;
+  if (len == 0 || *p++ != ADDED_AT_KEY || !read_varint(&p, end, &ignored) || p == end ||
+      *p++ != ID_KEY || !read_varint(&p, end, &id_len) || id_len == 0 ||
+      id_len > (uint64_t)(end - p))
+    return false;
+  *out = (struct record_left_out){.id = p, .id_len = id_len};
+  return true;
+}
+
+size_t record_event_restored_size(size_t len, const struct record_left_out *left_out) {
+  return len + 2 * record_bytes_field_size(left_out->id_len);
+}
+
+void record_event_restore(const uint8_t *in, size_t len, const struct record_left_out *left_out,
+                          uint8_t *out) {
+  memcpy(out, in, len);
+  out = put_bytes_field(out + len, 7, left_out->id, left_out->id_len);
+  put_bytes_field(out, 8, left_out->id, left_out->id_len);
 }

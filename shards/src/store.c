@@ -19,7 +19,6 @@
 #define STREAM_CACHE_STREAMS 65536
 
 #define FORMAT_FILE "FORMAT"
-#define FORMAT_VERSION 2
 #define OLDEST_FORMAT 1 /* upgraded in place at start-up (db.c) */
 
 struct folder_format {
@@ -60,11 +59,11 @@ static int read_format(const char *dir, struct folder_format *f, char *err, size
     snprintf(err, err_len, "%s is damaged", path);
     return EVF_EFORMAT;
   }
-  if (f->version < OLDEST_FORMAT || f->version > FORMAT_VERSION ||
+  if (f->version < OLDEST_FORMAT || f->version > STORE_FORMAT ||
       strcmp(f->hash, EVF_STREAM_HASH_NAME) != 0) {
     snprintf(err, err_len,
              "%s has format %u with hash %s; this server reads formats %d to %d with hash %s",
-             path, f->version, f->hash, OLDEST_FORMAT, FORMAT_VERSION, EVF_STREAM_HASH_NAME);
+             path, f->version, f->hash, OLDEST_FORMAT, STORE_FORMAT, EVF_STREAM_HASH_NAME);
     return EVF_EFORMAT;
   }
   return 0;
@@ -89,7 +88,7 @@ static int write_format(const char *dir, unsigned shards, char *err, size_t err_
   if (file == NULL)
     rc = -errno;
   else {
-    fprintf(file, "eventflowdb data folder\nformat %d\nshards %u\nhash %s\n", FORMAT_VERSION,
+    fprintf(file, "eventflowdb data folder\nformat %d\nshards %u\nhash %s\n", STORE_FORMAT,
             shards, EVF_STREAM_HASH_NAME);
     if (fflush(file) != 0 || fsync(fileno(file)) != 0)
       rc = -errno;
@@ -117,7 +116,7 @@ static int settle_shard_count(const struct store_options *o, unsigned *count, un
   int rc = read_format(o->data_dir, &f, err, err_len);
   if (rc == -ENOENT) {
     *count = o->shards ? o->shards : online_cpus();
-    *version = FORMAT_VERSION;
+    *version = STORE_FORMAT;
     return write_format(o->data_dir, *count, err, err_len);
   }
   if (rc != 0) {
@@ -321,7 +320,7 @@ int store_open(const struct store_options *options, struct evf_store **out, char
   s->options = *options;
   s->lock_fd = -1;
   uint64_t last_position;
-  unsigned version = FORMAT_VERSION;
+  unsigned version = STORE_FORMAT;
   int rc = lock_folder(options->data_dir, &s->lock_fd, err, err_len);
   if (rc == 0)
     rc = settle_shard_count(options, &s->shard_count, &version, err, err_len);
@@ -335,7 +334,7 @@ int store_open(const struct store_options *options, struct evf_store **out, char
     return rc;
   }
   /* Opening upgrades each shard of an older folder; the folder says so once all are. */
-  if ((rc = open_shards(s, &last_position, err, err_len)) == 0 && version != FORMAT_VERSION &&
+  if ((rc = open_shards(s, &last_position, err, err_len)) == 0 && version != STORE_FORMAT &&
       (rc = write_format(options->data_dir, s->shard_count, err, err_len)) != 0)
     close_shards(s);
   if (rc != 0) {

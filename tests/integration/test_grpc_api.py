@@ -113,17 +113,23 @@ def test_client_ids_are_kept_and_lowercased(stub, pb):
     lower = str(uuid.uuid4())
     cause = str(uuid.uuid4()).upper()
     corr = str(uuid.uuid4())
+    own = str(uuid.uuid4())
     r = append(stub, stream, [
         event_data(id=upper, causation_id=cause, correlation_id=corr),
         event_data(id=lower),
+        # Stored without the causation id (it is the event's own), read back with it.
+        event_data(id=own, causation_id=own.upper(), correlation_id=corr),
     ], version=0)
-    assert list(r.events) == [upper.lower(), lower]
+    assert list(r.events) == [upper.lower(), lower, own]
     got = read_stream(stub, stream)
     assert got[0].id == upper.lower()
     assert got[0].causation_id == cause.lower()
     assert got[0].correlation_id == corr
     assert got[1].id == lower
     assert got[1].causation_id == lower and got[1].correlation_id == lower
+    assert got[2].causation_id == own and got[2].correlation_id == corr
+    by_id = stub.GetEvent(pb.GetEventRequest(id=own), timeout=RPC_TIMEOUT)
+    assert by_id == got[2]
     # Look-ups accept any case.
     assert stub.GetEvent(pb.GetEventRequest(id=upper), timeout=RPC_TIMEOUT).id == upper.lower()
     assert stub.GetEvent(pb.GetEventRequest(id=upper.lower()), timeout=RPC_TIMEOUT) == got[0]

@@ -48,17 +48,22 @@ int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
   return 0;
 }
 
-int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
-  if (len > SIZE_MAX - 1 - EVF_PB_VARINT_MAX)
-    return -ENOMEM;
-  int rc = tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX + len);
-  if (rc != 0)
-    return rc;
+uint8_t *tp_buf_bytes_field_room(struct tp_buf *b, uint8_t tag, size_t len) {
+  if (len > SIZE_MAX - 1 - EVF_PB_VARINT_MAX || tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX + len) != 0)
+    return NULL;
   b->data[b->len++] = tag;
   put_varint(b, len);
-  if (len > 0)
-    memcpy(b->data + b->len, data, len);
+  uint8_t *room = b->data + b->len;
   b->len += len;
+  return room;
+}
+
+int tp_buf_put_bytes_field(struct tp_buf *b, uint8_t tag, const void *data, size_t len) {
+  uint8_t *room = tp_buf_bytes_field_room(b, tag, len);
+  if (room == NULL)
+    return -ENOMEM;
+  if (len > 0)
+    memcpy(room, data, len);
   return 0;
 }
 

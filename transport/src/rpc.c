@@ -78,27 +78,39 @@ struct page {
   int error;
 };
 
-/* Adds one entry of repeated field 1; returns non-zero to end the page. */
-static int add_to_page(struct page *p, const void *data, size_t len) {
+/* Room for one more entry of repeated field 1, or NULL to end the page. */
+static uint8_t *page_room(struct page *p, size_t len) {
   size_t size = tp_pb_field_size(len);
   if (size > p->budget)
-    return 1;
-  if ((p->error = tp_buf_put_bytes_field(p->out, TP_PB_TAG(1, TP_PB_BYTES), data, len)) != 0)
-    return 1;
+    return NULL;
+  uint8_t *room = tp_buf_bytes_field_room(p->out, TP_PB_TAG(1, TP_PB_BYTES), len);
+  if (room == NULL) {
+    p->error = -ENOMEM;
+    return NULL;
+  }
   p->budget -= size;
-  return 0;
+  return room;
 }
 
-static int add_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+/* Adds one entry of repeated field 1; returns non-zero to end the page. */
+static int add_to_page(struct page *p, const void *data, size_t len) {
+  uint8_t *room = page_room(p, len);
+  if (room != NULL && len > 0)
+    memcpy(room, data, len);
+  return room == NULL;
+}
+
+/* Room for one more event in the page: the read writes the event there. */
+static uint8_t *event_room(size_t len, uint64_t position, void *arg) {
   (void)position;
-  return add_to_page(arg, event, len);
+  return page_room(arg, len);
 }
 
 static void get_stream(struct tp_grpc_call *call, const uint8_t *msg, size_t len) {
   Api__GetStreamRequest *request = UNPACK_OR_FAIL(api__get_stream_request, call, msg, len);
   struct page page = {.out = tp_grpc_response(call), .budget = max_message(call)};
-  int rc = store_read_stream(store_of(call), request->stream, strlen(request->stream),
-                             request->version, request->limit, add_event, &page);
+  int rc = store_read_stream_into(store_of(call), request->stream, strlen(request->stream),
+                                  request->version, request->limit, event_room, &page);
   if (rc == EVF_EINVAL)
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT,
                  "a stream name must be 1 to 200 bytes of UTF-8, not all or count, and not "
@@ -119,8 +131,8 @@ static void get_global_stream(struct tp_grpc_call *call, const uint8_t *msg, siz
   struct page page = {.out = tp_grpc_response(call),
                       .budget = max_message(call) - CHECKPOINT_RESERVE};
   uint64_t checkpoint;
-  int rc = store_read_global(store_of(call), request->offset, request->limit, add_event, &page,
-                             &checkpoint);
+  int rc = store_read_global_into(store_of(call), request->offset, request->limit, event_room,
+                                  &page, &checkpoint);
   if (rc == 0 && page.error == 0)
     rc = tp_buf_put_varint_field(page.out, TP_PB_TAG(2, TP_PB_VARINT), checkpoint);
   if (rc != 0 || page.error != 0)

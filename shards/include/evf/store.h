@@ -192,6 +192,15 @@ void store_append_deinit(struct store_append *req);
  */
 typedef int (*store_event_cb)(const uint8_t *event, size_t len, uint64_t position, void *arg);
 
+/**
+ * For a caller that copies the events it reads: asked for room for one
+ * event's len bytes, returns where the read is to write them, or NULL to
+ * stop before this event. The read then writes the encoded api.Event there
+ * with one copy, where a store_event_cb would be handed a copy of its own
+ * for an event stored in the short form (shards/README.md).
+ */
+typedef uint8_t *(*store_event_room_cb)(size_t len, uint64_t position, void *arg);
+
 /** Visits a stream name, valid during the call. Return 0 to go on, non-zero to stop. */
 typedef int (*store_name_cb)(const char *name, size_t len, void *arg);
 
@@ -202,6 +211,10 @@ typedef int (*store_name_cb)(const char *name, size_t len, void *arg);
  */
 int store_read_stream(struct evf_store *store, const char *stream, size_t len,
                       uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg);
+/** The same, writing each event where room says. */
+int store_read_stream_into(struct evf_store *store, const char *stream, size_t len,
+                           uint32_t from_version, uint32_t limit, store_event_room_cb room,
+                           void *arg);
 
 /**
  * Committed events with offset < position <= watermark, ascending, merged
@@ -210,6 +223,9 @@ int store_read_stream(struct evf_store *store, const char *stream, size_t len,
  */
 int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
                       store_event_cb cb, void *arg, uint64_t *checkpoint);
+/** The same, writing each event where room says. */
+int store_read_global_into(struct evf_store *store, uint64_t offset, uint32_t limit,
+                           store_event_room_cb room, void *arg, uint64_t *checkpoint);
 
 /** The event with this id (text). Returns 0, EVF_EINVAL (not a UUID) or EVF_ENOTFOUND. */
 int store_get_event(struct evf_store *store, const char *id, size_t len, store_event_cb cb,

@@ -5,7 +5,7 @@
  * case compares everything the public reads show with what they showed
  * before, and checks that appends go on from the right state. A format 1
  * folder (the index's databases inside the shard's one environment) is
- * upgraded in place.
+ * upgraded in place; a format 2 folder's events are read as they were stored.
  */
 #include "harness.h"
 #include "records.h"
@@ -281,15 +281,56 @@ static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
   reopen_and_compare(f, before);
 }
 
+/* Writes format n into DATA/FORMAT, as an older server left it. */
+static void set_folder_format(struct harness_fixture *f, unsigned n) {
+  char format[4300], command[8700];
+  snprintf(format, sizeof(format), "%s/FORMAT", f->dir);
+  snprintf(command, sizeof(command),
+           "sed -i 's/^format 3$/format %u/' '%s' && grep -qx 'format %u' '%s'", n, format, n,
+           format);
+  assert_int_equal(system(command), 0);
+}
+
+static void put_log_format(struct harness_fixture *f, unsigned shard, uint64_t format) {
+  MDB_env *env = open_env(f, shard, "");
+  MDB_txn *txn;
+  MDB_dbi meta;
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  put_u64(txn, meta, "format", format);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+/* The folder and every shard's log say format 3, and no log keeps the format 1 index. */
+static void assert_upgraded(struct harness_fixture *f) {
+  char command[4400];
+  snprintf(command, sizeof(command), "grep -qx 'format 3' '%s/FORMAT'", f->dir);
+  assert_int_equal(system(command), 0);
+  for (unsigned s = 0; s < SHARDS; s++) {
+    MDB_env *env = open_env(f, s, "");
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &dbi), MDB_NOTFOUND);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {6, "format"}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_int_equal(record_get_u64(v.mv_data), 3);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+  }
+}
+
 /* Turns each shard back into the format 1 layout: index databases beside the events. */
 static void make_format_1(struct harness_fixture *f) {
   for (unsigned s = 0; s < SHARDS; s++) {
+    put_log_format(f, s, 1);
     MDB_env *env = open_env(f, s, "");
     MDB_txn *txn;
     MDB_dbi meta, dbi;
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-    put_u64(txn, meta, "format", 1);
     put_u64(txn, meta, "next_stream_id", 99);
     static const char *const old[] = {"streams", "stream_index", "event_ids"};
     for (unsigned i = 0; i < 3; i++) {
@@ -302,11 +343,7 @@ static void make_format_1(struct harness_fixture *f) {
     shard_file(f, s, "index/data.mdb", path, sizeof(path));
     assert_int_equal(unlink(path), 0);
   }
-  char format[4300], command[8700];
-  snprintf(format, sizeof(format), "%s/FORMAT", f->dir);
-  snprintf(command, sizeof(command), "sed -i 's/^format 2$/format 1/' '%s' && grep -qx 'format 1' '%s'",
-           format, format);
-  assert_int_equal(system(command), 0);
+  set_folder_format(f, 1);
 }
 
 static void a_format_1_folder_is_upgraded_in_place(void **state) {
@@ -318,23 +355,109 @@ static void a_format_1_folder_is_upgraded_in_place(void **state) {
   make_format_1(f);
   reopen_and_compare(f, before);
   harness_fixture_close(f);
-  char command[4400];
-  snprintf(command, sizeof(command), "grep -qx 'format 2' '%s/FORMAT'", f->dir);
-  assert_int_equal(system(command), 0);
-  for (unsigned s = 0; s < SHARDS; s++) {
-    MDB_env *env = open_env(f, s, "");
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &dbi), MDB_NOTFOUND);
-    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    MDB_val k = {6, "format"}, v;
-    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
-    assert_int_equal(record_get_u64(v.mv_data), 2);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
-  }
+  assert_upgraded(f);
   harness_fixture_open(f); /* the teardown closes it */
+}
+
+/* A stored event's bytes, copied. */
+struct copied_event {
+  uint8_t bytes[512];
+  size_t len;
+};
+
+static int copy_cb(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  (void)position;
+  struct copied_event *out = arg;
+  assert_true(len <= sizeof(out->bytes));
+  memcpy(out->bytes, event, len);
+  out->len = len;
+  return 0;
+}
+
+/*
+ * A format 2 log stores every event with its causation and correlation ids,
+ * also where they equal its id: such events are read as stored, the folder
+ * is renumbered, and appends go on.
+ */
+static void a_format_2_folder_is_renumbered_and_read_as_stored(void **state) {
+  struct harness_fixture *f = *state;
+  struct harness_result r;
+  fill(f, 0);
+  assert_int_equal(harness_fixture_append(f, "account-1", -1, 1, NULL, &r), 0);
+  harness_fixture_close(f);
+
+  /* An event as format 2 stored it, at a position after the others, in a stream of its own. */
+  Api__Event event = API__EVENT__INIT;
+  event.id = event.causation_id = event.correlation_id = "0191e1c4-7d2a-7cc0-8f00-0000000000f2";
+  event.stream = "format-2";
+  event.type = "Deposited";
+  event.added_at = 1764115200000;
+  event.position = r.first_position + 100;
+  uint8_t packed[256], key[RECORD_POSITION_LEN];
+  size_t packed_len = api__event__pack(&event, packed);
+  record_position_key(key, event.position);
+  unsigned shard = evf_stream_shard(event.stream, strlen(event.stream), SHARDS);
+  MDB_env *env = open_env(f, shard, "");
+  MDB_txn *txn;
+  MDB_dbi events;
+  MDB_val k = {sizeof(key), key}, v = {packed_len, packed};
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+  assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  char path[4300];
+  shard_file(f, shard, "index/data.mdb", path, sizeof(path)); /* rebuilt with the new event */
+  assert_int_equal(unlink(path), 0);
+  for (unsigned s = 0; s < SHARDS; s++)
+    put_log_format(f, s, 2);
+  set_folder_format(f, 2);
+
+  harness_fixture_open(f);
+  struct copied_event got = {.len = 0};
+  assert_int_equal(store_read_stream(f->store, "format-2", 8, 0, 0, copy_cb, &got), 0);
+  assert_int_equal(got.len, packed_len);
+  assert_memory_equal(got.bytes, packed, packed_len);
+  got.len = 0;
+  assert_int_equal(store_get_event(f->store, event.id, strlen(event.id), copy_cb, &got), 0);
+  assert_int_equal(got.len, packed_len);
+  appends_go_on(f);
+  harness_fixture_close(f);
+  assert_upgraded(f);
+  harness_fixture_open(f); /* the teardown closes it */
+}
+
+/* Format 3: the log keeps no causation or correlation id equal to the event's id. */
+static void stored_events_leave_out_their_own_id(void **state) {
+  struct harness_fixture *f = *state;
+  struct harness_result r;
+  assert_int_equal(harness_fixture_append(f, "account-1", 0, 1, NULL, &r), 0);
+  harness_fixture_close(f);
+  unsigned shard = evf_stream_shard("account-1", strlen("account-1"), SHARDS);
+  MDB_env *env = open_env(f, shard, "");
+  MDB_txn *txn;
+  MDB_dbi events;
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, r.first_position);
+  MDB_val k = {sizeof(key), key}, v;
+  assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+  assert_int_equal(mdb_get(txn, events, &k, &v), 0);
+  Api__Event *stored = api__event__unpack(NULL, v.mv_size, v.mv_data);
+  assert_non_null(stored);
+  assert_string_equal(stored->causation_id, "");
+  assert_string_equal(stored->correlation_id, "");
+  api__event__free_unpacked(stored, NULL);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+
+  harness_fixture_open(f);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
+  assert_int_equal(e.count, 1);
+  assert_string_equal(e.events[0]->causation_id, e.events[0]->id);
+  assert_string_equal(e.events[0]->correlation_id, e.events[0]->id);
+  harness_events_free(&e);
 }
 
 /* An event the index cannot follow (version 7 of a stream that has none) stops the start. */
@@ -391,6 +514,8 @@ int main(void) {
       T(an_index_left_open_in_this_boot_catches_up),
       T(an_index_ahead_of_its_log_is_rebuilt),
       T(a_format_1_folder_is_upgraded_in_place),
+      T(a_format_2_folder_is_renumbered_and_read_as_stored),
+      T(stored_events_leave_out_their_own_id),
       T(a_log_the_index_cannot_follow_is_refused),
       T(a_clean_close_removes_the_open_mark),
   };

@@ -165,6 +165,103 @@ static void events_encode_like_protobuf_c(void **state) {
   }
 }
 
+/*
+ * Format 3: an event whose causation and correlation ids are its own id is
+ * stored in the short form, without them; a reader gets it back whole. Any
+ * other event is stored as protobuf-c encodes it, and handed on as stored.
+ */
+static void assert_stored_and_read_back(const Api__Event *whole) {
+  struct record_event_text text;
+  size_t stored_size = record_event_stored_size(whole, &text);
+  size_t whole_size = protobuf_c_message_get_packed_size(&whole->base);
+  uint8_t *stored = malloc(stored_size + 1), *restored = malloc(whole_size + 1);
+  assert_true(stored && restored);
+  stored[stored_size] = 0xEE; /* must stay: nothing written past the size */
+  record_event_encode(whole, &text, stored);
+  assert_int_equal(stored[stored_size], 0xEE);
+  assert_key_fields_read_back(stored, stored_size, whole); /* what the index is rebuilt from */
+
+  struct record_left_out left_out;
+  bool short_form = whole->id[0] != '\0' && whole->added_at != 0 &&
+                    strcmp(whole->causation_id, whole->id) == 0 &&
+                    strcmp(whole->correlation_id, whole->id) == 0;
+  assert_int_equal(record_event_left_out(stored, stored_size, &left_out), short_form);
+  if (!short_form) {
+    assert_encoded_like_protobuf_c(whole);
+    assert_int_equal(stored_size, whole_size);
+  } else {
+    assert_int_equal(stored_size, whole_size - 2 * (2 + strlen(whole->id)));
+    assert_int_equal(record_event_restored_size(stored_size, &left_out), whole_size);
+    restored[whole_size] = 0xEE;
+    record_event_restore(stored, stored_size, &left_out, restored);
+    assert_int_equal(restored[whole_size], 0xEE);
+    Api__Event *back = api__event__unpack(NULL, whole_size, restored);
+    assert_non_null(back);
+    assert_string_equal(back->id, whole->id);
+    assert_string_equal(back->stream, whole->stream);
+    assert_int_equal(back->version, whole->version);
+    assert_string_equal(back->type, whole->type);
+    assert_int_equal(back->data.len, whole->data.len);
+    assert_memory_equal(back->data.data, whole->data.data, whole->data.len);
+    assert_int_equal(back->metadata.len, whole->metadata.len);
+    assert_string_equal(back->causation_id, whole->id);
+    assert_string_equal(back->correlation_id, whole->id);
+    assert_int_equal(back->added_at, whole->added_at);
+    assert_int_equal(back->position, whole->position);
+    /* repacked, it is the whole event's canonical encoding */
+    uint8_t *repacked = malloc(whole_size), *expected = malloc(whole_size);
+    assert_true(repacked && expected);
+    protobuf_c_message_pack(&back->base, repacked);
+    protobuf_c_message_pack(&whole->base, expected);
+    assert_memory_equal(repacked, expected, whole_size);
+    free(repacked);
+    free(expected);
+    api__event__free_unpacked(back, NULL);
+  }
+  free(stored);
+  free(restored);
+}
+
+static void events_with_only_their_own_id_are_stored_short(void **state) {
+  (void)state;
+  static uint8_t data[300];
+  static const char *const ids[] = {"", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                                    "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c"};
+  static const size_t data_lens[] = {0, 1, 200, 300};
+  static const int64_t times[] = {0, 1764115200000};
+  static const uint64_t positions[] = {0, 1, UINT64_MAX};
+  srand(11);
+  for (int round = 0; round < 2000; round++) {
+    Api__Event e = API__EVENT__INIT;
+    e.id = (char *)ids[rand() % 3];
+    e.stream = round % 2 ? "account-42" : "";
+    e.version = (uint32_t)(rand() % 3);
+    e.type = round % 3 ? "Deposited" : "";
+    e.data = (ProtobufCBinaryData){data_lens[rand() % 4], data};
+    e.metadata = (ProtobufCBinaryData){data_lens[rand() % 4], data};
+    /* As stored: never empty where the event has an id (they default to it). */
+    e.causation_id = rand() % 2 || e.id[0] == '\0' ? e.id : (char *)ids[1 + rand() % 2];
+    e.correlation_id = rand() % 2 || e.id[0] == '\0' ? e.id : (char *)ids[1 + rand() % 2];
+    e.added_at = times[rand() % 2];
+    e.position = positions[rand() % 3];
+    assert_stored_and_read_back(&e);
+  }
+}
+
+static void bytes_not_in_the_short_form_are_handed_on_as_stored(void **state) {
+  (void)state;
+  struct record_left_out left_out;
+  const uint8_t whole[] = {0x0a, 0x01, 'x', 0x48, 0x01};      /* id first */
+  const uint8_t cut_short[] = {0x48, 0x01, 0x0a, 0x24, '0'};  /* an id of 36 bytes, 1 there */
+  const uint8_t no_id[] = {0x48, 0x01, 0x12, 0x01, 's'};      /* a stream, no id */
+  const uint8_t endless[] = {0x48, 0x81};                     /* added_at never ends */
+  assert_false(record_event_left_out(whole, sizeof(whole), &left_out));
+  assert_false(record_event_left_out(cut_short, sizeof(cut_short), &left_out));
+  assert_false(record_event_left_out(no_id, sizeof(no_id), &left_out));
+  assert_false(record_event_left_out(endless, sizeof(endless), &left_out));
+  assert_false(record_event_left_out(NULL, 0, &left_out));
+}
+
 /* Another writer's encoding: fields in another order, fields unknown here. */
 static void event_keys_are_read_from_any_encoding(void **state) {
   (void)state;
@@ -231,6 +328,8 @@ int main(void) {
       cmocka_unit_test(stream_record_round_trips),
       cmocka_unit_test(event_id_record_round_trips),
       cmocka_unit_test(events_encode_like_protobuf_c),
+      cmocka_unit_test(events_with_only_their_own_id_are_stored_short),
+      cmocka_unit_test(bytes_not_in_the_short_form_are_handed_on_as_stored),
       cmocka_unit_test(event_keys_are_read_from_any_encoding),
       cmocka_unit_test(damaged_events_are_refused_as_protobuf_c_refuses_them),
   };
