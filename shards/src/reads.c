@@ -61,30 +61,39 @@ static uint8_t *own_room(struct visitor *v, size_t size) {
   return buf;
 }
 
+/* Writes a stored event whole to out. */
+static void write_whole(const MDB_val *event, const struct record_left_out *left_out, bool is_short,
+                        uint8_t *out) {
+  if (is_short)
+    record_event_restore(event->mv_data, event->mv_size, left_out, out);
+  else
+    memcpy(out, event->mv_data, event->mv_size);
+}
+
 /*
  * Hands one stored event on, whole. Returns an LMDB code (ENOMEM); *stop is
  * set when the caller ends the read before this event.
  */
 static int visit_event(struct visitor *v, const MDB_val *event, uint64_t position, bool *stop) {
-  const uint8_t *stored = event->mv_data;
-  size_t len = event->mv_size;
   struct record_left_out left_out;
-  bool restore = record_event_left_out(stored, len, &left_out);
-  if (!restore && v->room == NULL) {
-    *stop = v->bytes(stored, len, position, v->arg) != 0;
+  bool is_short = record_event_left_out(event->mv_data, event->mv_size, &left_out);
+  size_t size = is_short ? record_event_restored_size(event->mv_size, &left_out) : event->mv_size;
+  if (v->room != NULL) {
+    uint8_t *out = v->room(size, position, v->arg);
+    if (out != NULL)
+      write_whole(event, &left_out, is_short, out);
+    *stop = out == NULL;
     return 0;
   }
-  size_t size = restore ? record_event_restored_size(len, &left_out) : len;
-  uint8_t *out = v->room ? v->room(size, position, v->arg) : own_room(v, size);
-  *stop = out == NULL;
-  if (out == NULL)
-    return v->room ? 0 : ENOMEM;
-  if (restore)
-    record_event_restore(stored, len, &left_out, out);
-  else
-    memcpy(out, stored, len);
-  if (v->room == NULL)
-    *stop = v->bytes(out, size, position, v->arg) != 0;
+  const uint8_t *bytes = event->mv_data;
+  if (is_short) {
+    uint8_t *own = own_room(v, size);
+    if (own == NULL)
+      return ENOMEM;
+    write_whole(event, &left_out, is_short, own);
+    bytes = own;
+  }
+  *stop = v->bytes(bytes, size, position, v->arg) != 0;
   return 0;
 }
 

@@ -174,28 +174,29 @@ void record_event_encode(const Api__Event *e, const struct record_event_text *te
   put_varint_field(out, 10, e->position);
 }
 
-/* A varint at *p, at most EVF_PB_VARINT_MAX bytes, ending before end. */
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *value) {
-  uint64_t v = 0;
-  for (unsigned shift = 0; *p < end && shift < 7 * EVF_PB_VARINT_MAX; shift += 7) {
-    uint8_t byte = *(*p)++;
-    v |= (uint64_t)(byte & 0x7f) << shift;
-    if (byte < 0x80) {
-      *value = v;
-      return true;
-    }
+/*
+ * The end of the short form's first field, added_at, a varint of at most
+ * 10 bytes, or NULL. Skipped here: evf_pb_read_field's general loop for
+ * its 6 bytes was 7% of a global read's instructions.
+ */
+static const uint8_t *after_added_at(const uint8_t *in, const uint8_t *end) {
+  const uint8_t *last = end - in > 1 + EVF_PB_VARINT_MAX ? in + 1 + EVF_PB_VARINT_MAX : end;
+  for (const uint8_t *p = in + 1; p < last; p++) {
+    if (*p < 0x80)
+      return p + 1;
   }
-  return false;
+  return NULL;
 }
 
 bool record_event_left_out(const uint8_t *in, size_t len, struct record_left_out *out) {
-  const uint8_t *p = in, *end = in + len;
-  uint64_t ignored, id_len;
-  if (len == 0 || *p++ != ADDED_AT_KEY || !read_varint(&p, end, &ignored) || p == end ||
-      *p++ != ID_KEY || !read_varint(&p, end, &id_len) || id_len == 0 ||
-      id_len > (uint64_t)(end - p))
+  if (len == 0 || in[0] != ADDED_AT_KEY)
     return false;
-  *out = (struct record_left_out){.id = p, .id_len = id_len};
+  struct evf_pb_reader r = {after_added_at(in, in + len), in + len};
+  struct evf_pb_field id;
+  if (r.p == NULL || r.p == r.end || r.p[0] != ID_KEY || !evf_pb_read_field(&r, &id) ||
+      id.len == 0)
+    return false;
+  *out = (struct record_left_out){.id = id.data, .id_len = id.len};
   return true;
 }
 

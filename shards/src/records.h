@@ -88,7 +88,7 @@ size_t record_event_size(const Api__Event *event, struct record_event_text *text
 size_t record_event_stored_size(const Api__Event *event, struct record_event_text *text);
 /** What a string or bytes field of len bytes adds to a size (0 when empty: left out). */
 size_t record_bytes_field_size(size_t len);
-/** Writes the size that made text of bytes to out. */
+/** Writes the event to out: as many bytes as the size function that filled text returned. */
 void record_event_encode(const Api__Event *event, const struct record_event_text *text,
                          uint8_t *out);
 

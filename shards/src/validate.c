@@ -65,8 +65,9 @@ static int check_client_ids_distinct(struct store_append *req) {
 }
 
 /*
- * The size of an event of this append as stored, with the largest position
- * and version, less its type, data and metadata: the same for every event.
+ * The size of an event of this append whole, as a read hands it over (not
+ * in the short form it may be stored in), with the largest position and
+ * version, less its type, data and metadata: the same for every event.
  */
 static size_t stored_size_base(const Api__AppendToStreamRequest *request) {
   char id_text[EVF_UUID_TEXT_LEN + 1] = "00000000-0000-0000-0000-000000000000";

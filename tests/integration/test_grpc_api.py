@@ -117,7 +117,7 @@ def test_client_ids_are_kept_and_lowercased(stub, pb):
     r = append(stub, stream, [
         event_data(id=upper, causation_id=cause, correlation_id=corr),
         event_data(id=lower),
-        # Stored without the causation id (it is the event's own), read back with it.
+        # Its causation id is its own, its correlation id another: stored whole.
         event_data(id=own, causation_id=own.upper(), correlation_id=corr),
     ], version=0)
     assert list(r.events) == [upper.lower(), lower, own]
@@ -128,8 +128,12 @@ def test_client_ids_are_kept_and_lowercased(stub, pb):
     assert got[1].id == lower
     assert got[1].causation_id == lower and got[1].correlation_id == lower
     assert got[2].causation_id == own and got[2].correlation_id == corr
-    by_id = stub.GetEvent(pb.GetEventRequest(id=own), timeout=RPC_TIMEOUT)
-    assert by_id == got[2]
+    # Stored short (both ids its own) or whole, every read hands over the same event.
+    for e in got:
+        assert stub.GetEvent(pb.GetEventRequest(id=e.id), timeout=RPC_TIMEOUT) == e
+        page = stub.GetGlobalStream(pb.GetGlobalStreamRequest(offset=e.position - 1, limit=1),
+                                    timeout=RPC_TIMEOUT)
+        assert list(page.events) == [e]
     # Look-ups accept any case.
     assert stub.GetEvent(pb.GetEventRequest(id=upper), timeout=RPC_TIMEOUT).id == upper.lower()
     assert stub.GetEvent(pb.GetEventRequest(id=upper.lower()), timeout=RPC_TIMEOUT) == got[0]

@@ -142,7 +142,7 @@ static void get_global_stream(struct tp_grpc_call *call, const uint8_t *msg, siz
   api__get_global_stream_request__free_unpacked(request, NULL);
 }
 
-/* GetEvent answers with the stored api.Event itself. */
+/* GetEvent answers with the api.Event as the read hands it over, whole. */
 static int copy_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
   (void)position;
   return tp_buf_append(arg, event, len);

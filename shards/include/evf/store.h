@@ -40,7 +40,7 @@ struct store_options {
   bool sync_full;           /* false: commits are not synced (benchmarks only) */
   uint64_t map_size;        /* LMDB map size per shard, bytes */
   unsigned page_size;       /* the most events or names one read returns */
-  uint64_t max_event_size;  /* an event larger than this, as stored, is refused; 0: no limit */
+  uint64_t max_event_size;  /* an event larger than this, whole (as read), is refused; 0: none */
   unsigned external_ports;  /* ports for threads that are not shards */
   /*
    * Called on each shard thread: start before its loop runs, stop once when
@@ -173,7 +173,7 @@ struct store_append {
  *   EVF_EINTERNAL   a bug, logged
  * or returns, without a callback:
  *   EVF_EINVAL      bad input (names, types, ids, versions, UTF-8, no events)
- *   EVF_ETOOBIG     an event, as stored, would exceed max_event_size
+ *   EVF_ETOOBIG     an event, whole (as read), would exceed max_event_size
  *   EVF_ESHUTDOWN   the store is closing
  *   -ENOMEM
  * Call store_append_deinit() after the callback (or after a failed submit).
@@ -197,7 +197,8 @@ typedef int (*store_event_cb)(const uint8_t *event, size_t len, uint64_t positio
  * event's len bytes, returns where the read is to write them, or NULL to
  * stop before this event. The read then writes the encoded api.Event there
  * with one copy, where a store_event_cb would be handed a copy of its own
- * for an event stored in the short form (shards/README.md).
+ * for an event stored in the short form (shards/README.md). The room must
+ * stay valid until the read returns; called on the reading thread.
  */
 typedef uint8_t *(*store_event_room_cb)(size_t len, uint64_t position, void *arg);
 
@@ -207,11 +208,12 @@ typedef int (*store_name_cb)(const char *name, size_t len, void *arg);
 /**
  * Events of a stream with version >= from_version, ascending, at most limit
  * (0 or above the page size: the page size). An unknown stream visits
- * nothing. Returns 0, EVF_EINVAL (bad name) or EVF_EINTERNAL.
+ * nothing. Returns 0, EVF_EINVAL (bad name), -ENOMEM (no buffer to make a
+ * short event whole in) or EVF_EINTERNAL.
  */
 int store_read_stream(struct evf_store *store, const char *stream, size_t len,
                       uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg);
-/** The same, writing each event where room says. */
+/** The same, writing each event where room says; never -ENOMEM. */
 int store_read_stream_into(struct evf_store *store, const char *stream, size_t len,
                            uint32_t from_version, uint32_t limit, store_event_room_cb room,
                            void *arg);
@@ -219,15 +221,16 @@ int store_read_stream_into(struct evf_store *store, const char *stream, size_t l
 /**
  * Committed events with offset < position <= watermark, ascending, merged
  * across shards, at most limit (as above). *checkpoint is the position of the
- * last visited event, or offset when none. Returns 0 or EVF_EINTERNAL.
+ * last visited event, or offset when none. Returns 0, -ENOMEM (as above)
+ * or EVF_EINTERNAL.
  */
 int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
                       store_event_cb cb, void *arg, uint64_t *checkpoint);
-/** The same, writing each event where room says. */
+/** The same, writing each event where room says; never -ENOMEM. */
 int store_read_global_into(struct evf_store *store, uint64_t offset, uint32_t limit,
                            store_event_room_cb room, void *arg, uint64_t *checkpoint);
 
-/** The event with this id (text). Returns 0, EVF_EINVAL (not a UUID) or EVF_ENOTFOUND. */
+/** The event with this id (text): 0, EVF_EINVAL (not a UUID), EVF_ENOTFOUND or -ENOMEM. */
 int store_get_event(struct evf_store *store, const char *id, size_t len, store_event_cb cb,
                     void *arg);
 

@@ -582,12 +582,116 @@ static void a_rejected_append_may_be_freed_while_its_batch_is_prepared(void **st
   harness_remove_dir(dir);
 }
 
+/* ---- reads as bytes and into the caller's room (format 3's short form) ---- */
+
+#define SEEN_MAX 8
+
+/* Events a read handed over: copies of their bytes, in order. */
+struct seen {
+  size_t count, stop_at; /* stop_at: stop before this event (0: never) */
+  uint8_t *bytes[SEEN_MAX];
+  size_t len[SEEN_MAX];
+  uint64_t position[SEEN_MAX];
+};
+
+static uint8_t *seen_room(size_t len, uint64_t position, void *arg) {
+  struct seen *s = arg;
+  if ((s->stop_at != 0 && s->count == s->stop_at) || s->count == SEEN_MAX)
+    return NULL;
+  s->bytes[s->count] = malloc(len);
+  assert_non_null(s->bytes[s->count]);
+  s->len[s->count] = len;
+  s->position[s->count] = position;
+  return s->bytes[s->count++];
+}
+
+static int seen_bytes(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+  uint8_t *room = seen_room(len, position, arg);
+  if (room != NULL)
+    memcpy(room, event, len);
+  return room == NULL;
+}
+
+static void seen_free(struct seen *s) {
+  for (size_t i = 0; i < s->count; i++)
+    free(s->bytes[i]);
+}
+
+static void assert_seen_equal(const struct seen *a, const struct seen *b) {
+  assert_int_equal(a->count, b->count);
+  for (size_t i = 0; i < a->count; i++) {
+    assert_int_equal(a->position[i], b->position[i]);
+    assert_int_equal(a->len[i], b->len[i]);
+    assert_memory_equal(a->bytes[i], b->bytes[i], a->len[i]);
+  }
+}
+
+/*
+ * Events stored short (their own id as causation and correlation, one of
+ * them larger than a read's stack buffer) and whole (another causation id)
+ * read back whole, the same as bytes and into the caller's room; a room
+ * refused stops the read before that event.
+ */
+static void reads_into_a_room_hand_over_what_reads_as_bytes_do(void **state) {
+  struct harness_fixture *f = *state;
+  static uint8_t large[5000];
+  memset(large, 'x', sizeof(large));
+  const char *cause = "0191e1c4-7d2a-7cc0-8f00-0000000000c1";
+  struct harness_request req;
+  harness_request(&req, "forms", 0, 3, "Deposited", "{}", NULL);
+  req.events[1].causation_id = (char *)cause;
+  req.events[2].data = (ProtobufCBinaryData){sizeof(large), large};
+  struct harness_result r;
+  assert_int_equal(harness_append(&f->client, &req.request, &r), 0);
+  assert_true(harness_wait_watermark(f->store, r.first_position + 2));
+
+  struct seen as_bytes = {0}, into = {0}, global_bytes = {0}, global_into = {0};
+  uint64_t checkpoint_bytes, checkpoint_into;
+  assert_int_equal(store_read_stream(f->store, "forms", 5, 0, 0, seen_bytes, &as_bytes), 0);
+  assert_int_equal(store_read_stream_into(f->store, "forms", 5, 0, 0, seen_room, &into), 0);
+  assert_int_equal(as_bytes.count, 3);
+  assert_seen_equal(&as_bytes, &into);
+  assert_int_equal(
+      store_read_global(f->store, 0, 0, seen_bytes, &global_bytes, &checkpoint_bytes), 0);
+  assert_int_equal(
+      store_read_global_into(f->store, 0, 0, seen_room, &global_into, &checkpoint_into), 0);
+  assert_seen_equal(&global_bytes, &as_bytes);
+  assert_seen_equal(&global_into, &as_bytes);
+  assert_int_equal(checkpoint_into, r.first_position + 2);
+
+  for (size_t i = 0; i < 3; i++) {
+    Api__Event *e = api__event__unpack(NULL, as_bytes.len[i], as_bytes.bytes[i]);
+    assert_non_null(e);
+    char id[EVF_UUID_TEXT_LEN + 1];
+    uuid_text(&r.ids[i], id);
+    assert_string_equal(e->id, id);
+    assert_string_equal(e->causation_id, i == 1 ? cause : id);
+    assert_string_equal(e->correlation_id, id);
+    assert_int_equal(e->data.len, i == 2 ? sizeof(large) : 2);
+    assert_true(e->added_at > 1700000000000);
+    assert_int_equal(e->position, r.first_position + i);
+    api__event__free_unpacked(e, NULL);
+  }
+
+  struct seen stopped = {.stop_at = 2};
+  uint64_t checkpoint;
+  assert_int_equal(store_read_global_into(f->store, 0, 0, seen_room, &stopped, &checkpoint), 0);
+  assert_int_equal(stopped.count, 2);
+  assert_int_equal(checkpoint, r.first_position + 1);
+  seen_free(&stopped);
+  seen_free(&as_bytes);
+  seen_free(&into);
+  seen_free(&global_bytes);
+  seen_free(&global_into);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, harness_fixture_setup, harness_fixture_teardown)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(external_ports_past_the_last_are_null),
       T(append_then_read_the_stream),
+      T(reads_into_a_room_hand_over_what_reads_as_bytes_do),
       T(generated_ids_are_uuidv7),
       T(version_minus_one_appends_whatever_the_length),
       T(wrong_expected_version_names_the_actual_one),
