@@ -272,23 +272,27 @@ static void catch_up(struct tp_sub *sub) {
 
 /* ---- serving the live ones: each committed range read once ---- */
 
-static int collect_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
+/* Room in the chunk for the next event of the range, written there by the read; NULL ends it. */
+static uint8_t *collect_room(size_t len, uint64_t position, void *arg) {
   struct tp_hub *hub = arg;
   if (hub->n_events > 0 && hub->chunk.len + len > CHUNK_MAX_BYTES) {
     hub->chunk_full = true;
-    return 1;
+    return NULL;
   }
   if (hub->n_events == hub->cap_events) {
     size_t cap = hub->cap_events ? hub->cap_events * 2 : 256;
     struct tp_hub_event *grown = realloc(hub->events, cap * sizeof(*grown));
     if (grown == NULL)
-      return 1;
+      return NULL;
     hub->events = grown;
     hub->cap_events = cap;
   }
+  if (tp_buf_reserve(&hub->chunk, len) != 0)
+    return NULL;
   hub->events[hub->n_events++] =
       (struct tp_hub_event){.offset = hub->chunk.len, .len = len, .position = position};
-  return tp_buf_append(&hub->chunk, event, len) != 0;
+  hub->chunk.len += len;
+  return hub->chunk.data + hub->chunk.len - len;
 }
 
 /* Reads the next committed range after the tail; returns the new tail (the old one on error). */
@@ -298,7 +302,7 @@ static uint64_t read_range(struct tp_hub *hub) {
   hub->chunk.len = 0;
   hub->n_events = 0;
   hub->chunk_full = false;
-  int rc = store_read_global(hub->store, hub->tail, 0, collect_event, hub, &checkpoint);
+  int rc = store_read_global_into(hub->store, hub->tail, 0, collect_room, hub, &checkpoint);
   if (rc != 0) {
     evf_error("subscriptions: reading the global stream after %llu failed: %s",
               (unsigned long long)hub->tail, evf_strerror(rc));
