@@ -373,7 +373,7 @@ void lg_worker_call_ended(struct lg_slot *s, const struct lg_reply *reply, uint6
     }
   }
   if (w->phase < LG_DRAINING) { /* live subscribers open before the run starts */
-    char reason[300];
+    char reason[sizeof(w->fatal)]; /* cut to what fatal keeps */
     snprintf(reason, sizeof(reason), "a %s call ended before the run did: %s", lg_ops[s->op].name,
              reply->message[0] ? reply->message : "the server closed it");
     fatal(w, reason);
