@@ -334,7 +334,9 @@ static int catch_up_step(struct indexer *ix, size_t *indexed) {
     mdb_txn_abort(ix->txn);
     return rc;
   }
-  return mdb_txn_commit(ix->txn);
+  if ((rc = mdb_txn_commit(ix->txn)) == 0)
+    index_room__check(db);
+  return rc;
 }
 
 int index_db__catch_up(struct shard_db *db, uint64_t *events) {
