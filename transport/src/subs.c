@@ -272,27 +272,34 @@ static void catch_up(struct tp_sub *sub) {
 
 /* ---- serving the live ones: each committed range read once ---- */
 
-/* Room in the chunk for the next event of the range, written there by the read; NULL ends it. */
-static uint8_t *collect_room(size_t len, uint64_t position, void *arg) {
-  struct tp_hub *hub = arg;
-  if (hub->n_events > 0 && hub->chunk.len + len > CHUNK_MAX_BYTES) {
-    hub->chunk_full = true;
-    return NULL;
-  }
+/* Room for one more event of len bytes in the chunk and its list. */
+static bool reserve_event(struct tp_hub *hub, size_t len) {
   if (hub->n_events == hub->cap_events) {
     size_t cap = hub->cap_events ? hub->cap_events * 2 : 256;
     struct tp_hub_event *grown = realloc(hub->events, cap * sizeof(*grown));
     if (grown == NULL)
-      return NULL;
+      return false;
     hub->events = grown;
     hub->cap_events = cap;
   }
-  if (tp_buf_reserve(&hub->chunk, len) != 0)
+  return tp_buf_reserve(&hub->chunk, len) == 0;
+}
+
+/*
+ * Room in the chunk for the next event of the range, written there by the
+ * read. NULL cuts the range there: the rest is read again from that event.
+ */
+static uint8_t *collect_room(size_t len, uint64_t position, void *arg) {
+  struct tp_hub *hub = arg;
+  if ((hub->n_events > 0 && hub->chunk.len + len > CHUNK_MAX_BYTES) || !reserve_event(hub, len)) {
+    hub->range_cut = true;
     return NULL;
+  }
   hub->events[hub->n_events++] =
       (struct tp_hub_event){.offset = hub->chunk.len, .len = len, .position = position};
+  uint8_t *room = hub->chunk.data + hub->chunk.len;
   hub->chunk.len += len;
-  return hub->chunk.data + hub->chunk.len - len;
+  return room;
 }
 
 /* Reads the next committed range after the tail; returns the new tail (the old one on error). */
@@ -301,14 +308,14 @@ static uint64_t read_range(struct tp_hub *hub) {
   unsigned page_size = config_of(hub)->page_size;
   hub->chunk.len = 0;
   hub->n_events = 0;
-  hub->chunk_full = false;
+  hub->range_cut = false;
   int rc = store_read_global_into(hub->store, hub->tail, 0, collect_room, hub, &checkpoint);
   if (rc != 0) {
     evf_error("subscriptions: reading the global stream after %llu failed: %s",
               (unsigned long long)hub->tail, evf_strerror(rc));
     return hub->tail;
   }
-  bool whole = !hub->chunk_full && hub->n_events < page_size;
+  bool whole = !hub->range_cut && hub->n_events < page_size;
   if (hub->n_events > 0)
     checkpoint = hub->events[hub->n_events - 1].position;
   return whole && watermark > checkpoint ? watermark : checkpoint;
@@ -374,7 +381,7 @@ static void serve_streams(struct tp_hub *hub, const struct tp_hub_event *e) {
 static bool serve_tail(struct tp_hub *hub) {
   uint64_t to = read_range(hub);
   if (to == hub->tail)
-    return false;
+    return hub->range_cut; /* cut at its first event (out of memory): read it again */
   struct tp_sub *sub, *next;
   LIST_FOREACH_SAFE_(sub, &hub->live_all, live_link, next)
     serve_all(sub, to);
@@ -383,7 +390,7 @@ static bool serve_tail(struct tp_hub *hub) {
   hub->tail = to;
   if (hub->chunk.cap > CHUNK_MAX_BYTES * 2)
     tp_buf_free(&hub->chunk); /* one outsized event: do not keep its buffer */
-  return hub->chunk_full || hub->n_events >= config_of(hub)->page_size;
+  return hub->range_cut || hub->n_events >= config_of(hub)->page_size;
 }
 
 /* ---- the loop's work ---- */

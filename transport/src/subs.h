@@ -124,7 +124,7 @@ struct tp_hub {
   struct tp_buf chunk;         /* the events of (tail, next tail], once per range */
   struct tp_hub_event *events;
   size_t n_events, cap_events;
-  bool chunk_full;
+  bool range_cut;              /* the read stopped before the range's end (full, or no memory) */
 };
 
 /** Starts a server's hub on its loop (tp_server_start). */
