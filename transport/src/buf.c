@@ -49,7 +49,8 @@ int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value) {
 }
 
 uint8_t *tp_buf_bytes_field_room(struct tp_buf *b, uint8_t tag, size_t len) {
-  if (len > SIZE_MAX - 1 - EVF_PB_VARINT_MAX || tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX + len) != 0)
+  if (len > SIZE_MAX - 1 - EVF_PB_VARINT_MAX ||
+      tp_buf_reserve(b, 1 + EVF_PB_VARINT_MAX + len) != 0)
     return NULL;
   b->data[b->len++] = tag;
   put_varint(b, len);

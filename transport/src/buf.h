@@ -27,7 +27,10 @@ int tp_buf_append(struct tp_buf *b, const void *data, size_t len);
 /** Appends a varint field unless value is 0 (proto3 leaves defaults out). Returns 0 or -ENOMEM. */
 int tp_buf_put_varint_field(struct tp_buf *b, uint8_t tag, uint64_t value);
 
-/** Appends a length-delimited field's key and length; returns where its len bytes go, or NULL. */
+/**
+ * Appends a length-delimited field's key and length; returns where its len
+ * bytes go, valid until the buffer next grows, or NULL when out of memory.
+ */
 uint8_t *tp_buf_bytes_field_room(struct tp_buf *b, uint8_t tag, size_t len);
 
 /** Appends a length-delimited field. Returns 0 or -ENOMEM. */

@@ -197,8 +197,9 @@ typedef int (*store_event_cb)(const uint8_t *event, size_t len, uint64_t positio
  * event's len bytes, returns where the read is to write them, or NULL to
  * stop before this event. The read then writes the encoded api.Event there
  * with one copy, where a store_event_cb would be handed a copy of its own
- * for an event stored in the short form (shards/README.md). The room must
- * stay valid until the read returns; called on the reading thread.
+ * for an event stored in the short form (shards/README.md). Called on the
+ * reading thread; the read writes the room before it calls again or
+ * returns and keeps no pointer to it, so the next call may move it.
  */
 typedef uint8_t *(*store_event_room_cb)(size_t len, uint64_t position, void *arg);
 

@@ -260,6 +260,17 @@ static void bytes_not_in_the_short_form_are_handed_on_as_stored(void **state) {
   const uint8_t no_id[] = {0x48, 0x01, 0x12, 0x01, 's'};      /* a stream, no id */
   const uint8_t endless[] = {0x48, 0x81};                     /* added_at never ends */
   const uint8_t only_added_at[] = {0x48, 0x01};               /* nothing after it */
+  const uint8_t only_key[] = {0x48};
+  /* added_at of 10 bytes, the most a varint takes, then of 11 */
+  const uint8_t longest[] = {0x48, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+                             0x0a, 0x01, 'x'};
+  const uint8_t too_long[] = {0x48, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                              0x01, 0x0a, 0x01, 'x'};
+  assert_true(record_event_left_out(longest, sizeof(longest), &left_out));
+  assert_int_equal(left_out.id_len, 1);
+  assert_int_equal(left_out.id[0], 'x');
+  assert_false(record_event_left_out(too_long, sizeof(too_long), &left_out));
+  assert_false(record_event_left_out(only_key, sizeof(only_key), &left_out));
   assert_false(record_event_left_out(whole, sizeof(whole), &left_out));
   assert_false(record_event_left_out(cut_short, sizeof(cut_short), &left_out));
   assert_false(record_event_left_out(no_id, sizeof(no_id), &left_out));

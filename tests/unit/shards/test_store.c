@@ -657,6 +657,7 @@ static void reads_into_a_room_hand_over_what_reads_as_bytes_do(void **state) {
       store_read_global_into(f->store, 0, 0, seen_room, &global_into, &checkpoint_into), 0);
   assert_seen_equal(&global_bytes, &as_bytes);
   assert_seen_equal(&global_into, &as_bytes);
+  assert_int_equal(checkpoint_bytes, r.first_position + 2);
   assert_int_equal(checkpoint_into, r.first_position + 2);
 
   for (size_t i = 0; i < 3; i++) {
@@ -673,12 +674,16 @@ static void reads_into_a_room_hand_over_what_reads_as_bytes_do(void **state) {
     api__event__free_unpacked(e, NULL);
   }
 
-  struct seen stopped = {.stop_at = 2};
+  struct seen stopped = {.stop_at = 2}, stopped_stream = {.stop_at = 1};
   uint64_t checkpoint;
   assert_int_equal(store_read_global_into(f->store, 0, 0, seen_room, &stopped, &checkpoint), 0);
   assert_int_equal(stopped.count, 2);
   assert_int_equal(checkpoint, r.first_position + 1);
+  assert_int_equal(
+      store_read_stream_into(f->store, "forms", 5, 0, 0, seen_room, &stopped_stream), 0);
+  assert_int_equal(stopped_stream.count, 1);
   seen_free(&stopped);
+  seen_free(&stopped_stream);
   seen_free(&as_bytes);
   seen_free(&into);
   seen_free(&global_bytes);
