@@ -93,7 +93,7 @@ static int put_indexes(struct batch_txns *txns, const struct shard *shard,
                        const struct store_append *req, size_t i) {
   uint32_t version = req->first_version + (uint32_t)i;
   uint64_t position = req->first_position + i;
-  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN];
+  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN];
   record_index_key(index_key, req->stream_id, version);
   record_position_key(pos, position);
   MDB_val k = {sizeof(index_key), index_key}, v = {sizeof(pos), pos};
@@ -101,12 +101,9 @@ static int put_indexes(struct batch_txns *txns, const struct shard *shard,
   int rc = put_new(txns->stream_index, &k, &v, newest_stream);
   if (rc != 0)
     return rc;
-  struct event_id_record id_record = {position, req->stream_id, version};
-  record_event_id_encode(id_value, &id_record);
   MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
-  MDB_val idv = {sizeof(id_value), id_value};
   bool generated = req->request->events[i]->id[0] == '\0';
-  return put_new(txns->event_ids, &idk, &idv, generated);
+  return put_new(txns->event_ids, &idk, &v, generated);
 }
 
 /* A new stream's record; its length lives in stream_index. */
@@ -159,7 +156,7 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
 /* A record's bytes in a leaf: LMDB's node (8-byte header, key, value) and its pointer. */
 #define LEAF_RECORD(key, value) (8 + (key) + (value) + 2)
 #define STREAM_INDEX_RECORD LEAF_RECORD(RECORD_INDEX_KEY_LEN, RECORD_POSITION_LEN)
-#define EVENT_ID_RECORD LEAF_RECORD(16, RECORD_EVENT_ID_LEN)
+#define EVENT_ID_RECORD LEAF_RECORD(16, RECORD_POSITION_LEN)
 
 /*
  * The runs the store's own ids for the batch make in event_ids. Each

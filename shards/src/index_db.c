@@ -28,7 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define INDEX_FORMAT 2          /* of the index's own layout: another one is rebuilt */
+/* Of the index's own layout, another one is rebuilt. 3: event_ids' values are positions alone. */
+#define INDEX_FORMAT 3
 #define CATCH_UP_CHUNK 2000     /* events per index transaction while catching up */
 #define CATCH_UP_STREAMS 65536  /* streams whose length a catch-up keeps at hand */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
@@ -234,18 +235,16 @@ static int index_event(struct indexer *ix, const struct evf_event_fields *e) {
     return rc;
   if (e->version != stream.next_version || evf_uuid_parse(e->id, e->id_len, &id) != 0)
     return MDB_CORRUPTED;
-  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN], id_value[RECORD_EVENT_ID_LEN],
-      stream_value[RECORD_STREAM_LEN];
+  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN];
+  uint8_t stream_value[RECORD_STREAM_LEN];
   record_index_key(index_key, stream.stream_id, e->version);
   record_position_key(pos, e->position);
-  struct event_id_record id_record = {e->position, stream.stream_id, e->version};
-  record_event_id_encode(id_value, &id_record);
   record_stream_encode(stream_value, &stream);
   MDB_val ik = {sizeof(index_key), index_key}, iv = {sizeof(pos), pos};
-  MDB_val idk = {sizeof(id.bytes), id.bytes}, idv = {sizeof(id_value), id_value};
+  MDB_val idk = {sizeof(id.bytes), id.bytes};
   MDB_val sk = {e->stream_len, (void *)e->stream}, sv = {sizeof(stream_value), stream_value};
   if ((rc = mdb_cursor_put(ix->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
-      (rc = mdb_cursor_put(ix->event_ids, &idk, &idv, MDB_NOOVERWRITE)) != 0)
+      (rc = mdb_cursor_put(ix->event_ids, &idk, &iv, MDB_NOOVERWRITE)) != 0)
     return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
   if (created && (rc = mdb_put(ix->txn, ix->db->streams, &sk, &sv, MDB_NOOVERWRITE)) != 0)
     return rc;

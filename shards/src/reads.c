@@ -319,24 +319,18 @@ int store_get_event(struct evf_store *store, const char *id, size_t len, store_e
     return EVF_EINVAL;
   for (unsigned s = 0; s < store->shard_count; s++) {
     struct shard *shard = &store->shards[s];
-    struct event_id_record record;
     struct shard_read r;
     int rc = begin_read(shard, &r);
     if (rc != 0)
       return rc;
-    MDB_val k = {sizeof(uuid.bytes), uuid.bytes}, v, event;
-    uint8_t key[RECORD_POSITION_LEN];
-    rc = mdb_get(r.index, shard->db.event_ids, &k, &v);
-    if (rc == 0 && !record_event_id_decode(v.mv_data, v.mv_size, &record))
-      rc = MDB_CORRUPTED;
+    MDB_val k = {sizeof(uuid.bytes), uuid.bytes}, position_key, event;
+    rc = mdb_get(r.index, shard->db.event_ids, &k, &position_key);
     if (rc == 0) {
-      record_position_key(key, record.position);
-      MDB_val pk = {sizeof(key), key};
       struct visitor visitor;
       bool ignored;
       visitor_init(&visitor, cb, NULL, arg);
-      if ((rc = get_event(shard, &r, &pk, &event)) == 0)
-        rc = visit_event(&visitor, &event, record.position, &ignored);
+      if ((rc = get_event(shard, &r, &position_key, &event)) == 0)
+        rc = visit_event(&visitor, &event, record_get_u64(position_key.mv_data), &ignored);
       visitor_deinit(&visitor);
     }
     end_read(&r);

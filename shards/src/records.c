@@ -76,19 +76,10 @@ bool record_stream_decode(const void *in, size_t len, struct stream_record *r) {
   return true;
 }
 
-void record_event_id_encode(uint8_t out[RECORD_EVENT_ID_LEN], const struct event_id_record *r) {
-  record_put_u64(out, r->position);
-  record_put_u64(out + 8, r->stream_id);
-  record_put_u32(out + 16, r->version);
-}
-
-bool record_event_id_decode(const void *in, size_t len, struct event_id_record *r) {
-  const uint8_t *p = in;
-  if (len != RECORD_EVENT_ID_LEN)
+bool record_position_decode(const void *in, size_t len, uint64_t *position) {
+  if (len != RECORD_POSITION_LEN)
     return false;
-  r->position = record_get_u64(p);
-  r->stream_id = record_get_u64(p + 8);
-  r->version = record_get_u32(p + 16);
+  *position = record_get_u64(in);
   return true;
 }
 

@@ -16,7 +16,6 @@
 #define RECORD_POSITION_LEN 8
 #define RECORD_INDEX_KEY_LEN 12
 #define RECORD_STREAM_LEN 16
-#define RECORD_EVENT_ID_LEN 20
 
 /*
  * streams: name -> stream id and created-at, written once, when the stream
@@ -29,12 +28,11 @@ struct stream_record {
   uint32_t next_version; /* the stream's length: not encoded, found in stream_index */
 };
 
-/* event_ids: 16-byte id -> this */
-struct event_id_record {
-  uint64_t position;
-  uint64_t stream_id;
-  uint32_t version;
-};
+/*
+ * event_ids: 16-byte id -> position key. An exact retry's stream and
+ * versions are read from the log (shard.c): only retries pay for it, and
+ * every event's entry is 12 bytes smaller.
+ */
 
 void record_put_u32(uint8_t *out, uint32_t v);
 void record_put_u64(uint8_t *out, uint64_t v);
@@ -60,8 +58,8 @@ void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_re
 /** Returns false when the value has the wrong size (damaged data). */
 bool record_stream_decode(const void *in, size_t len, struct stream_record *r);
 
-void record_event_id_encode(uint8_t out[RECORD_EVENT_ID_LEN], const struct event_id_record *r);
-bool record_event_id_decode(const void *in, size_t len, struct event_id_record *r);
+/** The position an index value (stream_index, event_ids) names; false when damaged. */
+bool record_position_decode(const void *in, size_t len, uint64_t *position);
 
 /*
  * events: the value is the api.Event in protobuf wire format. Encoded by hand

@@ -13,6 +13,7 @@
 
 #include "batch_index.h"
 #include "evf/clock.h"
+#include "evf/event_fields.h"
 #include "evf/log.h"
 #include "evf/status.h"
 
@@ -77,14 +78,13 @@ static int find_stream(struct prepare_ctx *ctx, const struct store_append *req,
   return 0;
 }
 
-/* Where an id is stored: 1 in this shard (*found set), 2 elsewhere, 0 nowhere. */
-static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id,
-                     struct event_id_record *found) {
+/* Where an id is stored: 1 in this shard (*position set), 2 elsewhere, 0 nowhere. */
+static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id, uint64_t *position) {
   struct evf_store *store = ctx->shard->store;
   MDB_val k = {sizeof(id->bytes), (void *)id->bytes}, v;
   int rc = mdb_get(ctx->own, ctx->shard->db.event_ids, &k, &v);
   if (rc == 0)
-    return record_event_id_decode(v.mv_data, v.mv_size, found) ? 1 : EVF_EINTERNAL;
+    return record_position_decode(v.mv_data, v.mv_size, position) ? 1 : EVF_EINTERNAL;
   if (rc != MDB_NOTFOUND)
     return db__error(rc, "reading an event id");
   for (unsigned s = 0; s < store->shard_count; s++) {
@@ -208,6 +208,45 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
   return VERDICT_WRITE;
 }
 
+/* The stream and version of the event stored at a position of this shard, from the log. */
+static int stored_event(MDB_txn *log, const struct shard_db *db, uint64_t position,
+                        struct evf_event_fields *fields) {
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, position);
+  MDB_val k = {sizeof(key), key}, v;
+  int rc = mdb_get(log, db->events, &k, &v);
+  if (rc == 0 && !evf_event_fields_read(v.mv_data, v.mv_size, fields))
+    rc = MDB_CORRUPTED;
+  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* the index named it */
+}
+
+/*
+ * Whether the n events at positions first..first+n-1 of this shard (the
+ * ones an append's ids name, in order) are versions v..v+n-1 of its
+ * stream; *version is then v. The first and the last decide it: versions
+ * rise with positions within a stream, so n positions that begin at
+ * version v and end at v+n-1 hold every version between. Read from the
+ * log, as event_ids keeps positions only: retries alone pay for it.
+ */
+static int stored_as_one_run(struct prepare_ctx *ctx, const char *stream, uint64_t first,
+                             size_t n, bool *run, uint32_t *version) {
+  MDB_txn *log;
+  struct evf_event_fields a, b;
+  int rc = mdb_txn_begin(ctx->shard->db.env, NULL, MDB_RDONLY, &log);
+  if (rc != 0)
+    return db__error(rc, "beginning a read transaction");
+  if ((rc = stored_event(log, &ctx->shard->db, first, &a)) == 0)
+    rc = stored_event(log, &ctx->shard->db, first + n - 1, &b);
+  mdb_txn_abort(log);
+  if (rc != 0)
+    return db__error(rc, "reading an event an id names");
+  size_t len = strlen(stream);
+  *run = a.stream_len == len && memcmp(a.stream, stream, len) == 0 && b.stream_len == len &&
+         memcmp(b.stream, stream, len) == 0 && b.version == a.version + (uint32_t)(n - 1);
+  *version = a.version;
+  return 0;
+}
+
 /*
  * Client-given ids, claimed: a retry of an append stored whole, in order,
  * in this stream succeeds without writing; any other reuse is EVF_EEXIST.
@@ -216,13 +255,13 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
                               const struct batch_stream *stream) {
   const Api__AppendToStreamRequest *r = req->request;
   size_t given = 0, stored_here = 0;
-  struct event_id_record first = {0}, rec;
-  bool in_order = true;
+  uint64_t first = 0, position;
+  bool in_order = !stream->is_new;
   for (size_t i = 0; i < r->n_events; i++) {
     if (!has_client_id(req, i))
       continue;
     given++;
-    int where = locate_id(ctx, &req->ids[i], &rec);
+    int where = locate_id(ctx, &req->ids[i], &position);
     if (where < 0) {
       req->status = where;
       return VERDICT_DONE;
@@ -230,20 +269,21 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
     if (where == 0)
       continue;
     if (where == 1 && stored_here == 0)
-      first = rec;
-    in_order = in_order && where == 1 && i == stored_here && !stream->is_new &&
-               rec.stream_id == stream->record.stream_id && rec.version == first.version + i &&
-               rec.position == first.position + i;
+      first = position;
+    in_order = in_order && where == 1 && i == stored_here && position == first + i;
     stored_here++;
   }
   if (given == 0 || stored_here == 0)
     return VERDICT_WRITE;
-  if (in_order && stored_here == r->n_events) {
-    req->first_version = first.version;
-    req->first_position = first.position;
-    req->status = 0;
-  } else {
-    req->status = EVF_EEXIST;
+  bool run = false;
+  uint32_t version = 0;
+  int rc = in_order && stored_here == r->n_events
+               ? stored_as_one_run(ctx, r->stream, first, r->n_events, &run, &version)
+               : 0;
+  req->status = rc != 0 ? rc : run ? 0 : EVF_EEXIST;
+  if (rc == 0 && run) {
+    req->first_version = version;
+    req->first_position = first;
   }
   return VERDICT_DONE;
 }

@@ -165,15 +165,15 @@ static void client_ids_in_falling_pairs_stay_within_the_bound(void **state) {
   enum { BASE = 300, N = 2000 };
   char(*ids)[EVF_UUID_TEXT_LEN + 1] = calloc(N, sizeof(*ids));
   assert_non_null(ids);
-  /* Rising: event_ids' first leaf holds keys 1..87 (88 records of 46 bytes fill 4080). */
+  /* Rising: event_ids' first leaf holds keys 1..119 (120 records of 34 bytes fill 4080). */
   for (size_t i = 0; i < BASE; i++)
     id_text(ids[i], i + 1, 0);
   append_ids(&c, "base", BASE, ids);
-  /* Into the gap between keys 87 and 88, at the first leaf's end: pairs from the top down. */
+  /* Into the gap between keys 119 and 120, at the first leaf's end: pairs from the top down. */
   size_t k = 0;
   for (uint64_t j = N / 2; j >= 1; j--) {
-    id_text(ids[k++], 87, 2 * j - 1);
-    id_text(ids[k++], 87, 2 * j);
+    id_text(ids[k++], 119, 2 * j - 1);
+    id_text(ids[k++], 119, 2 * j);
   }
   const struct shard_db *db = &store->shards[0].db;
   MDB_envinfo before, after;
