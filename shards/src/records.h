@@ -28,12 +28,6 @@ struct stream_record {
   uint32_t next_version; /* the stream's length: not encoded, found in stream_index */
 };
 
-/*
- * event_ids: 16-byte id -> position key. An exact retry's stream and
- * versions are read from the log (shard.c): only retries pay for it, and
- * every event's entry is 12 bytes smaller.
- */
-
 void record_put_u32(uint8_t *out, uint32_t v);
 void record_put_u64(uint8_t *out, uint64_t v);
 uint32_t record_get_u32(const uint8_t *in);
@@ -58,7 +52,11 @@ void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_re
 /** Returns false when the value has the wrong size (damaged data). */
 bool record_stream_decode(const void *in, size_t len, struct stream_record *r);
 
-/** The position an index value (stream_index, event_ids) names; false when damaged. */
+/**
+ * The position an index value names: stream_index's, and event_ids' (id ->
+ * position key alone; an exact retry reads the rest from the log, shard.c).
+ * False when damaged.
+ */
 bool record_position_decode(const void *in, size_t len, uint64_t *position);
 
 /*

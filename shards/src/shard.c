@@ -208,7 +208,10 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
   return VERDICT_WRITE;
 }
 
-/* The stream and version of the event stored at a position of this shard, from the log. */
+/*
+ * The fields of the event stored at a position of this shard, from the log;
+ * they point into the map, valid while log is. Returns an LMDB code.
+ */
 static int stored_event(MDB_txn *log, const struct shard_db *db, uint64_t position,
                         struct evf_event_fields *fields) {
   uint8_t key[RECORD_POSITION_LEN];
@@ -235,21 +238,21 @@ static int stored_as_one_run(struct prepare_ctx *ctx, const char *stream, uint64
   int rc = mdb_txn_begin(ctx->shard->db.env, NULL, MDB_RDONLY, &log);
   if (rc != 0)
     return db__error(rc, "beginning a read transaction");
-  if ((rc = stored_event(log, &ctx->shard->db, first, &a)) == 0)
-    rc = stored_event(log, &ctx->shard->db, first + n - 1, &b);
-  mdb_txn_abort(log);
-  if (rc != 0)
-    return db__error(rc, "reading an event an id names");
-  size_t len = strlen(stream);
-  *run = a.stream_len == len && memcmp(a.stream, stream, len) == 0 && b.stream_len == len &&
-         memcmp(b.stream, stream, len) == 0 && b.version == a.version + (uint32_t)(n - 1);
-  *version = a.version;
-  return 0;
+  if ((rc = stored_event(log, &ctx->shard->db, first, &a)) == 0 &&
+      (rc = stored_event(log, &ctx->shard->db, first + n - 1, &b)) == 0) {
+    size_t len = strlen(stream);
+    *run = a.stream_len == len && memcmp(a.stream, stream, len) == 0 && b.stream_len == len &&
+           memcmp(b.stream, stream, len) == 0 && b.version == a.version + (uint32_t)(n - 1);
+    *version = a.version;
+  }
+  mdb_txn_abort(log); /* after the comparisons: the fields point into its snapshot */
+  return rc == 0 ? 0 : db__error(rc, "reading an event an id names");
 }
 
 /*
- * Client-given ids, claimed: a retry of an append stored whole, in order,
- * in this stream succeeds without writing; any other reuse is EVF_EEXIST.
+ * Client-given ids, claimed: a retry whose ids are all stored, in order, as
+ * consecutive versions of this stream (an append stored whole, or a run of
+ * it) succeeds without writing; any other reuse is EVF_EEXIST.
  */
 static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
                               const struct batch_stream *stream) {
@@ -277,11 +280,12 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
     return VERDICT_WRITE;
   bool run = false;
   uint32_t version = 0;
-  int rc = in_order && stored_here == r->n_events
-               ? stored_as_one_run(ctx, r->stream, first, r->n_events, &run, &version)
-               : 0;
-  req->status = rc != 0 ? rc : run ? 0 : EVF_EEXIST;
+  int rc = 0;
+  if (in_order && stored_here == r->n_events)
+    rc = stored_as_one_run(ctx, r->stream, first, r->n_events, &run, &version);
+  req->status = rc != 0 ? rc : EVF_EEXIST;
   if (rc == 0 && run) {
+    req->status = 0;
     req->first_version = version;
     req->first_position = first;
   }

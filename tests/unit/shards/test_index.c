@@ -281,6 +281,41 @@ static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
   reopen_and_compare(f, before);
 }
 
+/* An index of format 2 (event_ids: position, stream id, version), closed cleanly: rebuilt. */
+static void a_format_2_index_is_rebuilt(void **state) {
+  struct harness_fixture *f = *state;
+  fill(f, 0);
+  char *before = describe(f->store);
+  harness_fixture_close(f);
+  for (unsigned shard = 0; shard < SHARDS; shard++) {
+    MDB_env *env = open_env(f, shard, "index");
+    MDB_txn *txn;
+    MDB_dbi ids, meta;
+    MDB_cursor *c;
+    MDB_val k, v;
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "event_ids", 0, &ids), 0);
+    assert_int_equal(mdb_set_compare(txn, ids, record_key_compare), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_cursor_open(txn, ids, &c), 0);
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      uint8_t old[20] = {0};
+      assert_int_equal(v.mv_size, 8);
+      memcpy(old, v.mv_data, 8);
+      old[15] = 99; /* a stream id nothing has */
+      MDB_val nv = {sizeof(old), old};
+      assert_int_equal(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+    }
+    assert_int_equal(rc, MDB_NOTFOUND);
+    mdb_cursor_close(c);
+    put_u64(txn, meta, "format", 2);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  reopen_and_compare(f, before);
+}
+
 /* Writes format n into DATA/FORMAT, as an older server left it. */
 static void set_folder_format(struct harness_fixture *f, unsigned n) {
   char format[4300], command[8700];
@@ -518,6 +553,7 @@ int main(void) {
       T(stored_events_leave_out_their_own_id),
       T(a_log_the_index_cannot_follow_is_refused),
       T(a_clean_close_removes_the_open_mark),
+      T(a_format_2_index_is_rebuilt),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

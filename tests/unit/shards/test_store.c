@@ -181,6 +181,50 @@ static void ids_reused_otherwise_are_rejected_whole(void **state) {
   assert_int_equal(harness_fixture_append(f, "other", 0, 1, third, NULL), 0);
 }
 
+/* A stream name with this prefix in the shard that `stream` belongs to (the fixture has 2). */
+static void stream_beside(const char *stream, const char *prefix, char out[32]) {
+  unsigned shard = evf_shard_of(evf_hash_fnv1a64(stream, strlen(stream)), 2);
+  for (unsigned n = 0;; n++) {
+    snprintf(out, 32, "%s-%u", prefix, n);
+    if (evf_shard_of(evf_hash_fnv1a64(out, strlen(out)), 2) == shard)
+      return;
+  }
+}
+
+static const char *const run_ids[] = {"0190a7e2-0000-7000-8000-0000000000a1",
+                                    "0190a7e2-0000-7000-8000-0000000000a2",
+                                    "0190a7e2-0000-7000-8000-0000000000a3"};
+
+/*
+ * Ids at consecutive positions of the shard that are not consecutive
+ * versions of the append's stream are not a retry (index format 3 checks
+ * the first and the last of them in the log).
+ */
+static void ids_at_consecutive_positions_of_other_streams_are_rejected(void **state) {
+  struct harness_fixture *f = *state;
+  char t[32], u[32];
+  stream_beside("s", "t", t);
+  stream_beside("s", "u", u);
+  /* one shard, one at a time: positions p, p+1, p+2, p+3 */
+  assert_int_equal(harness_fixture_append(f, t, -1, 1, NULL, NULL), 0);       /* t v0 */
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, &run_ids[0], NULL), 0); /* s v0 */
+  assert_int_equal(harness_fixture_append(f, t, -1, 1, &run_ids[1], NULL), 0);   /* t v1 */
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, &run_ids[2], NULL), 0); /* s v1 */
+  assert_int_equal(harness_fixture_append(f, u, -1, 1, NULL, NULL), 0);       /* u exists */
+  /* first s v0, last t v1: the last one's stream */
+  assert_int_equal(harness_fixture_append(f, "s", -1, 2, run_ids, NULL), EVF_EEXIST);
+  /* first and last s v0, s v1 over three positions: the versions */
+  assert_int_equal(harness_fixture_append(f, "s", -1, 3, run_ids, NULL), EVF_EEXIST);
+  /* all of t's ids, as an append to an existing stream of the same shard: the stream */
+  assert_int_equal(harness_fixture_append(f, u, -1, 1, &run_ids[1], NULL), EVF_EEXIST);
+  int64_t events;
+  assert_int_equal(store_event_count(f->store, &events), 0);
+  assert_int_equal(events, 5);
+  /* the real ones are still retries */
+  assert_int_equal(harness_fixture_append(f, t, -1, 1, &run_ids[1], NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "s", -1, 1, &run_ids[2], NULL), 0);
+}
+
 struct pending_append {
   struct store_append req;
   int status;
@@ -706,6 +750,7 @@ int main(void) {
       T(an_exact_retry_succeeds_without_writing),
       T(ids_reused_otherwise_are_rejected_whole),
       T(a_retry_racing_its_original_succeeds),
+      T(ids_at_consecutive_positions_of_other_streams_are_rejected),
       T(invalid_stream_names),
       T(invalid_types),
       T(invalid_ids),
