@@ -192,6 +192,14 @@ void db__close(struct shard_db *db) {
   mdb_env_close(db->env);
 }
 
+int db__indexed_event(MDB_txn *log, const struct shard_db *db, const MDB_val *position_key,
+                      MDB_val *event) {
+  if (position_key->mv_size != RECORD_POSITION_LEN)
+    return MDB_CORRUPTED;
+  int rc = mdb_get(log, db->events, (MDB_val *)position_key, event);
+  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* an index entry without its event */
+}
+
 int db__log_last_position(MDB_txn *txn, struct shard_db *db, uint64_t *position) {
   MDB_cursor *cursor;
   MDB_val k, v;

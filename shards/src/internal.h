@@ -219,6 +219,12 @@ int db__open_env(MDB_env **env, const char *path, size_t map_size, unsigned flag
 int db__last_position(struct shard_db *db, uint64_t *position);
 /** The same in a transaction on the log. Returns an LMDB code. */
 int db__log_last_position(MDB_txn *txn, struct shard_db *db, uint64_t *position);
+/**
+ * The event an index entry names (its value, a position key) in a read of
+ * the log. MDB_CORRUPTED for a damaged key or an event the log lacks.
+ */
+int db__indexed_event(MDB_txn *log, const struct shard_db *db, const MDB_val *position_key,
+                      MDB_val *event);
 /** An 8-byte meta record; *found false (and *value untouched) when absent. LMDB codes. */
 int db__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t *value, bool *found);
 int db__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *key, uint64_t value);

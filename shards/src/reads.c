@@ -25,20 +25,21 @@ static unsigned page_limit(const struct evf_store *store, uint32_t limit) {
  * is made whole in that room, or, for a callback that takes bytes, in a
  * buffer of the read's own: on the stack unless an event is larger.
  */
-struct visitor {
+struct reader { /* one of bytes and room is set */
   store_event_cb bytes;
   store_event_room_cb room;
   void *arg;
+};
+
+struct visitor {
+  struct reader to;
   uint8_t *buf;
   size_t cap;
   uint8_t small[2048];
 };
 
-static void visitor_init(struct visitor *v, store_event_cb bytes, store_event_room_cb room,
-                         void *arg) {
-  v->bytes = bytes;
-  v->room = room;
-  v->arg = arg;
+static void visitor_init(struct visitor *v, const struct reader *to) {
+  v->to = *to;
   v->buf = v->small;
   v->cap = sizeof(v->small);
 }
@@ -78,8 +79,8 @@ static int visit_event(struct visitor *v, const MDB_val *event, uint64_t positio
   struct record_left_out left_out;
   bool is_short = record_event_left_out(event->mv_data, event->mv_size, &left_out);
   size_t size = is_short ? record_event_restored_size(event->mv_size, &left_out) : event->mv_size;
-  if (v->room != NULL) {
-    uint8_t *out = v->room(size, position, v->arg);
+  if (v->to.room != NULL) {
+    uint8_t *out = v->to.room(size, position, v->to.arg);
     if (out != NULL)
       write_whole(event, &left_out, is_short, out);
     *stop = out == NULL;
@@ -93,7 +94,7 @@ static int visit_event(struct visitor *v, const MDB_val *event, uint64_t positio
     write_whole(event, &left_out, is_short, own);
     bytes = own;
   }
-  *stop = v->bytes(bytes, size, position, v->arg) != 0;
+  *stop = v->to.bytes(bytes, size, position, v->to.arg) != 0;
   return 0;
 }
 
@@ -116,15 +117,6 @@ static void end_read(struct shard_read *r) {
   mdb_txn_abort(r->index);
 }
 
-/* The event an index entry points at. Returns an LMDB code. */
-static int get_event(struct shard *shard, struct shard_read *r, const MDB_val *position_key,
-                     MDB_val *event) {
-  if (position_key->mv_size != RECORD_POSITION_LEN)
-    return MDB_CORRUPTED;
-  int rc = mdb_get(r->log, shard->db.events, (MDB_val *)position_key, event);
-  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* an index entry without its event */
-}
-
 static int find_stream_id(struct shard *shard, struct shard_read *r, const char *stream,
                           size_t len, uint64_t *stream_id) {
   struct stream_record record;
@@ -139,7 +131,7 @@ static int find_stream_id(struct shard *shard, struct shard_read *r, const char 
 
 /* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
 static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stream_id,
-                        uint32_t from_version, unsigned limit, struct visitor *v) {
+                        uint32_t from_version, unsigned limit, const struct reader *to) {
   MDB_cursor *cursor;
   int rc = mdb_cursor_open(r->index, shard->db.stream_index, &cursor);
   if (rc != 0)
@@ -149,21 +141,24 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   MDB_val ik = {sizeof(key), key}, iv, event;
   unsigned visited = 0;
   bool stop = false;
+  struct visitor v;
+  visitor_init(&v, to);
   rc = mdb_cursor_get(cursor, &ik, &iv, MDB_SET_RANGE);
   while (rc == 0 && visited < limit && ik.mv_size == RECORD_INDEX_KEY_LEN &&
          record_get_u64(ik.mv_data) == stream_id) {
-    if ((rc = get_event(shard, r, &iv, &event)) != 0 ||
-        (rc = visit_event(v, &event, record_get_u64(iv.mv_data), &stop)) != 0 || stop)
+    if ((rc = db__indexed_event(r->log, &shard->db, &iv, &event)) != 0 ||
+        (rc = visit_event(&v, &event, record_get_u64(iv.mv_data), &stop)) != 0 || stop)
       break;
     visited++;
     rc = mdb_cursor_get(cursor, &ik, &iv, MDB_NEXT);
   }
+  visitor_deinit(&v);
   mdb_cursor_close(cursor);
   return rc;
 }
 
 static int read_stream(struct evf_store *store, const char *stream, size_t len,
-                       uint32_t from_version, uint32_t limit, struct visitor *v) {
+                       uint32_t from_version, uint32_t limit, const struct reader *to) {
   if (!store_stream_name_valid(stream, len))
     return EVF_EINVAL;
   struct shard *shard = &store->shards[evf_stream_shard(stream, len, store->shard_count)];
@@ -174,28 +169,20 @@ static int read_stream(struct evf_store *store, const char *stream, size_t len,
   uint64_t stream_id;
   rc = find_stream_id(shard, &r, stream, len, &stream_id);
   if (rc == 0)
-    rc = visit_stream(shard, &r, stream_id, from_version, page_limit(store, limit), v);
+    rc = visit_stream(shard, &r, stream_id, from_version, page_limit(store, limit), to);
   end_read(&r);
   return rc == MDB_NOTFOUND ? 0 : db__error(rc, "reading a stream");
 }
 
 int store_read_stream(struct evf_store *store, const char *stream, size_t len,
                       uint32_t from_version, uint32_t limit, store_event_cb cb, void *arg) {
-  struct visitor v;
-  visitor_init(&v, cb, NULL, arg);
-  int rc = read_stream(store, stream, len, from_version, limit, &v);
-  visitor_deinit(&v);
-  return rc;
+  return read_stream(store, stream, len, from_version, limit, &(struct reader){cb, NULL, arg});
 }
 
 int store_read_stream_into(struct evf_store *store, const char *stream, size_t len,
                            uint32_t from_version, uint32_t limit, store_event_room_cb room,
                            void *arg) {
-  struct visitor v;
-  visitor_init(&v, NULL, room, arg);
-  int rc = read_stream(store, stream, len, from_version, limit, &v);
-  visitor_deinit(&v);
-  return rc;
+  return read_stream(store, stream, len, from_version, limit, &(struct reader){NULL, room, arg});
 }
 
 /* One shard's cursor in a k-way merge. */
@@ -264,7 +251,7 @@ static struct merge_head *lowest_position(struct merge_head *heads, unsigned cou
 }
 
 static int read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
-                       struct visitor *v, uint64_t *checkpoint) {
+                       const struct reader *to, uint64_t *checkpoint) {
   /* Loaded before the transactions begin: every event at or below it is visible to them. */
   uint64_t watermark = store_watermark(store);
   unsigned n = store->shard_count, max = page_limit(store, limit), visited = 0;
@@ -282,34 +269,29 @@ static int read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
   }
   struct merge_head *h;
   bool stop = false;
+  struct visitor v;
+  visitor_init(&v, to);
   while (rc == 0 && visited < max && (h = lowest_position(heads, n)) != NULL) {
     uint64_t position = record_get_u64(h->key.mv_data);
-    if ((rc = visit_event(v, &h->value, position, &stop)) != 0 || stop)
+    if ((rc = visit_event(&v, &h->value, position, &stop)) != 0 || stop)
       break;
     *checkpoint = position;
     visited++;
     rc = move_event_head(h, MDB_NEXT, watermark);
   }
+  visitor_deinit(&v);
   close_heads(store, heads);
   return db__error(rc, "reading the global stream");
 }
 
 int store_read_global(struct evf_store *store, uint64_t offset, uint32_t limit,
                       store_event_cb cb, void *arg, uint64_t *checkpoint) {
-  struct visitor v;
-  visitor_init(&v, cb, NULL, arg);
-  int rc = read_global(store, offset, limit, &v, checkpoint);
-  visitor_deinit(&v);
-  return rc;
+  return read_global(store, offset, limit, &(struct reader){cb, NULL, arg}, checkpoint);
 }
 
 int store_read_global_into(struct evf_store *store, uint64_t offset, uint32_t limit,
                            store_event_room_cb room, void *arg, uint64_t *checkpoint) {
-  struct visitor v;
-  visitor_init(&v, NULL, room, arg);
-  int rc = read_global(store, offset, limit, &v, checkpoint);
-  visitor_deinit(&v);
-  return rc;
+  return read_global(store, offset, limit, &(struct reader){NULL, room, arg}, checkpoint);
 }
 
 int store_get_event(struct evf_store *store, const char *id, size_t len, store_event_cb cb,
@@ -328,8 +310,8 @@ int store_get_event(struct evf_store *store, const char *id, size_t len, store_e
     if (rc == 0) {
       struct visitor visitor;
       bool ignored;
-      visitor_init(&visitor, cb, NULL, arg);
-      if ((rc = get_event(shard, &r, &position_key, &event)) == 0)
+      visitor_init(&visitor, &(struct reader){cb, NULL, arg});
+      if ((rc = db__indexed_event(r.log, &shard->db, &position_key, &event)) == 0)
         rc = visit_event(&visitor, &event, record_get_u64(position_key.mv_data), &ignored);
       visitor_deinit(&visitor);
     }

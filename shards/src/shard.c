@@ -217,10 +217,10 @@ static int stored_event(MDB_txn *log, const struct shard_db *db, uint64_t positi
   uint8_t key[RECORD_POSITION_LEN];
   record_position_key(key, position);
   MDB_val k = {sizeof(key), key}, v;
-  int rc = mdb_get(log, db->events, &k, &v);
+  int rc = db__indexed_event(log, db, &k, &v);
   if (rc == 0 && !evf_event_fields_read(v.mv_data, v.mv_size, fields))
     rc = MDB_CORRUPTED;
-  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* the index named it */
+  return rc;
 }
 
 /*
