@@ -102,8 +102,7 @@ static int put_indexes(struct batch_txns *txns, const struct shard *shard,
   if (rc != 0)
     return rc;
   MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
-  bool generated = req->request->events[i]->id[0] == '\0';
-  return put_new(txns->event_ids, &idk, &v, generated);
+  return put_new(txns->event_ids, &idk, &v, !store__client_id(req->request, i));
 }
 
 /* A new stream's record; its length lives in stream_index. */
@@ -181,7 +180,7 @@ static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
   uint64_t runs = 0;
   for (const struct store_append *req = batch->writes.head; req; req = req->next) {
     for (size_t i = 0; i < req->request->n_events; i++) {
-      if (req->request->events[i]->id[0] != '\0')
+      if (store__client_id(req->request, i))
         continue;
       MDB_val id = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
       if (rc == 0 && record_key_compare(&id, &last) <= 0)

@@ -160,6 +160,11 @@ static inline struct ring *store__reply_ring(struct evf_store *s, unsigned shard
   return &s->replies[shard * s->port_count + port];
 }
 
+/* Whether event i of an append carries a client-given id (else the store makes its id). */
+static inline bool store__client_id(const Api__AppendToStreamRequest *request, size_t i) {
+  return request->events[i]->id[0] != '\0';
+}
+
 /* port.c */
 int port__init(struct store_port *port, struct evf_store *store, unsigned id);
 void port__deinit(struct store_port *port);

@@ -102,10 +102,6 @@ static int locate_id(struct prepare_ctx *ctx, const struct evf_uuid *id, uint64_
   return 0;
 }
 
-static bool has_client_id(const struct store_append *req, size_t i) {
-  return req->request->events[i]->id[0] != '\0';
-}
-
 /*
  * An append deferred for another shard's claims is decided again once a
  * shard drops claims. The waiting shard sets its flag, then looks once
@@ -133,7 +129,7 @@ static void wake_claim_waiters(struct shard *shard) {
 /* Withdraws the claims on the append's client-given ids before event `end`. */
 static void drop_claims(struct shard *shard, struct store_append *req, size_t end) {
   for (size_t i = 0; i < end; i++) {
-    if (has_client_id(req, i)) {
+    if (store__client_id(req->request, i)) {
       id_claims_drop(&shard->store->id_claims, &req->ids[i], shard->index);
       shard->dropped_claims = true;
     }
@@ -176,7 +172,7 @@ static enum verdict claim_ids(struct prepare_ctx *ctx, struct store_append *req)
   struct shard *shard = ctx->shard;
   uint32_t taken = 0;
   for (size_t i = 0; i < req->request->n_events; i++) {
-    if (!has_client_id(req, i))
+    if (!store__client_id(req->request, i))
       continue;
     enum id_claim c = id_claims_take(&shard->store->id_claims, &req->ids[i], shard->index);
     if (c == ID_CLAIM_TAKEN) {
@@ -261,7 +257,7 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
   uint64_t first = 0, position;
   bool in_order = !stream->is_new;
   for (size_t i = 0; i < r->n_events; i++) {
-    if (!has_client_id(req, i))
+    if (!store__client_id(req->request, i))
       continue;
     given++;
     int where = locate_id(ctx, &req->ids[i], &position);
@@ -565,7 +561,7 @@ static void hold_batch_ids(struct shard *shard) {
   shard->held_ids = held;
   for (struct store_append *req = shard->batch.writes.head; req; req = req->next) {
     for (size_t i = 0; req->claimed_ids > 0 && i < req->request->n_events; i++) {
-      if (has_client_id(req, i))
+      if (store__client_id(req->request, i))
         held[shard->held_id_count++] = req->ids[i];
     }
     req->claimed_ids = 0;

@@ -40,7 +40,7 @@ static int uuid_compare(const void *a, const void *b) { return memcmp(a, b, 16);
 static size_t client_id_count(const Api__AppendToStreamRequest *r) {
   size_t given = 0;
   for (size_t i = 0; i < r->n_events; i++)
-    given += r->events[i]->id[0] != '\0';
+    given += store__client_id(r, i);
   return given;
 }
 
@@ -53,7 +53,7 @@ static int check_client_ids_distinct(struct store_append *req) {
   if (sorted == NULL)
     return -ENOMEM;
   for (size_t i = 0, j = 0; i < req->request->n_events; i++) {
-    if (req->request->events[i]->id[0] != '\0')
+    if (store__client_id(req->request, i))
       sorted[j++] = req->ids[i];
   }
   qsort(sorted, given, sizeof(*sorted), uuid_compare);
