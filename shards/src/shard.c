@@ -279,12 +279,13 @@ static enum verdict check_ids(struct prepare_ctx *ctx, struct store_append *req,
   int rc = 0;
   if (in_order && stored_here == r->n_events)
     rc = stored_as_one_run(ctx, r->stream, first, r->n_events, &run, &version);
-  req->status = rc != 0 ? rc : EVF_EEXIST;
-  if (rc == 0 && run) {
-    req->status = 0;
-    req->first_version = version;
-    req->first_position = first;
+  if (rc != 0 || !run) {
+    req->status = rc != 0 ? rc : EVF_EEXIST;
+    return VERDICT_DONE;
   }
+  req->status = 0;
+  req->first_version = version;
+  req->first_position = first;
   return VERDICT_DONE;
 }
 
