@@ -1,6 +1,7 @@
 #include "id_claims.h"
 
 #include "evf/clock.h"
+#include "evf/hash.h"
 
 #include <errno.h>
 #include <sys/mman.h>
@@ -52,12 +53,15 @@ void id_claims_free(struct id_claims *claims) {
  * without knowing the seed.
  */
 static uint64_t id_hash(const struct id_claims *claims, const struct evf_uuid *id) {
-  uint64_t h = claims->seed;
-  for (size_t i = 0; i < sizeof(id->bytes); i++)
-    h = (h ^ id->bytes[i]) * UINT64_C(0x100000001b3);
+  uint64_t h = evf_hash_fnv1a64_from(claims->seed, id->bytes, sizeof(id->bytes));
   h ^= h >> 32;
   h *= UINT64_C(0xd6e8feb86659fd93);
   return h ^ (h >> 32);
+}
+
+/* A shard's claim on the id of this hash: the fingerprint, and the shard (never 0). */
+static uint64_t claim_of(uint64_t hash, unsigned shard) {
+  return (hash & ~OWNER_MASK) | (shard + 1);
 }
 
 static bool same_id(uint64_t claim, uint64_t hash) {
@@ -107,7 +111,7 @@ static _Atomic uint64_t *store_claim(_Atomic uint64_t *slots, uint64_t mine) {
 
 enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
   uint64_t hash = id_hash(claims, id);
-  uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
+  uint64_t mine = claim_of(hash, shard);
   _Atomic uint64_t *slots = window(claims, hash);
   uint64_t held = find_claim(slots, hash, NULL);
   if (held != 0)
@@ -130,7 +134,7 @@ enum id_claim id_claims_take(struct id_claims *claims, const struct evf_uuid *id
 
 void id_claims_drop(struct id_claims *claims, const struct evf_uuid *id, unsigned shard) {
   uint64_t hash = id_hash(claims, id);
-  uint64_t mine = (hash & ~OWNER_MASK) | (shard + 1);
+  uint64_t mine = claim_of(hash, shard);
   _Atomic uint64_t *slots = window(claims, hash);
   for (unsigned i = 0; i < WINDOW_SLOTS; i++) {
     if (atomic_load(&slots[i]) == mine) {

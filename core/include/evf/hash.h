@@ -14,6 +14,9 @@
 /** 64-bit FNV-1a of the bytes. */
 uint64_t evf_hash_fnv1a64(const void *data, size_t len);
 
+/** The same from another offset basis (a seed): not the stream hash. */
+uint64_t evf_hash_fnv1a64_from(uint64_t basis, const void *data, size_t len);
+
 /** The shard that owns a stream name. shard_count must be at least 1. */
 unsigned evf_stream_shard(const char *name, size_t len, unsigned shard_count);
 
