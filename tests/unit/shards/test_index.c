@@ -166,6 +166,43 @@ static MDB_env *open_env(const struct harness_fixture *f, unsigned shard, const 
   return env;
 }
 
+/* A write transaction on a shard's log ("") or index ("index"), the store closed. */
+static MDB_txn *begin_edit(const struct harness_fixture *f, unsigned shard, const char *sub,
+                           MDB_env **env) {
+  MDB_txn *txn;
+  *env = open_env(f, shard, sub);
+  assert_int_equal(mdb_txn_begin(*env, NULL, 0, &txn), 0);
+  return txn;
+}
+
+static void commit_edit(MDB_env *env, MDB_txn *txn) {
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+/*
+ * Puts an encoded event into the log of its stream's shard, as another
+ * writer would, and deletes that shard's index, which the next start
+ * rebuilds from the log. Returns the shard.
+ */
+static unsigned plant_in_log(struct harness_fixture *f, const Api__Event *event,
+                             const uint8_t *bytes, size_t len) {
+  unsigned shard = evf_stream_shard(event->stream, strlen(event->stream), SHARDS);
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, shard, "", &env);
+  MDB_dbi events;
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, event->position);
+  MDB_val k = {sizeof(key), key}, v = {len, (void *)bytes};
+  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+  assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
+  commit_edit(env, txn);
+  char path[4300];
+  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
+  assert_int_equal(unlink(path), 0);
+  return shard;
+}
+
 /* After recovery, appends are decided against the right state. */
 static void appends_go_on(struct harness_fixture *f) {
   struct harness_result r;
@@ -221,16 +258,14 @@ static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
   char *before = describe(f->store);
   harness_fixture_close(f);
   for (unsigned shard = 0; shard < SHARDS; shard++) {
-    MDB_env *env = open_env(f, shard, "index");
-    MDB_txn *txn;
+    MDB_env *env;
+    MDB_txn *txn = begin_edit(f, shard, "index", &env);
     MDB_dbi dbi;
     uint8_t record[RECORD_STREAM_LEN] = {0};
     MDB_val k = {5, "ghost"}, v = {sizeof(record), record};
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "streams", 0, &dbi), 0);
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    commit_edit(env, txn);
   }
   write_in_shards(f, "index/OPEN", "00000000-1111-2222-3333-444444444444", 36);
   reopen_and_compare(f, before);
@@ -288,12 +323,11 @@ static void a_format_2_index_is_rebuilt(void **state) {
   char *before = describe(f->store);
   harness_fixture_close(f);
   for (unsigned shard = 0; shard < SHARDS; shard++) {
-    MDB_env *env = open_env(f, shard, "index");
-    MDB_txn *txn;
+    MDB_env *env;
+    MDB_txn *txn = begin_edit(f, shard, "index", &env);
     MDB_dbi ids, meta;
     MDB_cursor *c;
     MDB_val k, v;
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "event_ids", 0, &ids), 0);
     assert_int_equal(mdb_set_compare(txn, ids, record_key_compare), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
@@ -310,8 +344,7 @@ static void a_format_2_index_is_rebuilt(void **state) {
     assert_int_equal(rc, MDB_NOTFOUND);
     mdb_cursor_close(c);
     put_u64(txn, meta, "format", 2);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    commit_edit(env, txn);
   }
   reopen_and_compare(f, before);
 }
@@ -327,14 +360,12 @@ static void set_folder_format(struct harness_fixture *f, unsigned n) {
 }
 
 static void put_log_format(struct harness_fixture *f, unsigned shard, uint64_t format) {
-  MDB_env *env = open_env(f, shard, "");
-  MDB_txn *txn;
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, shard, "", &env);
   MDB_dbi meta;
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
   assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
   put_u64(txn, meta, "format", format);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  commit_edit(env, txn);
 }
 
 /* The folder and every shard's log say format 3, and no log keeps the format 1 index. */
@@ -360,20 +391,18 @@ static void assert_upgraded(struct harness_fixture *f) {
 /* Turns each shard back into the format 1 layout: index databases beside the events. */
 static void make_format_1(struct harness_fixture *f) {
   for (unsigned s = 0; s < SHARDS; s++) {
-    put_log_format(f, s, 1);
-    MDB_env *env = open_env(f, s, "");
-    MDB_txn *txn;
+    MDB_env *env;
+    MDB_txn *txn = begin_edit(f, s, "", &env);
     MDB_dbi meta, dbi;
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    put_u64(txn, meta, "format", 1);
     put_u64(txn, meta, "next_stream_id", 99);
     static const char *const old[] = {"streams", "stream_index", "event_ids"};
     for (unsigned i = 0; i < 3; i++) {
       assert_int_equal(mdb_dbi_open(txn, old[i], MDB_CREATE, &dbi), 0);
       put_u64(txn, dbi, "stale", 1);
     }
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    commit_edit(env, txn);
     char path[4300];
     shard_file(f, s, "index/data.mdb", path, sizeof(path));
     assert_int_equal(unlink(path), 0);
@@ -428,22 +457,9 @@ static void a_format_2_folder_is_renumbered_and_read_as_stored(void **state) {
   event.type = "Deposited";
   event.added_at = 1764115200000;
   event.position = r.first_position + 100;
-  uint8_t packed[256], key[RECORD_POSITION_LEN];
+  uint8_t packed[256];
   size_t packed_len = api__event__pack(&event, packed);
-  record_position_key(key, event.position);
-  unsigned shard = evf_stream_shard(event.stream, strlen(event.stream), SHARDS);
-  MDB_env *env = open_env(f, shard, "");
-  MDB_txn *txn;
-  MDB_dbi events;
-  MDB_val k = {sizeof(key), key}, v = {packed_len, packed};
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
-  assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-  char path[4300];
-  shard_file(f, shard, "index/data.mdb", path, sizeof(path)); /* rebuilt with the new event */
-  assert_int_equal(unlink(path), 0);
+  plant_in_log(f, &event, packed, packed_len);
   for (unsigned s = 0; s < SHARDS; s++)
     put_log_format(f, s, 2);
   set_folder_format(f, 2);
@@ -501,28 +517,14 @@ static void a_log_the_index_cannot_follow_is_refused(void **state) {
   struct harness_result r;
   assert_int_equal(harness_fixture_append(f, "s", 0, 1, NULL, &r), 0);
   harness_fixture_close(f);
-  unsigned shard = evf_stream_shard("s", 1, SHARDS);
-  MDB_env *env = open_env(f, shard, "");
-  MDB_txn *txn;
-  MDB_dbi events;
   Api__Event event = API__EVENT__INIT;
   event.id = "0191e1c4-7d2a-7cc0-8f00-00000000000f";
   event.stream = "no-such-start";
   event.version = 7;
   event.type = "Deposited";
   event.position = r.first_position + 100;
-  uint8_t value[256], key[RECORD_POSITION_LEN];
-  size_t len = api__event__pack(&event, value);
-  record_position_key(key, event.position);
-  MDB_val k = {sizeof(key), key}, v = {len, value};
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
-  assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-  char path[4300];
-  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
-  assert_int_equal(unlink(path), 0);
+  uint8_t value[256];
+  plant_in_log(f, &event, value, api__event__pack(&event, value));
   struct evf_store *s = NULL;
   assert_int_equal(harness_try_open(f->dir, NULL, &s), EVF_EFORMAT);
   assert_null(s);
