@@ -85,24 +85,25 @@ static int put_new(MDB_cursor *cursor, MDB_val *k, MDB_val *v, bool likely_highe
   return mdb_cursor_put(cursor, k, v, MDB_NOOVERWRITE);
 }
 
-/*
- * The newest stream's index entries sort last, and ids the store generated
- * (UUIDv7, time-ordered) nearly always sort after every id stored before.
- */
-static int put_indexes(struct batch_txns *txns, const struct shard *shard,
-                       const struct store_append *req, size_t i) {
-  uint32_t version = req->first_version + (uint32_t)i;
-  uint64_t position = req->first_position + i;
-  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN];
-  record_index_key(index_key, req->stream_id, version);
-  record_position_key(pos, position);
-  MDB_val k = {sizeof(index_key), index_key}, v = {sizeof(pos), pos};
+/* The append's run: its stream's newest entry, last of all when the stream is the newest. */
+static int put_run(struct batch_txns *txns, const struct shard *shard,
+                   const struct store_append *req) {
+  struct record_run run = {.first_version = req->first_version,
+                           .first_position = req->first_position,
+                           .count = (uint32_t)req->request->n_events};
+  uint8_t key[RECORD_INDEX_KEY_LEN], value[RECORD_RUN_MAX];
+  record_index_key(key, req->stream_id, run.first_version);
+  MDB_val k = {sizeof(key), key}, v = {record_run_encode(value, &run), value};
   bool newest_stream = req->stream_id + 1 == shard->batch.next_stream_id;
-  int rc = put_new(txns->stream_index, &k, &v, newest_stream);
-  if (rc != 0)
-    return rc;
-  MDB_val idk = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes};
-  return put_new(txns->event_ids, &idk, &v, !store__client_id(req->request, i));
+  return put_new(txns->stream_index, &k, &v, newest_stream);
+}
+
+/* Ids the store generated (UUIDv7, time-ordered) nearly always sort after every id stored. */
+static int put_id(struct batch_txns *txns, const struct store_append *req, size_t i) {
+  uint8_t pos[RECORD_POSITION_LEN];
+  record_position_key(pos, req->first_position + i);
+  MDB_val k = {sizeof(req->ids[i].bytes), (void *)req->ids[i].bytes}, v = {sizeof(pos), pos};
+  return put_new(txns->event_ids, &k, &v, !store__client_id(req->request, i));
 }
 
 /* A new stream's record; its length lives in stream_index. */
@@ -116,10 +117,10 @@ static int put_stream(MDB_txn *index, struct shard_db *db, const struct store_ap
 
 static int write_append(struct batch_txns *txns, struct shard *shard,
                         const struct store_append *req) {
-  int rc = 0;
+  int rc = put_run(txns, shard, req);
   for (size_t i = 0; rc == 0 && i < req->request->n_events; i++) {
     if ((rc = put_event(txns, req, i)) == 0)
-      rc = put_indexes(txns, shard, req, i);
+      rc = put_id(txns, req, i);
   }
   return rc != 0 || !req->new_stream ? rc : put_stream(txns->index, &shard->db, req);
 }
@@ -154,7 +155,7 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
 
 /* A record's bytes in a leaf: LMDB's node (8-byte header, key, value) and its pointer. */
 #define LEAF_RECORD(key, value) (8 + (key) + (value) + 2)
-#define STREAM_INDEX_RECORD LEAF_RECORD(RECORD_INDEX_KEY_LEN, RECORD_POSITION_LEN)
+#define STREAM_INDEX_RECORD LEAF_RECORD(RECORD_INDEX_KEY_LEN, RECORD_RUN_MAX)
 #define EVENT_ID_RECORD LEAF_RECORD(16, RECORD_POSITION_LEN)
 
 /*
@@ -196,9 +197,9 @@ static uint64_t generated_id_runs(MDB_txn *index, const struct shard_db *db,
 
 /*
  * Where the batch's index puts go (index_room.c): an append's stream_index
- * keys are consecutive, one run; the store's own ids (UUIDv7, by time)
- * nearly all sort after every stored id, a run per port; a client's id, a
- * new stream's record and the two meta records may go anywhere.
+ * entry, one put; the store's own ids (UUIDv7, by time) nearly all sort
+ * after every stored id, a run per port; a client's id, a new stream's
+ * record and the two meta records may go anywhere.
  */
 static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *db,
                                         const struct batch *batch, unsigned port_count) {
@@ -207,12 +208,13 @@ static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *d
     new_streams += req->new_stream;
   /* Every client id of a batch's appends is claimed. */
   uint64_t events = batch->event_count, given = batch->claimed_ids, records = new_streams + 2;
-  uint64_t generated = events - given;
+  uint64_t generated = events - given, appends = batch->writes.length;
   uint64_t id_runs = generated_id_runs(index, db, batch, generated, port_count);
   return (struct index_growth){
-      .puts = 2 * events + records,
-      .runs = batch->writes.length + id_runs + given + records,
-      .bytes = events * (STREAM_INDEX_RECORD + EVENT_ID_RECORD) + records * INDEX_RECORD_MAX};
+      .puts = appends + events + records,
+      .runs = appends + id_runs + given + records,
+      .bytes = appends * STREAM_INDEX_RECORD + events * EVENT_ID_RECORD +
+               records * INDEX_RECORD_MAX};
 }
 
 /* The log holds the batch and its index commit failed: index it from the log. */

@@ -28,8 +28,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Of the index's own layout, another one is rebuilt. 3: event_ids' values are positions alone. */
-#define INDEX_FORMAT 3
+/*
+ * Of the index's own layout, another one is rebuilt. 3: event_ids' values
+ * are positions alone. 4: stream_index holds runs of versions, not events.
+ */
+#define INDEX_FORMAT 4
 #define CATCH_UP_CHUNK 2000     /* events per index transaction while catching up */
 #define CATCH_UP_STREAMS 65536  /* streams whose length a catch-up keeps at hand */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
@@ -165,18 +168,19 @@ int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_i
   int rc = mdb_cursor_open(txn, db->stream_index, &cursor);
   if (rc != 0)
     return rc;
-  /* The entry before the next stream's first is this stream's last, if it has one. */
+  /* The entry before the next stream's first is this stream's last run, if it has one. */
   rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
   rc = mdb_cursor_get(cursor, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
   mdb_cursor_close(cursor);
-  if (rc == MDB_NOTFOUND || (rc == 0 && record_get_u64(k.mv_data) != stream_id)) {
-    *length = 0;
+  uint64_t of_stream;
+  struct record_run run;
+  *length = 0;
+  if (rc == MDB_NOTFOUND)
     return 0;
-  }
-  if (rc == 0 && k.mv_size != RECORD_INDEX_KEY_LEN)
+  if (rc == 0 && !record_run_decode(&k, &v, &of_stream, &run))
     rc = MDB_CORRUPTED;
-  if (rc == 0)
-    *length = record_get_u32((const uint8_t *)k.mv_data + 8) + 1;
+  if (rc == 0 && of_stream == stream_id)
+    *length = run.first_version + run.count;
   return rc;
 }
 
@@ -184,6 +188,9 @@ int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_i
  * One catch-up: the index transaction of its current step, a cursor per
  * database it inserts into, and the streams it met so far (their length as
  * indexed), so that an event costs no search of streams or stream_index.
+ * The run it is indexing is put once it ends: the events of a run (an
+ * append's, or several appends' of a stream one after the other) come one
+ * after the other in the log.
  */
 struct indexer {
   struct shard_db *db;
@@ -191,7 +198,37 @@ struct indexer {
   MDB_cursor *stream_index, *event_ids;
   struct stream_cache *streams;  /* NULL if it could not be allocated: each event searches */
   uint64_t next_stream_id;
+  struct record_run run; /* of run_stream; count 0 when there is none */
+  uint64_t run_stream;
 };
+
+/* Puts the run being indexed, if any. */
+static int put_run(struct indexer *ix) {
+  if (ix->run.count == 0)
+    return 0;
+  uint8_t key[RECORD_INDEX_KEY_LEN], value[RECORD_RUN_MAX];
+  record_index_key(key, ix->run_stream, ix->run.first_version);
+  MDB_val k = {sizeof(key), key}, v = {record_run_encode(value, &ix->run), value};
+  ix->run.count = 0;
+  int rc = mdb_cursor_put(ix->stream_index, &k, &v, MDB_NOOVERWRITE);
+  return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
+}
+
+/* Adds the event to the run being indexed, or puts that run and begins the event's own. */
+static int add_to_run(struct indexer *ix, uint64_t stream_id, const struct evf_event_fields *e) {
+  struct record_run *run = &ix->run;
+  if (run->count > 0 && ix->run_stream == stream_id &&
+      e->version == run->first_version + run->count &&
+      e->position == run->first_position + run->count) {
+    run->count++;
+    return 0;
+  }
+  int rc = put_run(ix);
+  ix->run = (struct record_run){
+      .first_version = e->version, .first_position = e->position, .count = 1};
+  ix->run_stream = stream_id;
+  return rc;
+}
 
 int index_db__read_stream(MDB_txn *txn, struct shard_db *db, const char *name, size_t len,
                           struct stream_record *record) {
@@ -214,7 +251,10 @@ static int stream_of(struct indexer *ix, const struct evf_event_fields *e, uint6
     *record = *met;
     return 0;
   }
-  int rc = index_db__read_stream(ix->txn, ix->db, e->stream, e->stream_len, record);
+  /* The index read must hold the run being indexed, which may be this stream's. */
+  int rc = put_run(ix);
+  if (rc == 0)
+    rc = index_db__read_stream(ix->txn, ix->db, e->stream, e->stream_len, record);
   *created = rc == MDB_NOTFOUND;
   if (rc != MDB_NOTFOUND)
     return rc;
@@ -235,16 +275,14 @@ static int index_event(struct indexer *ix, const struct evf_event_fields *e) {
     return rc;
   if (e->version != stream.next_version || evf_uuid_parse(e->id, e->id_len, &id) != 0)
     return MDB_CORRUPTED;
-  uint8_t index_key[RECORD_INDEX_KEY_LEN], pos[RECORD_POSITION_LEN];
-  uint8_t stream_value[RECORD_STREAM_LEN];
-  record_index_key(index_key, stream.stream_id, e->version);
+  uint8_t pos[RECORD_POSITION_LEN], stream_value[RECORD_STREAM_LEN];
   record_position_key(pos, e->position);
   record_stream_encode(stream_value, &stream);
-  MDB_val ik = {sizeof(index_key), index_key}, iv = {sizeof(pos), pos};
-  MDB_val idk = {sizeof(id.bytes), id.bytes};
+  MDB_val idk = {sizeof(id.bytes), id.bytes}, iv = {sizeof(pos), pos};
   MDB_val sk = {e->stream_len, (void *)e->stream}, sv = {sizeof(stream_value), stream_value};
-  if ((rc = mdb_cursor_put(ix->stream_index, &ik, &iv, MDB_NOOVERWRITE)) != 0 ||
-      (rc = mdb_cursor_put(ix->event_ids, &idk, &iv, MDB_NOOVERWRITE)) != 0)
+  if ((rc = add_to_run(ix, stream.stream_id, e)) != 0)
+    return rc;
+  if ((rc = mdb_cursor_put(ix->event_ids, &idk, &iv, MDB_NOOVERWRITE)) != 0)
     return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
   if (created && (rc = mdb_put(ix->txn, ix->db->streams, &sk, &sv, MDB_NOOVERWRITE)) != 0)
     return rc;
@@ -280,7 +318,7 @@ static int index_chunk(struct indexer *ix, MDB_txn *log, uint64_t *through, size
     rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cursor);
-  return rc == MDB_NOTFOUND ? 0 : rc;
+  return rc == 0 || rc == MDB_NOTFOUND ? put_run(ix) : rc;
 }
 
 /*
@@ -296,7 +334,7 @@ static int reserve_chunk(struct indexer *ix, MDB_txn *log, uint64_t through) {
   uint64_t events = last > through ? last - through : 0;
   if (events > CATCH_UP_CHUNK)
     events = CATCH_UP_CHUNK;
-  /* stream_index, event_ids and streams per event; two meta records */
+  /* stream_index (at most), event_ids and streams per event; two meta records */
   struct index_growth growth = index_room__puts(3 * events + 2);
   return index_room__reserve(ix->db, ix->txn, &growth);
 }
@@ -320,6 +358,7 @@ static int catch_up_step(struct indexer *ix, size_t *indexed) {
     return rc;
   }
   ix->next_stream_id = 1;
+  ix->run.count = 0;
   if ((rc = open_cursors(ix)) == 0 &&
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "indexed_through", &through, &found)) == 0 &&
       (rc = db__meta_get_u64(ix->txn, db->index_meta, "next_stream_id", &ix->next_stream_id,

@@ -129,6 +129,61 @@ static int find_stream_id(struct shard *shard, struct shard_read *r, const char 
   return rc;
 }
 
+/* The stream's run the cursor is on; MDB_NOTFOUND past the stream's last. */
+static int run_at(MDB_cursor *cursor, MDB_cursor_op op, uint64_t stream_id,
+                  struct record_run *run) {
+  MDB_val k, v;
+  uint64_t of_stream;
+  int rc = mdb_cursor_get(cursor, &k, &v, op);
+  if (rc == 0 && !record_run_decode(&k, &v, &of_stream, run))
+    return MDB_CORRUPTED;
+  return rc == 0 && of_stream != stream_id ? MDB_NOTFOUND : rc;
+}
+
+/*
+ * Puts the cursor on the stream's run that holds `version`, or its first
+ * after (a version past the stream's end has none): the run whose first
+ * version is the highest at or below it, unless it is some other stream's.
+ */
+static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
+                    struct record_run *run) {
+  uint8_t key[RECORD_INDEX_KEY_LEN];
+  record_index_key(key, stream_id, version);
+  MDB_val k = {sizeof(key), key}, v;
+  int rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return rc;
+  bool past_end = rc == MDB_NOTFOUND;
+  if (!past_end && memcmp(k.mv_data, key, sizeof(key)) == 0)
+    return run_at(cursor, MDB_GET_CURRENT, stream_id, run);
+  rc = run_at(cursor, past_end ? MDB_LAST : MDB_PREV, stream_id, run);
+  if (rc == 0 && record_run_holds(run, version))
+    return 0;
+  if ((rc != 0 && rc != MDB_NOTFOUND) || past_end)
+    return rc == 0 ? MDB_NOTFOUND : rc;
+  /* The stream has no run before `version` that holds it: its next one, if any, begins above. */
+  k = (MDB_val){sizeof(key), key};
+  rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  return rc != 0 ? rc : run_at(cursor, MDB_GET_CURRENT, stream_id, run);
+}
+/* Visits a run's events from `version` on; *visited counts them, up to limit. */
+static int visit_run(struct shard *shard, struct shard_read *r, const struct record_run *run,
+                     uint32_t version, unsigned limit, struct visitor *v, unsigned *visited,
+                     bool *stop) {
+  int rc = 0;
+  uint32_t i = version > run->first_version ? version - run->first_version : 0;
+  for (; rc == 0 && !*stop && *visited < limit && i < run->count; i++) {
+    uint64_t position = run->first_position + i;
+    uint8_t key[RECORD_POSITION_LEN];
+    record_position_key(key, position);
+    MDB_val k = {sizeof(key), key}, event;
+    if ((rc = db__indexed_event(r->log, &shard->db, &k, &event)) == 0 &&
+        (rc = visit_event(v, &event, position, stop)) == 0 && !*stop)
+      (*visited)++;
+  }
+  return rc;
+}
+
 /* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
 static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stream_id,
                         uint32_t from_version, unsigned limit, const struct reader *to) {
@@ -136,22 +191,16 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   int rc = mdb_cursor_open(r->index, shard->db.stream_index, &cursor);
   if (rc != 0)
     return rc;
-  uint8_t key[RECORD_INDEX_KEY_LEN];
-  record_index_key(key, stream_id, from_version);
-  MDB_val ik = {sizeof(key), key}, iv, event;
+  struct record_run run;
   unsigned visited = 0;
   bool stop = false;
   struct visitor v;
   visitor_init(&v, to);
-  rc = mdb_cursor_get(cursor, &ik, &iv, MDB_SET_RANGE);
-  while (rc == 0 && visited < limit && ik.mv_size == RECORD_INDEX_KEY_LEN &&
-         record_get_u64(ik.mv_data) == stream_id) {
-    if ((rc = db__indexed_event(r->log, &shard->db, &iv, &event)) != 0 ||
-        (rc = visit_event(&v, &event, record_get_u64(iv.mv_data), &stop)) != 0 || stop)
-      break;
-    visited++;
-    rc = mdb_cursor_get(cursor, &ik, &iv, MDB_NEXT);
-  }
+  rc = seek_run(cursor, stream_id, from_version, &run);
+  while (rc == 0 &&
+         (rc = visit_run(shard, r, &run, from_version, limit, &v, &visited, &stop)) == 0 &&
+         !stop && visited < limit)
+    rc = run_at(cursor, MDB_NEXT, stream_id, &run);
   visitor_deinit(&v);
   mdb_cursor_close(cursor);
   return rc;

@@ -15,12 +15,13 @@
 
 #define RECORD_POSITION_LEN 8
 #define RECORD_INDEX_KEY_LEN 12
+#define RECORD_RUN_MAX 12
 #define RECORD_STREAM_LEN 16
 
 /*
  * streams: name -> stream id and created-at, written once, when the stream
- * is created. Its length is not stored here: it is one more than the last
- * version in stream_index, so an append dirties no streams page.
+ * is created. Its length is not stored here: it is where the stream's last
+ * run in stream_index ends, so an append dirties no streams page.
  */
 struct stream_record {
   uint64_t stream_id;
@@ -45,17 +46,36 @@ int record_key_compare(const MDB_val *a, const MDB_val *b);
 /* events: position key */
 void record_position_key(uint8_t out[RECORD_POSITION_LEN], uint64_t position);
 
-/* stream_index: (stream id, version) -> position key */
+/*
+ * stream_index: a run of a stream's versions stored at consecutive
+ * positions, such as an append's events: (stream id, first version) ->
+ * first position (8), and the run's length (4) when it is more than one.
+ * One entry per append, not per event: appends of many events write a
+ * fraction of the index they did.
+ */
+struct record_run {
+  uint32_t first_version;
+  uint64_t first_position;
+  uint32_t count;
+};
 void record_index_key(uint8_t out[RECORD_INDEX_KEY_LEN], uint64_t stream_id, uint32_t version);
+/** Writes a run's value; returns its size. */
+size_t record_run_encode(uint8_t out[RECORD_RUN_MAX], const struct record_run *run);
+/** A stream_index entry's run, its key's stream in *stream_id. False when damaged. */
+bool record_run_decode(const MDB_val *key, const MDB_val *value, uint64_t *stream_id,
+                       struct record_run *run);
+/** Whether the run holds that version. */
+static inline bool record_run_holds(const struct record_run *run, uint32_t version) {
+  return version >= run->first_version && version - run->first_version < run->count;
+}
 
 void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_record *r);
 /** Returns false when the value has the wrong size (damaged data). */
 bool record_stream_decode(const void *in, size_t len, struct stream_record *r);
 
 /**
- * The position an index value names: stream_index's, and event_ids' (id ->
- * position key alone; an exact retry reads the rest from the log, shard.c).
- * False when damaged.
+ * The position an event_ids value names (id -> position key alone; an
+ * exact retry reads the rest from the log, shard.c). False when damaged.
  */
 bool record_position_decode(const void *in, size_t len, uint64_t *position);
 

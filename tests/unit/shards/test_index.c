@@ -349,6 +349,65 @@ static void a_format_2_index_is_rebuilt(void **state) {
   reopen_and_compare(f, before);
 }
 
+/* The entries of a shard's stream_index, the store closed. */
+static size_t stream_index_entries(const struct harness_fixture *f, unsigned shard) {
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, shard, "index", &env);
+  MDB_dbi dbi;
+  MDB_stat stat;
+  assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &dbi), 0);
+  assert_int_equal(mdb_stat(txn, dbi, &stat), 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return stat.ms_entries;
+}
+
+#define LONG_APPENDS 20
+#define LONG_APPEND_SIZE 128 /* 2,560 events: two catch-up steps of at most 2,000 */
+
+/*
+ * A commit writes a stream_index entry per append. A rebuild indexes runs
+ * as the log has them: one stream's appends, one after the other, are one
+ * run, cut where a catch-up step ends; reads and appends cannot tell.
+ */
+static void a_rebuilt_index_holds_runs_across_appends_and_steps(void **state) {
+  struct harness_fixture *f = *state;
+  const char *name = "long";
+  unsigned shard = evf_stream_shard(name, strlen(name), SHARDS);
+  for (int32_t i = 0; i < LONG_APPENDS; i++)
+    assert_int_equal(harness_fixture_append(f, name, i * LONG_APPEND_SIZE, LONG_APPEND_SIZE,
+                                             NULL, NULL),
+                     0);
+  struct harness_events before, e;
+  assert_int_equal(harness_read_stream(f->store, name, 1990, 20, &before), 0);
+  assert_int_equal(before.count, 20);
+  harness_fixture_close(f);
+  assert_int_equal(stream_index_entries(f, shard), LONG_APPENDS);
+  char path[4300];
+  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
+  assert_int_equal(unlink(path), 0);
+  harness_fixture_open(f);
+  assert_int_equal(harness_read_stream(f->store, name, 1990, 20, &e), 0);
+  assert_int_equal(e.count, before.count);
+  for (size_t k = 0; k < e.count; k++) {
+    assert_int_equal(e.events[k]->version, 1990 + k);
+    assert_int_equal(e.events[k]->position, before.events[k]->position);
+    assert_string_equal(e.events[k]->id, before.events[k]->id);
+  }
+  harness_events_free(&e);
+  harness_events_free(&before);
+  uint32_t length = LONG_APPENDS * LONG_APPEND_SIZE;
+  struct harness_result r;
+  assert_int_equal(harness_fixture_append(f, name, (int32_t)length - 1, 1, NULL, &r),
+                   EVF_EVERSION);
+  assert_int_equal(r.actual_version, length);
+  assert_int_equal(harness_fixture_append(f, name, (int32_t)length, 1, NULL, NULL), 0);
+  harness_fixture_close(f);
+  /* the two steps' runs, and the append after the rebuild */
+  assert_int_equal(stream_index_entries(f, shard), 3);
+  harness_fixture_open(f);
+}
+
 /* Writes format n into DATA/FORMAT, as an older server left it. */
 static void set_folder_format(struct harness_fixture *f, unsigned n) {
   char format[4300], command[8700];
@@ -556,6 +615,7 @@ int main(void) {
       T(a_log_the_index_cannot_follow_is_refused),
       T(a_clean_close_removes_the_open_mark),
       T(a_format_2_index_is_rebuilt),
+      T(a_rebuilt_index_holds_runs_across_appends_and_steps),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,61 @@ static void index_keys_group_by_stream_then_version(void **state) {
   assert_int_equal(record_get_u32(c + 8), 1);
 }
 
+static void assert_run_equal(const struct record_run *a, const struct record_run *b) {
+  assert_int_equal(a->first_version, b->first_version);
+  assert_int_equal(a->first_position, b->first_position);
+  assert_int_equal(a->count, b->count);
+}
+
+static bool run_decodes(uint64_t stream_id, uint32_t version, const uint8_t *value, size_t len,
+                        struct record_run *run) {
+  uint8_t key[RECORD_INDEX_KEY_LEN];
+  uint64_t of_stream = 0;
+  record_index_key(key, stream_id, version);
+  MDB_val k = {sizeof(key), key}, v = {len, (void *)value};
+  return record_run_decode(&k, &v, &of_stream, run) && of_stream == stream_id;
+}
+
+/* A run of one is stored as the position alone; a longer one adds its length. */
+static void runs_round_trip_in_their_shortest_value(void **state) {
+  (void)state;
+  uint8_t value[RECORD_RUN_MAX];
+  struct record_run run;
+  struct record_run one = {.first_version = 7, .first_position = 1234, .count = 1};
+  assert_int_equal(record_run_encode(value, &one), RECORD_POSITION_LEN);
+  assert_true(run_decodes(3, 7, value, RECORD_POSITION_LEN, &run));
+  assert_run_equal(&run, &one);
+  struct record_run many = {.first_version = 7, .first_position = 1234, .count = 1000};
+  assert_int_equal(record_run_encode(value, &many), RECORD_RUN_MAX);
+  assert_true(run_decodes(3, 7, value, RECORD_RUN_MAX, &run));
+  assert_run_equal(&run, &many);
+  assert_true(record_run_holds(&run, 7));
+  assert_true(record_run_holds(&run, 1006));
+  assert_false(record_run_holds(&run, 6));
+  assert_false(record_run_holds(&run, 1007));
+}
+
+static void damaged_runs_are_refused(void **state) {
+  (void)state;
+  uint8_t value[RECORD_RUN_MAX];
+  struct record_run run;
+  record_put_u64(value, 10);
+  record_put_u32(value + RECORD_POSITION_LEN, 2);
+  assert_false(run_decodes(1, 0, value, 10, &run));
+  assert_false(run_decodes(1, UINT32_MAX, value, RECORD_RUN_MAX, &run)); /* versions overflow */
+  assert_true(run_decodes(1, UINT32_MAX - 1, value, RECORD_RUN_MAX, &run));
+  for (uint32_t count = 0; count < 2; count++) { /* the longer value for a run under two */
+    record_put_u32(value + RECORD_POSITION_LEN, count);
+    assert_false(run_decodes(1, 0, value, RECORD_RUN_MAX, &run));
+  }
+  record_put_u64(value, UINT64_MAX); /* positions overflow */
+  record_put_u32(value + RECORD_POSITION_LEN, 2);
+  assert_false(run_decodes(1, 0, value, RECORD_RUN_MAX, &run));
+  MDB_val short_key = {8, value}, v = {RECORD_POSITION_LEN, value};
+  uint64_t stream_id;
+  assert_false(record_run_decode(&short_key, &v, &stream_id, &run));
+}
+
 /* LMDB's own order for these keys: memcmp over the common length, then the shorter first. */
 static int lmdb_default_order(const MDB_val *a, const MDB_val *b) {
   size_t common = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
@@ -340,6 +395,8 @@ int main(void) {
       cmocka_unit_test(integers_are_big_endian),
       cmocka_unit_test(position_keys_sort_numerically),
       cmocka_unit_test(index_keys_group_by_stream_then_version),
+      cmocka_unit_test(runs_round_trip_in_their_shortest_value),
+      cmocka_unit_test(damaged_runs_are_refused),
       cmocka_unit_test(key_comparison_keeps_lmdb_order),
       cmocka_unit_test(stream_record_round_trips),
       cmocka_unit_test(position_values_round_trip),

@@ -381,6 +381,43 @@ static void stream_reads_page_from_a_version(void **state) {
   assert_int_equal(harness_read_stream(f->store, "all", 0, 0, &e), EVF_EINVAL);
 }
 
+/*
+ * An append's events are one stream_index entry (a run): a read may start
+ * at any version inside a run and go on across the next ones, with other
+ * streams' events at the positions between.
+ */
+static void stream_reads_start_inside_and_cross_appends(void **state) {
+  struct harness_fixture *f = *state;
+  static const size_t sizes[] = {1, 3, 5, 2};
+  uint32_t length = 0;
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    assert_int_equal(harness_fixture_append(f, "runs", (int32_t)length, sizes[i], NULL, NULL), 0);
+    assert_int_equal(harness_fixture_append(f, "other", -1, 2, NULL, NULL), 0);
+    length += (uint32_t)sizes[i];
+  }
+  struct harness_events all, e;
+  assert_int_equal(harness_read_stream(f->store, "runs", 0, 0, &all), 0);
+  assert_int_equal(all.count, length);
+  for (uint32_t from = 0; from <= length + 1; from++) {
+    for (uint32_t limit = 0; limit <= 4; limit++) {
+      assert_int_equal(harness_read_stream(f->store, "runs", from, limit, &e), 0);
+      uint32_t left = from < length ? length - from : 0;
+      assert_int_equal(e.count, limit == 0 || limit > left ? left : limit);
+      for (size_t k = 0; k < e.count; k++) {
+        assert_int_equal(e.events[k]->version, from + k);
+        assert_int_equal(e.events[k]->position, all.events[from + k]->position);
+        assert_string_equal(e.events[k]->id, all.events[from + k]->id);
+      }
+      harness_events_free(&e);
+    }
+  }
+  harness_events_free(&all);
+  struct harness_result r;
+  assert_int_equal(harness_fixture_append(f, "runs", (int32_t)length - 1, 1, NULL, &r),
+                   EVF_EVERSION);
+  assert_int_equal(r.actual_version, length);
+}
+
 static void reads_are_capped_at_the_page_size(void **state) {
   (void)state;
   char *dir = harness_make_dir();
@@ -759,6 +796,7 @@ int main(void) {
       T(causation_and_correlation_are_kept_lowercase),
       cmocka_unit_test(events_larger_than_the_limit_are_refused),
       T(stream_reads_page_from_a_version),
+      T(stream_reads_start_inside_and_cross_appends),
       cmocka_unit_test(reads_are_capped_at_the_page_size),
       T(the_global_stream_merges_shards_in_position_order),
       T(a_visitor_can_cut_the_page),
