@@ -16,12 +16,19 @@
 /* With less room than this left, a failed write of the log is the disk filling up. */
 #define LOG_ROOM_FULL (64u << 20)
 
-static void lowercase_uuid(const char *given, const char *fallback, char out[EVF_UUID_TEXT_LEN + 1]) {
+/*
+ * A causation or correlation id as stored: the event's own id text when
+ * none is given or the one given is that id (the short form then leaves
+ * both out, records.h); otherwise the given one in lowercase, in buf.
+ */
+static char *other_id(const char *given, const struct evf_uuid *own, char *own_text,
+                            char buf[EVF_UUID_TEXT_LEN + 1]) {
   struct evf_uuid id;
-  if (given[0] != '\0' && evf_uuid_parse(given, strlen(given), &id) == 0)
-    evf_uuid_format(&id, out);
-  else
-    memcpy(out, fallback, EVF_UUID_TEXT_LEN + 1);
+  if (given[0] == '\0' || evf_uuid_parse(given, strlen(given), &id) != 0 ||
+      memcmp(&id, own, sizeof(id)) == 0)
+    return own_text;
+  evf_uuid_format(&id, buf);
+  return buf;
 }
 
 /*
@@ -41,8 +48,6 @@ static int put_event(struct batch_txns *txns, const struct store_append *req, si
   char id[EVF_UUID_TEXT_LEN + 1], causation[EVF_UUID_TEXT_LEN + 1],
       correlation[EVF_UUID_TEXT_LEN + 1];
   evf_uuid_format(&req->ids[i], id);
-  lowercase_uuid(in->causation_id, id, causation);
-  lowercase_uuid(in->correlation_id, id, correlation);
 
   Api__Event event = API__EVENT__INIT;
   event.id = id;
@@ -51,8 +56,8 @@ static int put_event(struct batch_txns *txns, const struct store_append *req, si
   event.type = in->type;
   event.data = in->data;
   event.metadata = in->metadata;
-  event.causation_id = causation;
-  event.correlation_id = correlation;
+  event.causation_id = other_id(in->causation_id, &req->ids[i], id, causation);
+  event.correlation_id = other_id(in->correlation_id, &req->ids[i], id, correlation);
   event.added_at = req->added_at;
   event.position = req->first_position + i;
 

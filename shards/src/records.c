@@ -155,10 +155,12 @@ size_t record_event_size(const Api__Event *e, struct record_event_text *text) {
          varint_field_size(e->position);
 }
 
+static bool same_text(const char *a, const char *b) { return a == b || strcmp(a, b) == 0; }
+
 /* Both other ids are the event's own, and added_at is there to mark the short form. */
 static bool can_be_short(const Api__Event *e, const struct record_event_text *text) {
-  return text->id != 0 && e->added_at != 0 && strcmp(e->causation_id, e->id) == 0 &&
-         strcmp(e->correlation_id, e->id) == 0;
+  return text->id != 0 && e->added_at != 0 && same_text(e->causation_id, e->id) &&
+         same_text(e->correlation_id, e->id);
 }
 
 size_t record_event_stored_size(const Api__Event *e, struct record_event_text *text) {
