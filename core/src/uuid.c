@@ -119,12 +119,13 @@ static void seed(void) {
   state.seeded = true;
 }
 
-void evf_uuid_v7(struct evf_uuid *out) {
+void evf_uuid_v7(struct evf_uuid *out) { evf_uuid_v7_at(out, evf_now_ms()); }
+
+void evf_uuid_v7_at(struct evf_uuid *out, int64_t now_ms) {
   if (!state.seeded)
     seed();
-  int64_t ms = evf_now_ms();
-  if (ms > state.last_ms) {
-    state.last_ms = ms;
+  if (now_ms > state.last_ms) {
+    state.last_ms = now_ms;
     state.counter = (uint16_t)(next_random() & 0x7FF); /* leave room to count up */
   } else if (++state.counter > 0xFFF) {
     /* 4096 ids in one millisecond, or the clock stepped back: borrow the next ms. */

@@ -2,6 +2,7 @@
 #include "internal.h"
 #include "records.h"
 
+#include "evf/clock.h"
 #include "evf/status.h"
 #include "evf/utf8.h"
 
@@ -96,15 +97,25 @@ static int validate_event(const struct store_options *options, struct store_appe
     return invalid(req, "causation_id must be a UUID (8-4-4-4-12 hex, not nil)");
   if (!optional_uuid_valid(e->correlation_id))
     return invalid(req, "correlation_id must be a UUID (8-4-4-4-12 hex, not nil)");
-  if (e->id[0] == '\0')
-    evf_uuid_v7(id);
-  else if (evf_uuid_parse(e->id, strlen(e->id), id) != 0)
+  if (e->id[0] != '\0' && evf_uuid_parse(e->id, strlen(e->id), id) != 0)
     return invalid(req, "an event id must be a UUID (8-4-4-4-12 hex, not nil)");
   if (options->max_event_size != 0 && stored_size(base, e) > options->max_event_size) {
     req->detail = "an event is larger than the largest that can be read back (MAX_MESSAGE_SIZE)";
     return EVF_ETOOBIG;
   }
   return 0;
+}
+
+/*
+ * Ids for the events given none, at one clock read per append: a read for
+ * each was 2.5% of the machine's time at 1000 events per call (perf).
+ */
+static void generate_ids(struct store_append *req) {
+  int64_t now_ms = evf_now_ms();
+  for (size_t i = 0; i < req->request->n_events; i++) {
+    if (!store__client_id(req->request, i))
+      evf_uuid_v7_at(&req->ids[i], now_ms);
+  }
 }
 
 int validate__append(const struct store_options *options, struct store_append *req) {
@@ -126,5 +137,6 @@ int validate__append(const struct store_options *options, struct store_append *r
     if (rc != 0)
       return rc;
   }
+  generate_ids(req);
   return check_client_ids_distinct(req);
 }

@@ -26,6 +26,8 @@ void evf_uuid_format(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1])
  * then 62 random bits. Any thread; the generator state is per thread.
  */
 void evf_uuid_v7(struct evf_uuid *out);
+/** The same, at a time the caller read (evf_now_ms): one clock read for many ids. */
+void evf_uuid_v7_at(struct evf_uuid *out, int64_t now_ms);
 
 bool evf_uuid_is_nil(const struct evf_uuid *id);
 
