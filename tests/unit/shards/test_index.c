@@ -116,6 +116,13 @@ static void shard_file(const struct harness_fixture *f, unsigned shard, const ch
   snprintf(out, len, "%s/shard-%03u/%s", f->dir, shard, name);
 }
 
+/* Deletes a shard's index, which the next start rebuilds from the log. */
+static void delete_index(const struct harness_fixture *f, unsigned shard) {
+  char path[4300];
+  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
+  assert_int_equal(unlink(path), 0);
+}
+
 /* Copies a file of every shard's folder to another name in it. */
 static void copy_in_shards(const struct harness_fixture *f, const char *from, const char *to) {
   for (unsigned s = 0; s < SHARDS; s++) {
@@ -197,9 +204,7 @@ static unsigned plant_in_log(struct harness_fixture *f, const Api__Event *event,
   assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
   assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
   commit_edit(env, txn);
-  char path[4300];
-  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
-  assert_int_equal(unlink(path), 0);
+  delete_index(f, shard);
   return shard;
 }
 
@@ -240,11 +245,8 @@ static void a_missing_index_is_rebuilt_from_the_log(void **state) {
   fill(f, 1);
   char *before = describe(f->store);
   harness_fixture_close(f);
-  for (unsigned s = 0; s < SHARDS; s++) {
-    char path[4300];
-    shard_file(f, s, "index/data.mdb", path, sizeof(path));
-    assert_int_equal(unlink(path), 0);
-  }
+  for (unsigned s = 0; s < SHARDS; s++)
+    delete_index(f, s);
   reopen_and_compare(f, before);
 }
 
@@ -383,9 +385,7 @@ static void a_rebuilt_index_holds_runs_across_appends_and_steps(void **state) {
   assert_int_equal(before.count, 20);
   harness_fixture_close(f);
   assert_int_equal(stream_index_entries(f, shard), LONG_APPENDS);
-  char path[4300];
-  shard_file(f, shard, "index/data.mdb", path, sizeof(path));
-  assert_int_equal(unlink(path), 0);
+  delete_index(f, shard);
   harness_fixture_open(f);
   assert_int_equal(harness_read_stream(f->store, name, 1990, 20, &e), 0);
   assert_int_equal(e.count, before.count);
@@ -406,6 +406,92 @@ static void a_rebuilt_index_holds_runs_across_appends_and_steps(void **state) {
   /* the two steps' runs, and the append after the rebuild */
   assert_int_equal(stream_index_entries(f, shard), 3);
   harness_fixture_open(f);
+}
+
+/* A stream as appended: its length and the position of each version. */
+struct appended {
+  char name[32];
+  uint32_t length;
+  uint64_t positions[32];
+};
+
+/* The first name with that prefix and a number whose stream belongs to the shard. */
+static void name_in_shard(const char *prefix, unsigned shard, unsigned skip, char out[32]) {
+  for (unsigned i = 0;; i++) {
+    snprintf(out, 32, "%s%u", prefix, i);
+    if (evf_stream_shard(out, strlen(out), SHARDS) == shard && skip-- == 0)
+      return;
+  }
+}
+
+static void append_to(struct harness_fixture *f, struct appended *stream, size_t n) {
+  struct harness_result r;
+  assert_true(stream->length + n <= sizeof(stream->positions) / sizeof(stream->positions[0]));
+  assert_int_equal(
+      harness_fixture_append(f, stream->name, (int32_t)stream->length, n, NULL, &r), 0);
+  for (size_t i = 0; i < n; i++)
+    stream->positions[stream->length + i] = r.first_position + i;
+  stream->length += (uint32_t)n;
+}
+
+/* Reads from every version, and past the end, with limits of 0 to 4: what was appended. */
+static void assert_read_as_appended(struct harness_fixture *f, const struct appended *stream) {
+  for (uint32_t from = 0; from <= stream->length + 1; from++) {
+    for (uint32_t limit = 0; limit <= 4; limit++) {
+      struct harness_events e;
+      assert_int_equal(harness_read_stream(f->store, stream->name, from, limit, &e), 0);
+      uint32_t left = from < stream->length ? stream->length - from : 0;
+      assert_int_equal(e.count, limit == 0 || limit > left ? left : limit);
+      for (size_t k = 0; k < e.count; k++) {
+        assert_string_equal(e.events[k]->stream, stream->name);
+        assert_int_equal(e.events[k]->version, from + k);
+        assert_int_equal(e.events[k]->position, stream->positions[from + k]);
+      }
+      harness_events_free(&e);
+    }
+  }
+  struct harness_result r;
+  assert_int_equal(
+      harness_fixture_append(f, stream->name, (int32_t)stream->length - 1, 1, NULL, &r),
+      EVF_EVERSION);
+  assert_int_equal(r.actual_version, stream->length);
+}
+
+/*
+ * A rebuild joins into one run only a stream's next version at the next
+ * position. Four streams of one shard (neighbours in stream_index) take
+ * appends in turns, with another shard's events at the positions between;
+ * then unary appends to two streams by turns (each event the next position
+ * after the other stream's), and to one stream with the other shard's
+ * events between. Every read is the same before and after the rebuild.
+ */
+static void a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position(void **state) {
+  struct harness_fixture *f = *state;
+  enum { NEIGHBOURS = 4, OTHER = NEIGHBOURS, STREAMS };
+  struct appended made[STREAMS] = {0};
+  for (unsigned i = 0; i < NEIGHBOURS; i++)
+    name_in_shard("neighbour-", 0, i, made[i].name);
+  name_in_shard("other-", 1, 0, made[OTHER].name);
+  static const unsigned turns[][2] = {{0, 3}, {1, 2}, {OTHER, 1}, {0, 2}, {2, 3}, {1, 1},
+                                      {0, 1}, {OTHER, 2}, {0, 4}, {2, 1}, {3, 1}, {3, 5}};
+  for (size_t i = 0; i < sizeof(turns) / sizeof(turns[0]); i++)
+    append_to(f, &made[turns[i][0]], turns[i][1]);
+  for (int i = 0; i < 4; i++) {
+    append_to(f, &made[1], 1);
+    append_to(f, &made[2], 1);
+  }
+  for (int i = 0; i < 4; i++) {
+    append_to(f, &made[3], 1);
+    append_to(f, &made[OTHER], 1);
+  }
+  for (unsigned i = 0; i < STREAMS; i++)
+    assert_read_as_appended(f, &made[i]);
+  harness_fixture_close(f);
+  for (unsigned s = 0; s < SHARDS; s++)
+    delete_index(f, s);
+  harness_fixture_open(f);
+  for (unsigned i = 0; i < STREAMS; i++)
+    assert_read_as_appended(f, &made[i]);
 }
 
 /* Writes format n into DATA/FORMAT, as an older server left it. */
@@ -462,9 +548,7 @@ static void make_format_1(struct harness_fixture *f) {
       put_u64(txn, dbi, "stale", 1);
     }
     commit_edit(env, txn);
-    char path[4300];
-    shard_file(f, s, "index/data.mdb", path, sizeof(path));
-    assert_int_equal(unlink(path), 0);
+    delete_index(f, s);
   }
   set_folder_format(f, 1);
 }
@@ -616,6 +700,7 @@ int main(void) {
       T(a_clean_close_removes_the_open_mark),
       T(a_format_2_index_is_rebuilt),
       T(a_rebuilt_index_holds_runs_across_appends_and_steps),
+      T(a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
