@@ -177,11 +177,14 @@ int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_i
   *length = 0;
   if (rc == MDB_NOTFOUND)
     return 0;
-  if (rc == 0 && !record_run_decode(&k, &v, &of_stream, &run))
+  if (rc == 0 && !record_index_key_stream(&k, &of_stream))
     rc = MDB_CORRUPTED;
-  if (rc == 0 && of_stream == stream_id)
-    *length = run.first_version + run.count;
-  return rc;
+  if (rc != 0 || of_stream != stream_id)
+    return rc;
+  if (!record_run_decode(&k, &v, &run))
+    return MDB_CORRUPTED;
+  *length = run.first_version + run.count;
+  return 0;
 }
 
 /*

@@ -5,7 +5,7 @@
  * blocks on request: LMDB then changes pages in the map itself, instead of
  * building them in memory and copying each one into the page cache with
  * pwrite(2) at commit. That copy was the largest cost of a commit: with
- * many streams, each event dirties a stream_index leaf of its own.
+ * many streams, each append dirties a stream_index leaf of its own.
  *
  * The price: LMDB extends the file to the map's size, sparse. A store into
  * a hole that the file system cannot fill (a full disk) raises SIGBUS in

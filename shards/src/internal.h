@@ -240,7 +240,7 @@ int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size,
                    size_t err_len);
 /** Syncs the index and marks it closed cleanly. */
 void index_db__close(struct shard_db *db);
-/** A stream's length: one more than its last version in stream_index. Returns an LMDB code. */
+/** A stream's length: where its last run in stream_index ends. Returns an LMDB code. */
 int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
                             uint32_t *length);
 /** A stream's record and length as the index holds them; MDB_NOTFOUND for a new stream. */

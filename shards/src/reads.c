@@ -135,9 +135,13 @@ static int run_at(MDB_cursor *cursor, MDB_cursor_op op, uint64_t stream_id,
   MDB_val k, v;
   uint64_t of_stream;
   int rc = mdb_cursor_get(cursor, &k, &v, op);
-  if (rc == 0 && !record_run_decode(&k, &v, &of_stream, run))
+  if (rc != 0)
+    return rc;
+  if (!record_index_key_stream(&k, &of_stream))
     return MDB_CORRUPTED;
-  return rc == 0 && of_stream != stream_id ? MDB_NOTFOUND : rc;
+  if (of_stream != stream_id)
+    return MDB_NOTFOUND; /* another stream's entry is not decoded: its damage is its own */
+  return record_run_decode(&k, &v, run) ? 0 : MDB_CORRUPTED;
 }
 
 /*
@@ -154,7 +158,7 @@ static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
   if (rc != 0 && rc != MDB_NOTFOUND)
     return rc;
   bool past_end = rc == MDB_NOTFOUND;
-  if (!past_end && memcmp(k.mv_data, key, sizeof(key)) == 0)
+  if (!past_end && k.mv_size == sizeof(key) && memcmp(k.mv_data, key, sizeof(key)) == 0)
     return run_at(cursor, MDB_GET_CURRENT, stream_id, run);
   rc = run_at(cursor, past_end ? MDB_LAST : MDB_PREV, stream_id, run);
   if (rc == 0 && record_run_holds(run, version))
@@ -166,6 +170,7 @@ static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
   rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
   return rc != 0 ? rc : run_at(cursor, MDB_GET_CURRENT, stream_id, run);
 }
+
 /* Visits a run's events from `version` on; *visited counts them, up to limit. */
 static int visit_run(struct shard *shard, struct shard_read *r, const struct record_run *run,
                      uint32_t version, unsigned limit, struct visitor *v, unsigned *visited,

@@ -69,20 +69,25 @@ size_t record_run_encode(uint8_t out[RECORD_RUN_MAX], const struct record_run *r
   return RECORD_RUN_MAX;
 }
 
-bool record_run_decode(const MDB_val *key, const MDB_val *value, uint64_t *stream_id,
-                       struct record_run *run) {
+bool record_index_key_stream(const MDB_val *key, uint64_t *stream_id) {
+  if (key->mv_size != RECORD_INDEX_KEY_LEN)
+    return false;
+  *stream_id = record_get_u64(key->mv_data);
+  return true;
+}
+
+bool record_run_decode(const MDB_val *key, const MDB_val *value, struct record_run *run) {
   if (key->mv_size != RECORD_INDEX_KEY_LEN ||
       (value->mv_size != RECORD_POSITION_LEN && value->mv_size != RECORD_RUN_MAX))
     return false;
   const uint8_t *k = key->mv_data, *v = value->mv_data;
-  *stream_id = record_get_u64(k);
   run->first_version = record_get_u32(k + 8);
   run->first_position = record_get_u64(v);
   run->count = value->mv_size == RECORD_RUN_MAX ? record_get_u32(v + RECORD_POSITION_LEN) : 1;
   if (value->mv_size == RECORD_RUN_MAX && run->count < 2)
     return false; /* the longer value is written for runs of two or more */
-  uint32_t last = run->count - 1;
-  return last <= UINT32_MAX - run->first_version && last <= UINT64_MAX - run->first_position;
+  return run->count <= UINT32_MAX - run->first_version &&
+         run->count - 1 <= UINT64_MAX - run->first_position;
 }
 
 void record_stream_encode(uint8_t out[RECORD_STREAM_LEN], const struct stream_record *r) {

@@ -61,9 +61,13 @@ struct record_run {
 void record_index_key(uint8_t out[RECORD_INDEX_KEY_LEN], uint64_t stream_id, uint32_t version);
 /** Writes a run's value; returns its size. */
 size_t record_run_encode(uint8_t out[RECORD_RUN_MAX], const struct record_run *run);
-/** A stream_index entry's run, its key's stream in *stream_id. False when damaged. */
-bool record_run_decode(const MDB_val *key, const MDB_val *value, uint64_t *stream_id,
-                       struct record_run *run);
+/** The stream of a stream_index key. False when damaged. */
+bool record_index_key_stream(const MDB_val *key, uint64_t *stream_id);
+/**
+ * A stream_index entry's run. False when damaged, or when the stream's
+ * length (first version + count) would not fit in 32 bits.
+ */
+bool record_run_decode(const MDB_val *key, const MDB_val *value, struct record_run *run);
 /** Whether the run holds that version. */
 static inline bool record_run_holds(const struct record_run *run, uint32_t version) {
   return version >= run->first_version && version - run->first_version < run->count;
