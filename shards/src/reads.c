@@ -171,29 +171,55 @@ static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
   return rc != 0 ? rc : run_at(cursor, MDB_GET_CURRENT, stream_id, run);
 }
 
-/* Visits a run's events from `version` on; *visited counts them, up to limit. */
-static int visit_run(struct shard *shard, struct shard_read *r, const struct record_run *run,
-                     uint32_t version, unsigned limit, struct visitor *v, unsigned *visited,
-                     bool *stop) {
-  int rc = 0;
+/*
+ * Visits a run's events from `version` on; *visited counts them, up to
+ * limit. The events of a run are neighbours in the log: the first is
+ * looked up, the others are the next ones.
+ */
+static int visit_run(MDB_cursor *log, const struct record_run *run, uint32_t version,
+                     unsigned limit, struct visitor *v, unsigned *visited, bool *stop) {
   uint32_t i = version > run->first_version ? version - run->first_version : 0;
-  for (; rc == 0 && !*stop && *visited < limit && i < run->count; i++) {
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, run->first_position + i);
+  MDB_val k = {sizeof(key), key}, event;
+  MDB_cursor_op op = MDB_SET_KEY;
+  int rc = 0;
+  for (; rc == 0 && !*stop && *visited < limit && i < run->count; i++, op = MDB_NEXT) {
     uint64_t position = run->first_position + i;
-    uint8_t key[RECORD_POSITION_LEN];
-    record_position_key(key, position);
-    MDB_val k = {sizeof(key), key}, event;
-    if ((rc = db__indexed_event(r->log, &shard->db, &k, &event)) == 0 &&
-        (rc = visit_event(v, &event, position, stop)) == 0 && !*stop)
+    rc = mdb_cursor_get(log, &k, &event, op);
+    if (rc == MDB_NOTFOUND || (rc == 0 && (k.mv_size != RECORD_POSITION_LEN ||
+                                           record_get_u64(k.mv_data) != position)))
+      rc = MDB_CORRUPTED; /* an index entry without its event */
+    if (rc == 0 && (rc = visit_event(v, &event, position, stop)) == 0 && !*stop)
       (*visited)++;
   }
   return rc;
 }
 
+/* The stream's runs and the log they point into, each with a cursor. */
+struct stream_cursors {
+  MDB_cursor *runs;
+  MDB_cursor *log;
+};
+
+static int open_stream_cursors(struct shard *shard, struct shard_read *r,
+                               struct stream_cursors *c) {
+  int rc = mdb_cursor_open(r->index, shard->db.stream_index, &c->runs);
+  if (rc == 0 && (rc = mdb_cursor_open(r->log, shard->db.events, &c->log)) != 0)
+    mdb_cursor_close(c->runs);
+  return rc;
+}
+
+static void close_stream_cursors(struct stream_cursors *c) {
+  mdb_cursor_close(c->log);
+  mdb_cursor_close(c->runs);
+}
+
 /* Returns an LMDB code; MDB_NOTFOUND at the end of the stream. */
 static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stream_id,
                         uint32_t from_version, unsigned limit, const struct reader *to) {
-  MDB_cursor *cursor;
-  int rc = mdb_cursor_open(r->index, shard->db.stream_index, &cursor);
+  struct stream_cursors c;
+  int rc = open_stream_cursors(shard, r, &c);
   if (rc != 0)
     return rc;
   struct record_run run;
@@ -201,13 +227,12 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   bool stop = false;
   struct visitor v;
   visitor_init(&v, to);
-  rc = seek_run(cursor, stream_id, from_version, &run);
-  while (rc == 0 &&
-         (rc = visit_run(shard, r, &run, from_version, limit, &v, &visited, &stop)) == 0 &&
+  rc = seek_run(c.runs, stream_id, from_version, &run);
+  while (rc == 0 && (rc = visit_run(c.log, &run, from_version, limit, &v, &visited, &stop)) == 0 &&
          !stop && visited < limit)
-    rc = run_at(cursor, MDB_NEXT, stream_id, &run);
+    rc = run_at(c.runs, MDB_NEXT, stream_id, &run);
   visitor_deinit(&v);
-  mdb_cursor_close(cursor);
+  close_stream_cursors(&c);
   return rc;
 }
 

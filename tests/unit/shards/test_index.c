@@ -494,6 +494,54 @@ static void a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position(vo
     assert_read_as_appended(f, &made[i]);
 }
 
+/* Rewrites the length of a stream's first run in its shard's index, the store closed. */
+static void set_first_run_length(const struct harness_fixture *f, const char *stream,
+                                 uint32_t count) {
+  unsigned shard = evf_stream_shard(stream, strlen(stream), SHARDS);
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, shard, "index", &env);
+  MDB_dbi streams_dbi, runs;
+  MDB_val k = {strlen(stream), (void *)stream}, v;
+  assert_int_equal(mdb_dbi_open(txn, "streams", 0, &streams_dbi), 0);
+  assert_int_equal(mdb_get(txn, streams_dbi, &k, &v), 0);
+  uint8_t key[RECORD_INDEX_KEY_LEN], value[RECORD_RUN_MAX];
+  record_index_key(key, record_get_u64(v.mv_data), 0);
+  k = (MDB_val){sizeof(key), key};
+  assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &runs), 0);
+  assert_int_equal(mdb_set_compare(txn, runs, record_key_compare), 0);
+  assert_int_equal(mdb_get(txn, runs, &k, &v), 0);
+  struct record_run run = {.first_version = 0, .first_position = record_get_u64(v.mv_data),
+                           .count = count};
+  v = (MDB_val){record_run_encode(value, &run), value};
+  assert_int_equal(mdb_put(txn, runs, &k, &v, 0), 0);
+  commit_edit(env, txn);
+}
+
+/*
+ * A run longer than the events its stream has in the log (a damaged
+ * index): its next position holds another stream's event of the other
+ * shard, and this shard's log goes on with a later one. The read fails
+ * rather than hand over that event as the stream's.
+ */
+static void a_run_past_its_events_in_the_log_fails_the_read(void **state) {
+  struct harness_fixture *f = *state;
+  char stream[32], later[32], other[32];
+  name_in_shard("runs-", 0, 0, stream);
+  name_in_shard("runs-", 0, 1, later);
+  name_in_shard("elsewhere-", 1, 0, other);
+  assert_int_equal(harness_fixture_append(f, stream, 0, 3, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, other, 0, 2, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, later, 0, 1, NULL, NULL), 0);
+  harness_fixture_close(f);
+  set_first_run_length(f, stream, 4);
+  harness_fixture_open(f);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), EVF_EINTERNAL);
+  assert_int_equal(harness_read_stream(f->store, stream, 0, 3, &e), 0);
+  assert_int_equal(e.count, 3);
+  harness_events_free(&e);
+}
+
 /* Writes format n into DATA/FORMAT, as an older server left it. */
 static void set_folder_format(struct harness_fixture *f, unsigned n) {
   char format[4300], command[8700];
@@ -701,6 +749,7 @@ int main(void) {
       T(a_format_2_index_is_rebuilt),
       T(a_rebuilt_index_holds_runs_across_appends_and_steps),
       T(a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position),
+      T(a_run_past_its_events_in_the_log_fails_the_read),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
