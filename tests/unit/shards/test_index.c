@@ -537,9 +537,77 @@ static void a_run_past_its_events_in_the_log_fails_the_read(void **state) {
   harness_fixture_open(f);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), EVF_EINTERNAL);
+  harness_events_free(&e); /* those handed over before the damage */
   assert_int_equal(harness_read_stream(f->store, stream, 0, 3, &e), 0);
   assert_int_equal(e.count, 3);
   harness_events_free(&e);
+}
+
+/* Reads the stream whole: the status, its events freed. */
+static int read_whole_stream(struct harness_fixture *f, const char *stream) {
+  struct harness_events e;
+  int rc = harness_read_stream(f->store, stream, 0, 0, &e);
+  harness_events_free(&e);
+  return rc;
+}
+
+/* A run past the last event of its shard's log, and one whose first event is gone. */
+static void a_run_missing_events_in_the_log_fails_the_read(void **state) {
+  struct harness_fixture *f = *state;
+  char longer[32], cut[32];
+  name_in_shard("longer-", 0, 0, longer);
+  name_in_shard("cut-", 1, 0, cut);
+  struct harness_result r;
+  assert_int_equal(harness_fixture_append(f, cut, 0, 3, NULL, &r), 0);
+  assert_int_equal(harness_fixture_append(f, longer, 0, 3, NULL, NULL), 0);
+  harness_fixture_close(f);
+  set_first_run_length(f, longer, 4);
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, 1, "", &env);
+  MDB_dbi events;
+  uint8_t key[RECORD_POSITION_LEN];
+  record_position_key(key, r.first_position);
+  MDB_val k = {sizeof(key), key};
+  assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+  assert_int_equal(mdb_del(txn, events, &k, NULL), 0);
+  commit_edit(env, txn);
+  harness_fixture_open(f);
+  assert_int_equal(read_whole_stream(f, longer), EVF_EINTERNAL);
+  assert_int_equal(read_whole_stream(f, cut), EVF_EINTERNAL);
+}
+
+/* The next stream's damaged run is not this stream's: its reads and appends go on. */
+static void a_damaged_neighbouring_run_leaves_the_stream_alone(void **state) {
+  struct harness_fixture *f = *state;
+  char stream[32], next[32];
+  name_in_shard("runs-", 0, 0, stream);
+  name_in_shard("runs-", 0, 1, next);
+  assert_int_equal(harness_fixture_append(f, stream, 0, 3, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, next, 0, 3, NULL, NULL), 0);
+  harness_fixture_close(f);
+  MDB_env *env;
+  MDB_txn *txn = begin_edit(f, 0, "index", &env);
+  MDB_dbi streams_dbi, runs;
+  MDB_val k = {strlen(next), (void *)next}, v;
+  assert_int_equal(mdb_dbi_open(txn, "streams", 0, &streams_dbi), 0);
+  assert_int_equal(mdb_get(txn, streams_dbi, &k, &v), 0);
+  uint8_t key[RECORD_INDEX_KEY_LEN], damaged[5] = {0};
+  record_index_key(key, record_get_u64(v.mv_data), 0);
+  k = (MDB_val){sizeof(key), key};
+  v = (MDB_val){sizeof(damaged), damaged};
+  assert_int_equal(mdb_dbi_open(txn, "stream_index", 0, &runs), 0);
+  assert_int_equal(mdb_set_compare(txn, runs, record_key_compare), 0);
+  assert_int_equal(mdb_put(txn, runs, &k, &v, 0), 0);
+  commit_edit(env, txn);
+  harness_fixture_open(f);
+  struct harness_events e;
+  assert_int_equal(harness_read_stream(f->store, stream, 0, 0, &e), 0);
+  assert_int_equal(e.count, 3);
+  harness_events_free(&e);
+  assert_int_equal(harness_read_stream(f->store, stream, 7, 0, &e), 0);
+  assert_int_equal(e.count, 0);
+  assert_int_equal(harness_fixture_append(f, stream, 3, 1, NULL, NULL), 0);
+  assert_int_equal(read_whole_stream(f, next), EVF_EINTERNAL);
 }
 
 /* Writes format n into DATA/FORMAT, as an older server left it. */
@@ -672,33 +740,45 @@ static void a_format_2_folder_is_renumbered_and_read_as_stored(void **state) {
 /* Format 3: the log keeps no causation or correlation id equal to the event's id. */
 static void stored_events_leave_out_their_own_id(void **state) {
   struct harness_fixture *f = *state;
-  struct harness_result r;
-  assert_int_equal(harness_fixture_append(f, "account-1", 0, 1, NULL, &r), 0);
+  struct harness_result r[2];
+  assert_int_equal(harness_fixture_append(f, "account-1", 0, 1, NULL, &r[0]), 0);
+  /* other ids given, as the event's own id in other letter cases: left out too */
+  static const char *const ids[] = {"0190A7E2-0000-7000-8000-0000000000CA"};
+  struct harness_request given;
+  harness_request(&given, "account-1", 1, 1, "T", "{}", ids);
+  given.events[0].causation_id = "0190a7e2-0000-7000-8000-0000000000ca";
+  given.events[0].correlation_id = "0190A7E2-0000-7000-8000-0000000000Ca";
+  assert_int_equal(harness_append(&f->client, &given.request, &r[1]), 0);
   harness_fixture_close(f);
   unsigned shard = evf_stream_shard("account-1", strlen("account-1"), SHARDS);
   MDB_env *env = open_env(f, shard, "");
   MDB_txn *txn;
   MDB_dbi events;
-  uint8_t key[RECORD_POSITION_LEN];
-  record_position_key(key, r.first_position);
-  MDB_val k = {sizeof(key), key}, v;
   assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
   assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
-  assert_int_equal(mdb_get(txn, events, &k, &v), 0);
-  Api__Event *stored = api__event__unpack(NULL, v.mv_size, v.mv_data);
-  assert_non_null(stored);
-  assert_string_equal(stored->causation_id, "");
-  assert_string_equal(stored->correlation_id, "");
-  api__event__free_unpacked(stored, NULL);
+  for (size_t i = 0; i < 2; i++) {
+    uint8_t key[RECORD_POSITION_LEN];
+    record_position_key(key, r[i].first_position);
+    MDB_val k = {sizeof(key), key}, v;
+    assert_int_equal(mdb_get(txn, events, &k, &v), 0);
+    Api__Event *stored = api__event__unpack(NULL, v.mv_size, v.mv_data);
+    assert_non_null(stored);
+    assert_string_equal(stored->causation_id, "");
+    assert_string_equal(stored->correlation_id, "");
+    api__event__free_unpacked(stored, NULL);
+  }
   mdb_txn_abort(txn);
   mdb_env_close(env);
 
   harness_fixture_open(f);
   struct harness_events e;
   assert_int_equal(harness_read_stream(f->store, "account-1", 0, 0, &e), 0);
-  assert_int_equal(e.count, 1);
-  assert_string_equal(e.events[0]->causation_id, e.events[0]->id);
-  assert_string_equal(e.events[0]->correlation_id, e.events[0]->id);
+  assert_int_equal(e.count, 2);
+  for (size_t i = 0; i < 2; i++) {
+    assert_string_equal(e.events[i]->causation_id, e.events[i]->id);
+    assert_string_equal(e.events[i]->correlation_id, e.events[i]->id);
+  }
+  assert_string_equal(e.events[1]->id, "0190a7e2-0000-7000-8000-0000000000ca");
   harness_events_free(&e);
 }
 
@@ -750,6 +830,8 @@ int main(void) {
       T(a_rebuilt_index_holds_runs_across_appends_and_steps),
       T(a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position),
       T(a_run_past_its_events_in_the_log_fails_the_read),
+      T(a_run_missing_events_in_the_log_fails_the_read),
+      T(a_damaged_neighbouring_run_leaves_the_stream_alone),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

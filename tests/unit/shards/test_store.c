@@ -492,6 +492,9 @@ static void a_visitor_can_cut_the_page(void **state) {
   uint64_t checkpoint;
   assert_int_equal(store_read_global(f->store, 0, 0, stop_after_two, &seen, &checkpoint), 0);
   assert_int_equal(checkpoint, 2); /* the refused third event is not read */
+  seen = 0; /* a stream read ends at the refused event too: no later one is handed over */
+  assert_int_equal(store_read_stream(f->store, "s", 1, 0, 0, stop_after_two, &seen), 0);
+  assert_int_equal(seen, 3);
 }
 
 struct names {
