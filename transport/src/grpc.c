@@ -639,26 +639,27 @@ void tp_grpc_resume(struct tp_grpc_call *call) {
 }
 
 /*
+ * A unary request's buffer takes its whole message at once, as its prefix
+ * declares it, once an eighth of it has come: doubling as DATA frames came
+ * copied each message about once more (6% of the instructions of an append
+ * of 1000 events). Not before: a peer that declares a message makes the
+ * server hold at most eight times what it sent. Out of memory, the buffer
+ * grows as bytes come, as before.
+ */
+#define RESERVE_AFTER_PART 8
+
+static void reserve_message(struct tp_grpc_call *call, size_t arriving) {
+  struct tp_buf *body = &call->body;
+  size_t whole = TP_GRPC_PREFIX + (size_t)declared_length(body);
+  if (whole > body->cap && body->len + arriving >= whole / RESERVE_AFTER_PART)
+    (void)tp_buf_reserve(body, whole - body->len);
+}
+
+/*
  * After an early answer (an error before the request ended) the rest of the
  * body is read and dropped: a RST_STREAM would make some clients report it
  * instead of the status, and flow control still bounds what arrives.
  */
-/*
- * The room for a unary request's whole message, once its prefix tells its
- * size: grown as DATA frames came, its buffer doubled and copied each
- * message about once more (6% of the instructions of an append of 1000
- * events). Only up to 1 MiB: a peer that declares a message and sends
- * no more holds that much (not yet touched) per stream; larger messages
- * grow as they come. Out of memory, it grows as they come too.
- */
-#define RESERVE_MAX (1u << 20)
-
-static void reserve_message(struct tp_grpc_call *call) {
-  size_t whole = TP_GRPC_PREFIX + (size_t)declared_length(&call->body);
-  if (whole <= RESERVE_MAX && whole > call->body.len)
-    (void)tp_buf_reserve(&call->body, whole - call->body.len);
-}
-
 static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t len) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
   if (stream->manual_window) {
@@ -675,12 +676,14 @@ static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t l
                  (unsigned long long)call->server->config->max_message_size);
     return;
   }
+  if (had_prefix)
+    reserve_message(call, len);
   if (tp_buf_append(&call->body, data, len) != 0) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  if (!had_prefix && call->body.len >= TP_GRPC_PREFIX && check_prefix(call, &call->body))
-    reserve_message(call);
+  if (!had_prefix && call->body.len >= TP_GRPC_PREFIX)
+    check_prefix(call, &call->body);
 }
 
 /* A unary call carries exactly one message: check it, then run the method. */
