@@ -1,6 +1,5 @@
 #include "evf/uuid.h"
 
-#include "evf/clock.h"
 #include "evf/status.h"
 
 #include <string.h>
@@ -118,8 +117,6 @@ static void seed(void) {
   state.s[0] |= 1;
   state.seeded = true;
 }
-
-void evf_uuid_v7(struct evf_uuid *out) { evf_uuid_v7_at(out, evf_now_ms()); }
 
 void evf_uuid_v7_at(struct evf_uuid *out, int64_t now_ms) {
   if (!state.seeded)

@@ -22,7 +22,7 @@
  * both out, records.h); otherwise the given one in lowercase, in buf.
  */
 static char *other_id(const char *given, const struct evf_uuid *own, char *own_text,
-                            char buf[EVF_UUID_TEXT_LEN + 1]) {
+                      char buf[EVF_UUID_TEXT_LEN + 1]) {
   struct evf_uuid id;
   if (given[0] == '\0' || evf_uuid_parse(given, strlen(given), &id) != 0 ||
       memcmp(&id, own, sizeof(id)) == 0)
@@ -165,7 +165,7 @@ static int write_batch(struct batch_txns *txns, struct shard *shard) {
 
 /*
  * The runs the store's own ids for the batch make in event_ids. Each
- * thread makes its ids in rising order (evf_uuid_v7), and a shard keeps
+ * thread makes its ids in rising order (evf_uuid_v7_at), and a shard keeps
  * each port's appends in order: those that sort after every stored id go
  * in after it, one run per port they came from. Any other (made before
  * the last one stored, on another thread) may go anywhere: a run of its own.

@@ -24,9 +24,10 @@ void evf_uuid_format(const struct evf_uuid *id, char out[EVF_UUID_TEXT_LEN + 1])
  * A new UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter
  * that keeps the ids of one thread strictly increasing within a millisecond,
  * then 62 random bits. Any thread; the generator state is per thread.
+ * now_ms is the time the caller read (evf_now_ms), once for as many ids as
+ * it likes: a time before the last one given is taken as that one, so the
+ * ids still rise.
  */
-void evf_uuid_v7(struct evf_uuid *out);
-/** The same, at a time the caller read (evf_now_ms): one clock read for many ids. */
 void evf_uuid_v7_at(struct evf_uuid *out, int64_t now_ms);
 
 bool evf_uuid_is_nil(const struct evf_uuid *id);

@@ -7,7 +7,7 @@
  * (cmocka's assertions must not fire on another thread).
  *
  * The link wraps evf_now_ms() (-Wl,--wrap=evf_now_ms, see CMakeLists.txt),
- * so a test can feed evf_uuid_v7() the times it wants: a frozen clock to
+ * so a test can feed evf_uuid_v7_at() the times it wants: a frozen clock to
  * exhaust the 12-bit counter, a clock that steps back. Without a script
  * the wrapper returns the real time.
  */
@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "evf/clock.h"
 #include "evf/status.h"
 #include "evf/uuid.h"
 
@@ -289,7 +290,7 @@ static void *generate_cb(void *arg) {
     pthread_barrier_wait(b->start);
   b->before_ms = real_now_ms();
   for (size_t i = 0; i < b->count; i++)
-    evf_uuid_v7(&b->ids[i]);
+    evf_uuid_v7_at(&b->ids[i], evf_now_ms());
   b->after_ms = real_now_ms();
   return NULL;
 }
@@ -316,8 +317,8 @@ static void generate_scripted(struct batch *b, const int64_t *times, size_t len)
   generate_on_new_thread(b);
   script_times = NULL;
   /*
-   * Fails if the link did not wrap evf_now_ms() for evf_uuid_v7(). The
-   * scripts also assume one clock read per id.
+   * Fails if the link did not wrap evf_now_ms(). The scripts also assume
+   * one clock read per id.
    */
   assert_int_equal(script_calls, b->count);
 }
