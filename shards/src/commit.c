@@ -226,13 +226,13 @@ static struct index_growth batch_growth(MDB_txn *index, const struct shard_db *d
 static int index_from_log(struct shard *shard, int index_rc) {
   uint64_t indexed;
   evf_error("shard %u: committing the index of a stored batch: %s; indexing it from the log",
-            shard->index, mdb_strerror(index_rc));
+            shard->index, db__strerror(index_rc));
   int rc = index_db__catch_up(&shard->db, &indexed);
   shard->batch.index_behind = rc != 0;
   shard->batch.reindexed = rc == 0;
   if (rc != 0)
     evf_error("shard %u: indexing a stored batch from the log: %s; the shard repairs its index "
-              "before it decides more appends", shard->index, mdb_strerror(rc));
+              "before it decides more appends", shard->index, db__strerror(rc));
   return db__error(rc, "indexing a stored batch from the log");
 }
 
@@ -291,7 +291,7 @@ int commit__repair_index(struct shard *shard) {
   uint64_t indexed;
   int rc = index_db__catch_up(&shard->db, &indexed);
   if (rc != 0) {
-    evf_error("shard %u: repairing the index from the log: %s", shard->index, mdb_strerror(rc));
+    evf_error("shard %u: repairing the index from the log: %s", shard->index, db__strerror(rc));
     return db__error(rc, "repairing the index from the log");
   }
   evf_info("shard %u: the index is repaired (%llu events indexed from the log)", shard->index,

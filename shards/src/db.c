@@ -35,9 +35,15 @@ int db__status(int mdb_rc) {
   return mdb_rc > 0 ? -mdb_rc : EVF_EINTERNAL;
 }
 
+const char *db__strerror(int mdb_rc) {
+  /* LMDB's own text ("Located page was wrong type") would mislead. */
+  return mdb_rc == MDB_CORRUPTED ? "stored data that does not read back (damaged)"
+                                 : mdb_strerror(mdb_rc);
+}
+
 int db__error(int mdb_rc, const char *what) {
   if (mdb_rc != MDB_SUCCESS && expected_status(mdb_rc) == 0)
-    evf_error("%s: %s", what, mdb_strerror(mdb_rc));
+    evf_error("%s: %s", what, db__strerror(mdb_rc));
   return db__status(mdb_rc);
 }
 

@@ -281,5 +281,7 @@ void index_room__check(struct shard_db *db);
 int db__status(int mdb_rc);
 /** The same, logging the unexpected ones (all but a full map or disk, a big batch, no memory). */
 int db__error(int mdb_rc, const char *what);
+/** An LMDB code as text; MDB_CORRUPTED, which our checks of stored data return too, as such. */
+const char *db__strerror(int mdb_rc);
 
 #endif
