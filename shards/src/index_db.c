@@ -159,6 +159,20 @@ static int index_usable(struct shard_db *db, bool *usable) {
   return rc;
 }
 
+int index_db__run_at(MDB_cursor *cursor, MDB_cursor_op op, uint64_t stream_id,
+                     struct record_run *run) {
+  MDB_val k, v;
+  uint64_t of_stream;
+  int rc = mdb_cursor_get(cursor, &k, &v, op);
+  if (rc != 0)
+    return rc;
+  if (!record_index_key_stream(&k, &of_stream))
+    return MDB_CORRUPTED;
+  if (of_stream != stream_id)
+    return MDB_NOTFOUND; /* another stream's entry is not decoded: its damage is its own */
+  return record_run_decode(&k, &v, run) ? 0 : MDB_CORRUPTED;
+}
+
 int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
                             uint32_t *length) {
   MDB_cursor *cursor;
@@ -170,21 +184,11 @@ int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_i
     return rc;
   /* The entry before the next stream's first is this stream's last run, if it has one. */
   rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-  rc = mdb_cursor_get(cursor, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
-  mdb_cursor_close(cursor);
-  uint64_t of_stream;
   struct record_run run;
-  *length = 0;
-  if (rc == MDB_NOTFOUND)
-    return 0;
-  if (rc == 0 && !record_index_key_stream(&k, &of_stream))
-    rc = MDB_CORRUPTED;
-  if (rc != 0 || of_stream != stream_id)
-    return rc;
-  if (!record_run_decode(&k, &v, &run))
-    return MDB_CORRUPTED;
-  *length = run.first_version + run.count;
-  return 0;
+  rc = index_db__run_at(cursor, rc == 0 ? MDB_PREV : MDB_LAST, stream_id, &run);
+  mdb_cursor_close(cursor);
+  *length = rc == 0 ? run.first_version + run.count : 0;
+  return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /*

@@ -240,6 +240,12 @@ int index_db__open(struct shard_db *db, const char *shard_path, size_t map_size,
                    size_t err_len);
 /** Syncs the index and marks it closed cleanly. */
 void index_db__close(struct shard_db *db);
+/**
+ * The stream's run the cursor is on after op (records.h): MDB_NOTFOUND on
+ * another stream's entry (left undecoded) or past the last one.
+ */
+int index_db__run_at(MDB_cursor *cursor, MDB_cursor_op op, uint64_t stream_id,
+                     struct record_run *run);
 /** A stream's length: where its last run in stream_index ends. Returns an LMDB code. */
 int index_db__stream_length(MDB_txn *txn, struct shard_db *db, uint64_t stream_id,
                             uint32_t *length);

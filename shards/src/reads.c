@@ -129,25 +129,11 @@ static int find_stream_id(struct shard *shard, struct shard_read *r, const char 
   return rc;
 }
 
-/* The stream's run the cursor is on; MDB_NOTFOUND past the stream's last. */
-static int run_at(MDB_cursor *cursor, MDB_cursor_op op, uint64_t stream_id,
-                  struct record_run *run) {
-  MDB_val k, v;
-  uint64_t of_stream;
-  int rc = mdb_cursor_get(cursor, &k, &v, op);
-  if (rc != 0)
-    return rc;
-  if (!record_index_key_stream(&k, &of_stream))
-    return MDB_CORRUPTED;
-  if (of_stream != stream_id)
-    return MDB_NOTFOUND; /* another stream's entry is not decoded: its damage is its own */
-  return record_run_decode(&k, &v, run) ? 0 : MDB_CORRUPTED;
-}
-
 /*
- * Puts the cursor on the stream's run that holds `version`, or its first
- * after (a version past the stream's end has none): the run whose first
- * version is the highest at or below it, unless it is some other stream's.
+ * Puts the cursor on the stream's run that holds `version`: the one whose
+ * first version is the highest at or below it. MDB_NOTFOUND when the
+ * version is past the stream's end. A stream's runs tile its versions from
+ * 0, so a run of the stream above `version` with none holding it is damage.
  */
 static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
                     struct record_run *run) {
@@ -159,16 +145,15 @@ static int seek_run(MDB_cursor *cursor, uint64_t stream_id, uint32_t version,
     return rc;
   bool past_end = rc == MDB_NOTFOUND;
   if (!past_end && k.mv_size == sizeof(key) && memcmp(k.mv_data, key, sizeof(key)) == 0)
-    return run_at(cursor, MDB_GET_CURRENT, stream_id, run);
-  rc = run_at(cursor, past_end ? MDB_LAST : MDB_PREV, stream_id, run);
+    return index_db__run_at(cursor, MDB_GET_CURRENT, stream_id, run);
+  uint64_t above;
+  bool run_above = !past_end && record_index_key_stream(&k, &above) && above == stream_id;
+  rc = index_db__run_at(cursor, past_end ? MDB_LAST : MDB_PREV, stream_id, run);
   if (rc == 0 && record_run_holds(run, version))
     return 0;
-  if ((rc != 0 && rc != MDB_NOTFOUND) || past_end)
-    return rc == 0 ? MDB_NOTFOUND : rc;
-  /* The stream has no run before `version` that holds it: its next one, if any, begins above. */
-  k = (MDB_val){sizeof(key), key};
-  rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-  return rc != 0 ? rc : run_at(cursor, MDB_GET_CURRENT, stream_id, run);
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return rc;
+  return run_above ? MDB_CORRUPTED : MDB_NOTFOUND;
 }
 
 /*
@@ -229,8 +214,12 @@ static int visit_stream(struct shard *shard, struct shard_read *r, uint64_t stre
   visitor_init(&v, to);
   rc = seek_run(c.runs, stream_id, from_version, &run);
   while (rc == 0 && (rc = visit_run(c.log, &run, from_version, limit, &v, &visited, &stop)) == 0 &&
-         !stop && visited < limit)
-    rc = run_at(c.runs, MDB_NEXT, stream_id, &run);
+         !stop && visited < limit) {
+    uint32_t next_version = run.first_version + run.count;
+    rc = index_db__run_at(c.runs, MDB_NEXT, stream_id, &run);
+    if (rc == 0 && run.first_version != next_version)
+      rc = MDB_CORRUPTED; /* the runs of a stream follow each other without a gap */
+  }
   visitor_deinit(&v);
   close_stream_cursors(&c);
   return rc;

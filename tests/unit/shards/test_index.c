@@ -551,6 +551,24 @@ static int read_whole_stream(struct harness_fixture *f, const char *stream) {
   return rc;
 }
 
+/* A run made shorter leaves a gap before the next: reads into or across it fail. */
+static void a_gap_between_runs_fails_the_reads_that_meet_it(void **state) {
+  struct harness_fixture *f = *state;
+  assert_int_equal(harness_fixture_append(f, "gap", 0, 3, NULL, NULL), 0);
+  assert_int_equal(harness_fixture_append(f, "gap", 3, 2, NULL, NULL), 0);
+  harness_fixture_close(f);
+  set_first_run_length(f, "gap", 2);
+  harness_fixture_open(f);
+  struct harness_events e;
+  for (uint32_t from = 0; from <= 2; from++) {
+    assert_int_equal(harness_read_stream(f->store, "gap", from, 0, &e), EVF_EINTERNAL);
+    harness_events_free(&e);
+  }
+  assert_int_equal(harness_read_stream(f->store, "gap", 3, 0, &e), 0);
+  assert_int_equal(e.count, 2);
+  harness_events_free(&e);
+}
+
 /* A run past the last event of its shard's log, and one whose first event is gone. */
 static void a_run_missing_events_in_the_log_fails_the_read(void **state) {
   struct harness_fixture *f = *state;
@@ -831,6 +849,7 @@ int main(void) {
       T(a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position),
       T(a_run_past_its_events_in_the_log_fails_the_read),
       T(a_run_missing_events_in_the_log_fails_the_read),
+      T(a_gap_between_runs_fails_the_reads_that_meet_it),
       T(a_damaged_neighbouring_run_leaves_the_stream_alone),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
