@@ -111,6 +111,14 @@ static char *describe(struct evf_store *s) {
   return t.data;
 }
 
+/* Fills the store once and closes it; returns what its reads showed (freed by the caller). */
+static char *fill_and_close(struct harness_fixture *f) {
+  fill(f, 0);
+  char *before = describe(f->store);
+  harness_fixture_close(f);
+  return before;
+}
+
 static void shard_file(const struct harness_fixture *f, unsigned shard, const char *name, char *out,
                        size_t len) {
   snprintf(out, len, "%s/shard-%03u/%s", f->dir, shard, name);
@@ -256,9 +264,7 @@ static void a_missing_index_is_rebuilt_from_the_log(void **state) {
  */
 static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
   struct harness_fixture *f = *state;
-  fill(f, 0);
-  char *before = describe(f->store);
-  harness_fixture_close(f);
+  char *before = fill_and_close(f);
   for (unsigned shard = 0; shard < SHARDS; shard++) {
     MDB_env *env;
     MDB_txn *txn = begin_edit(f, shard, "index", &env);
@@ -276,9 +282,7 @@ static void an_index_left_open_by_another_boot_is_rebuilt(void **state) {
 /* A torn index without its OPEN mark (a crash while the first start created it). */
 static void a_trusted_index_that_cannot_be_read_is_rebuilt(void **state) {
   struct harness_fixture *f = *state;
-  fill(f, 0);
-  char *before = describe(f->store);
-  harness_fixture_close(f);
+  char *before = fill_and_close(f);
   char garbage[65536];
   memset(garbage, 0xab, sizeof(garbage));
   write_in_shards(f, "index/data.mdb", garbage, sizeof(garbage));
@@ -307,9 +311,7 @@ static void an_index_left_open_in_this_boot_catches_up(void **state) {
 /* A log restored from an older copy, next to a newer index: the index follows the log. */
 static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
   struct harness_fixture *f = *state;
-  fill(f, 0);
-  char *before = describe(f->store);
-  harness_fixture_close(f);
+  char *before = fill_and_close(f);
   copy_in_shards(f, "data.mdb", "log-saved.mdb");
   harness_fixture_open(f);
   fill(f, 1);
@@ -321,9 +323,7 @@ static void an_index_ahead_of_its_log_is_rebuilt(void **state) {
 /* An index of format 2 (event_ids: position, stream id, version), closed cleanly: rebuilt. */
 static void a_format_2_index_is_rebuilt(void **state) {
   struct harness_fixture *f = *state;
-  fill(f, 0);
-  char *before = describe(f->store);
-  harness_fixture_close(f);
+  char *before = fill_and_close(f);
   for (unsigned shard = 0; shard < SHARDS; shard++) {
     MDB_env *env;
     MDB_txn *txn = begin_edit(f, shard, "index", &env);
