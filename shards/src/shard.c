@@ -9,6 +9,7 @@
  * Appends arriving meanwhile wait in `pending` and form the next batch: one
  * sync for many.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "internal.h"
 
 #include "batch_index.h"
@@ -17,6 +18,8 @@
 #include "evf/log.h"
 #include "evf/status.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -746,6 +749,9 @@ void store__wake_all(struct evf_store *store) {
 static void run(void *arg) {
   struct shard *shard = arg;
   struct evf_store *store = shard->store;
+  char name[16];
+  snprintf(name, sizeof(name), "evf-shard-%u", shard->index);
+  pthread_setname_np(pthread_self(), name);
   if (store->options.on_shard_start)
     store->options.on_shard_start(store, shard->index, &shard->loop, store->options.hook_arg);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
@@ -779,7 +785,9 @@ void shard__discard_loop(struct shard *shard) {
 }
 
 int shard__start(struct shard *shard) {
-  int rc = committer_start(&shard->committer, commit_job, shard, &shard->wake);
+  char name[16];
+  snprintf(name, sizeof(name), "evf-commit-%u", shard->index);
+  int rc = committer_start(&shard->committer, name, commit_job, shard, &shard->wake);
   if (rc != 0)
     return rc;
   if ((rc = uv_thread_create(&shard->thread, run, shard)) != 0)

@@ -5,6 +5,7 @@ labels, and the counters and gauges move with the traffic made over gRPC
 and HTTP. The module's server runs with MAP_SIZE=256M and SHARDS=2.
 """
 
+import os
 import shutil
 import subprocess
 import time
@@ -157,6 +158,15 @@ def test_process_metrics_are_plausible(server):
     age = time.monotonic() - server.spawned_at
     assert time.time() - age - 60 <= start <= time.time() + 5, \
         f"process_start_time_seconds {start} vs now {time.time()} (started {age:.1f} s ago)"
+
+
+def test_threads_are_named_by_shard(server):
+    """top -H, perf and /proc show which shard's loop or committer a thread is."""
+    tasks = f"/proc/{server.proc.pid}/task"
+    names = sorted(open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks))
+    for role in ("shard", "commit"):
+        assert [n for n in names if n.startswith(f"evf-{role}-")] == \
+            [f"evf-{role}-{i}" for i in range(2)], names
 
 
 # ---- counters move -----------------------------------------------------------------------------
