@@ -476,13 +476,23 @@ static void prepare_batch(struct shard *shard) {
   committer_submit(&shard->committer);
 }
 
-static void reply_batch(struct shard *shard, int status) {
+static void reply_appends(struct shard *shard, struct append_queue *appends, int status) {
   struct store_append *req;
-  while ((req = append_queue_pop(&shard->batch.writes)) != NULL) {
+  while ((req = append_queue_pop(appends)) != NULL) {
     req->status = status;
     answer(shard, req);
   }
   answer_visible(shard);
+}
+
+/* Hands the committer its next job when appends wait and it is free. */
+static void start_next_batch(struct shard *shard) {
+  if (shard->state != SHARD_IDLE || shard->pending.head == NULL)
+    return;
+  if (shard->index_behind)
+    start_repair(shard);
+  else
+    prepare_batch(shard);
 }
 
 static void maybe_stop(struct shard *shard);
@@ -614,7 +624,7 @@ static void fail_unindexed(struct shard *shard) {
     req->detail = "the events were stored in the log, and are in the global stream, but the "
                   "stream index could not take them yet (see the server log); a retry stores "
                   "them again unless it carries the same client event ids";
-  reply_batch(shard, EVF_EINTERNAL);
+  reply_appends(shard, &shard->batch.writes, EVF_EINTERNAL);
 }
 
 /* The streams of a committed batch, as they now are in the index. */
@@ -661,10 +671,18 @@ static void commit_done(struct shard *shard) {
     forget_reindexed_streams(shard);
   else if (status == 0 && !shard->batch.index_behind)
     cache_committed_streams(shard);
-  if (shard->batch.index_behind)
+  if (shard->batch.index_behind) {
     fail_unindexed(shard);
-  else if (!retry_alone(shard, status))
-    reply_batch(shard, status);
+  } else if (!retry_alone(shard, status)) {
+    struct append_queue committed = shard->batch.writes;
+    shard->batch.writes = (struct append_queue){0};
+    /*
+     * The appends that waited during this commit go to the committer before
+     * these replies are made and written: it would sit idle meanwhile.
+     */
+    start_next_batch(shard);
+    reply_appends(shard, &committed, status);
+  }
   maybe_stop(shard);
 }
 
@@ -726,12 +744,7 @@ static void wake_cb(struct waker *w) {
  */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
-  if (shard->state == SHARD_IDLE && shard->pending.head != NULL) {
-    if (shard->index_behind)
-      start_repair(shard);
-    else
-      prepare_batch(shard);
-  }
+  start_next_batch(shard);
   stats__queue_depth(&shard->stats, shard->pending.length);
 }
 
