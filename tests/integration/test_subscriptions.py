@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -30,7 +31,7 @@ import pytest
 from conftest import (
     MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, grpc_frame,
     header_block, poll, raw_frames_until_closed, raw_messages, read_global_all, read_stream_all,
-    scrape, shard_of, unique, wait_global, wait_prom_ready,
+    rpc_code, scrape, shard_of, unique, wait_global, wait_prom_ready,
 )
 
 SHARDS = 3
@@ -828,6 +829,62 @@ def test_sigterm_ends_subscriptions_with_unavailable(server_factory, pb, subs):
         assert s.stop(check=True) == 0
     finally:
         raw.close()
+
+
+# --------------------------------------------------------------------------
+# A store that cannot be read
+# --------------------------------------------------------------------------
+
+def stream_index_entries(index_dir):
+    """(key, value) byte pairs of a stopped shard's stream_index, in key order (mdb_dump)."""
+    out = subprocess.run(["mdb_dump", "-s", "stream_index", index_dir], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.splitlines()
+    body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
+    return [(bytes.fromhex(k.strip()), bytes.fromhex(v.strip())) for k, v in zip(body[::2], body[1::2])]
+
+
+def point_run_elsewhere(index_dir, key, value):
+    """
+    Rewrites, in the index file itself, where a stream's run says its events are: a position past
+    the log's end. LMDB keeps no checksums, so only the store's own checks can notice. Stale copies
+    of the page (LMDB copies on write) are rewritten too; the file's used pages come first.
+    """
+    moved = (int.from_bytes(value[:8], "big") + 1000).to_bytes(8, "big") + value[8:]
+    path = os.path.join(index_dir, "data.mdb")
+    with open(path, "r+b") as f:
+        head = f.read(16 * MIB)
+        found = [i for i in range(len(head)) if head.startswith(key + value, i)]
+        assert found, f"the run {key.hex()} -> {value.hex()} is not in the first 16 MiB of {path}"
+        for at in found:
+            f.seek(at + len(key))
+            f.write(moved)
+
+
+def test_a_stream_that_cannot_be_read_ends_its_subscription_with_an_error(server_factory, pb, subs):
+    """A failed read ends the subscription with a status: it is not read again at every loop turn."""
+    s = server_factory.new(env={"SHARDS": "1"})
+    stub = s.stub()
+    damaged, intact = unique("damaged"), unique("intact")
+    append(stub, damaged, 3)  # the shard's first stream: the lowest stream id, the first entry
+    append(stub, intact, 2)
+    s.stop()
+    index_dir = os.path.join(s.data_dir, "shard-000", "index")
+    entries = stream_index_entries(index_dir)
+    assert len(entries) == 2, entries
+    point_run_elsewhere(index_dir, *entries[0])
+    s.start()
+    stub = s.stub()
+    code, _ = rpc_code(read_stream_all, stub, damaged)
+    assert code == grpc.StatusCode.INTERNAL, f"GetStream of the damaged stream: {code}"
+
+    sub = sub_stream(stub, pb, subs, damaged, 0)
+    code, details = sub.wait_end(timeout=WAIT)
+    assert code == grpc.StatusCode.INTERNAL, f"{sub.summary()}: ended with {code} {details!r}"
+    assert details.startswith("the subscription ended:"), details
+
+    assert [e.version for e in read_stream_all(stub, intact)] == [0, 1]
+    other = sub_stream(stub, pb, subs, intact, 0)
+    assert other.wait_caught_up()[1] == 2, other.summary()
 
 
 # --------------------------------------------------------------------------

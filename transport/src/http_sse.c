@@ -95,9 +95,9 @@ static void sink_flush(struct tp_sub *sub) {
 }
 
 /* Shutdown or failure: the last chunk; the client reconnects with its Last-Event-ID. */
-static void sink_end(struct tp_sub *sub, bool shutdown) {
+static void sink_end(struct tp_sub *sub, int status) {
   struct tp_http_exchange *ex = sse_of(sub)->ex;
-  (void)shutdown;
+  (void)status;
   if (ex->conn)
     ex->sink->stream_end(ex);
 }

@@ -76,11 +76,12 @@ static size_t sink_unsent(struct tp_sub *sub) { return tp_grpc_unsent(call_of(su
 
 static void sink_flush(struct tp_sub *sub) { tp_grpc_flush(call_of(sub)); }
 
-static void sink_end(struct tp_sub *sub, bool shutdown) {
-  if (shutdown)
+static void sink_end(struct tp_sub *sub, int status) {
+  if (status == EVF_ESHUTDOWN)
     tp_grpc_fail(call_of(sub), EVF_GRPC_UNAVAILABLE, "the server is shutting down");
   else
-    tp_grpc_fail(call_of(sub), EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    tp_grpc_fail(call_of(sub), evf_err_grpc_status(status), "the subscription ended: %s",
+                 evf_strerror(status));
 }
 
 static const struct tp_sub_sink grpc_sink = {

@@ -7,6 +7,7 @@
 #include "evf/log.h"
 #include "server.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,11 +130,13 @@ static void fall_behind(struct tp_sub *sub) {
 
 /* Each returns false after ending the subscription (its sink ran out of memory). */
 
-static void end_failed(struct tp_sub *sub) {
+static void end_with(struct tp_sub *sub, int status) {
   const struct tp_sub_sink *sink = sub->sink;
   tp_sub_stop(sub);
-  sink->end(sub, false);
+  sink->end(sub, status);
 }
+
+static void end_failed(struct tp_sub *sub) { end_with(sub, -ENOMEM); }
 
 static bool send_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
                        uint32_t version) {
@@ -189,6 +192,7 @@ static bool scan_event(struct tp_sub *sub, const uint8_t *event, size_t len, uin
 
 struct page {
   struct tp_sub *sub;
+  int error;        /* the read failed: the subscription cannot go on */
   unsigned events;
   bool held_back;   /* the consumer's buffer is full */
   bool at_tail;     /* the rest comes with the live ranges */
@@ -235,15 +239,15 @@ static int page_stream_event(const uint8_t *event, size_t len, uint64_t position
 static bool read_page(struct tp_sub *sub, struct page *pg) {
   struct tp_hub *hub = sub->hub;
   unsigned page_size = config_of(hub)->page_size;
-  int rc;
   if (sub->one_stream) {
-    rc = store_read_stream(hub->store, sub->stream, strlen(sub->stream), sub->next_version, 0,
-                           page_stream_event, pg);
-    return rc == 0 && !pg->failed && (pg->at_tail || (!pg->held_back && pg->events < page_size));
+    pg->error = store_read_stream(hub->store, sub->stream, strlen(sub->stream), sub->next_version,
+                                  0, page_stream_event, pg);
+    return pg->error == 0 && !pg->failed &&
+           (pg->at_tail || (!pg->held_back && pg->events < page_size));
   }
   uint64_t watermark = store_watermark(hub->store), checkpoint;
-  rc = store_read_global(hub->store, sub->position, 0, page_all_event, pg, &checkpoint);
-  if (rc != 0 || pg->failed)
+  pg->error = store_read_global(hub->store, sub->position, 0, page_all_event, pg, &checkpoint);
+  if (pg->error != 0 || pg->failed)
     return false;
   /* A short page that was not held back scanned everything up to the watermark. */
   if (!pg->held_back && pg->events < page_size && watermark > sub->position)
@@ -258,6 +262,11 @@ static bool read_page(struct tp_sub *sub, struct page *pg) {
 static void catch_up(struct tp_sub *sub) {
   struct page pg = {.sub = sub};
   bool reached = read_page(sub, &pg);
+  if (pg.error != 0) {
+    /* Read again, a damaged store would fail every loop turn: the consumer learns why instead. */
+    end_with(sub, pg.error);
+    return;
+  }
   if (pg.failed)
     return;
   if (reached) {
@@ -302,23 +311,21 @@ static uint8_t *collect_room(size_t len, uint64_t position, void *arg) {
   return room;
 }
 
-/* Reads the next committed range after the tail; returns the new tail (the old one on error). */
-static uint64_t read_range(struct tp_hub *hub) {
+/* Reads the next committed range after the tail; *to is where it ends. 0 or the read's error. */
+static int read_range(struct tp_hub *hub, uint64_t *to) {
   uint64_t watermark = store_watermark(hub->store), checkpoint;
   unsigned page_size = config_of(hub)->page_size;
   hub->chunk.len = 0;
   hub->n_events = 0;
   hub->range_cut = false;
   int rc = store_read_global_into(hub->store, hub->tail, 0, collect_room, hub, &checkpoint);
-  if (rc != 0) {
-    evf_error("subscriptions: reading the global stream after %llu failed: %s",
-              (unsigned long long)hub->tail, evf_strerror(rc));
-    return hub->tail;
-  }
+  if (rc != 0)
+    return rc;
   bool whole = !hub->range_cut && hub->n_events < page_size;
   if (hub->n_events > 0)
     checkpoint = hub->events[hub->n_events - 1].position;
-  return whole && watermark > checkpoint ? watermark : checkpoint;
+  *to = whole && watermark > checkpoint ? watermark : checkpoint;
+  return 0;
 }
 
 static const uint8_t *event_bytes(const struct tp_hub *hub, const struct tp_hub_event *e) {
@@ -377,9 +384,23 @@ static void serve_streams(struct tp_hub *hub, const struct tp_hub_event *e) {
   }
 }
 
+/* A range the live subscriptions cannot have: they end, and their consumers learn why. */
+static void end_live(struct tp_hub *hub, int status) {
+  struct tp_sub *sub, *next;
+  LIST_FOREACH_SAFE_(sub, &hub->subs, every, next) {
+    if (sub->live)
+      end_with(sub, status);
+  }
+}
+
 /* Serves the next committed range; returns whether more was left (the range was cut). */
 static bool serve_tail(struct tp_hub *hub) {
-  uint64_t to = read_range(hub);
+  uint64_t to;
+  int rc = read_range(hub, &to);
+  if (rc != 0) {
+    end_live(hub, rc);
+    return false;
+  }
   if (to == hub->tail)
     return hub->range_cut; /* cut at its first event (out of memory): read it again */
   struct tp_sub *sub, *next;
@@ -526,7 +547,7 @@ void tp_sub_start(struct tp_hub *hub, struct tp_sub *sub) {
   sub->hub = hub;
   if (hub->closed) {
     sub->hub = NULL;
-    sub->sink->end(sub, true);
+    sub->sink->end(sub, EVF_ESHUTDOWN);
     return;
   }
   sub->reported = sub->position;
@@ -563,7 +584,7 @@ void tp_hub_close(struct tp_hub *hub) {
     struct tp_sub *sub = LIST_FIRST(&hub->subs);
     const struct tp_sub_sink *sink = sub->sink;
     tp_sub_stop(sub);
-    sink->end(sub, true);
+    sink->end(sub, EVF_ESHUTDOWN);
   }
   hub->closed = true;
   store_watch_watermark(hub->store, hub->server->shard, false);

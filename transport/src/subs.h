@@ -57,8 +57,11 @@ struct tp_sub_sink {
   size_t (*unsent)(struct tp_sub *sub);
   /** Sends what the calls above queued. */
   void (*flush)(struct tp_sub *sub);
-  /** Ends the subscription: the server is stopping (shutdown) or it failed (out of memory). */
-  void (*end)(struct tp_sub *sub, bool shutdown);
+  /**
+   * Ends the subscription with why: EVF_ESHUTDOWN (the server is stopping),
+   * -ENOMEM, or the error that failed a read of its events.
+   */
+  void (*end)(struct tp_sub *sub, int status);
   /** Optional: keeps an idle connection open through proxies, every SSE_HEARTBEAT_MS. */
   int (*heartbeat)(struct tp_sub *sub);
 };
