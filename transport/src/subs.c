@@ -397,12 +397,14 @@ static void end_live(struct tp_hub *hub, int status) {
 static bool serve_tail(struct tp_hub *hub) {
   uint64_t to;
   int rc = read_range(hub, &to);
+  if (rc == 0 && to == hub->tail && hub->range_cut)
+    rc = -ENOMEM; /* no room for the range's first event: read again, it would spin the loop */
   if (rc != 0) {
     end_live(hub, rc);
     return false;
   }
   if (to == hub->tail)
-    return hub->range_cut; /* cut at its first event (out of memory): read it again */
+    return false;
   struct tp_sub *sub, *next;
   LIST_FOREACH_SAFE_(sub, &hub->live_all, live_link, next)
     serve_all(sub, to);
