@@ -1,10 +1,7 @@
-#define _GNU_SOURCE /* pthread_setname_np */
 #include "committer.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -23,7 +20,6 @@ static void wait_for_wake(struct committer *c) {
 
 static void thread_main(void *arg) {
   struct committer *c = arg;
-  pthread_setname_np(pthread_self(), c->name);
   for (;;) {
     wait_for_wake(c);
     if (atomic_exchange(&c->job, false)) {
@@ -36,9 +32,7 @@ static void thread_main(void *arg) {
   }
 }
 
-int committer_start(struct committer *c, const char *name, void (*run)(void *), void *arg,
-                    struct waker *wake) {
-  snprintf(c->name, sizeof(c->name), "%s", name);
+int committer_start(struct committer *c, void (*run)(void *), void *arg, struct waker *wake) {
   c->fd = eventfd(0, EFD_CLOEXEC); /* blocking: the thread sleeps in read */
   if (c->fd < 0)
     return -errno;

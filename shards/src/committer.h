@@ -23,7 +23,6 @@
 
 struct committer {
   uv_thread_t thread;
-  char name[16];               /* the thread's, as top -H and perf show it */
   int fd;                      /* eventfd the thread blocks on */
   bool started;
   atomic_bool job;             /* submitted, not taken by the thread yet */
@@ -34,9 +33,8 @@ struct committer {
   struct waker *wake;          /* the loop's, woken after each job */
 };
 
-/** Starts the thread, named `name` (cut to 15 bytes). Returns 0 or a -errno / libuv error. */
-int committer_start(struct committer *c, const char *name, void (*run)(void *), void *arg,
-                    struct waker *wake);
+/** Starts the thread. Returns 0 or a -errno / libuv error. */
+int committer_start(struct committer *c, void (*run)(void *), void *arg, struct waker *wake);
 
 /** Runs the job once on the thread. Loop thread; one job at a time. */
 void committer_submit(struct committer *c);

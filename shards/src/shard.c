@@ -762,9 +762,6 @@ void store__wake_all(struct evf_store *store) {
 static void run(void *arg) {
   struct shard *shard = arg;
   struct evf_store *store = shard->store;
-  char name[16];
-  snprintf(name, sizeof(name), "evf-shard-%u", shard->index);
-  pthread_setname_np(pthread_self(), name);
   if (store->options.on_shard_start)
     store->options.on_shard_start(store, shard->index, &shard->loop, store->options.hook_arg);
   uv_run(&shard->loop, UV_RUN_DEFAULT);
@@ -797,15 +794,25 @@ void shard__discard_loop(struct shard *shard) {
   uv_loop_close(&shard->loop);
 }
 
-int shard__start(struct shard *shard) {
+/* Names a thread as top -H, perf and /proc show it: Linux keeps 15 bytes. */
+static void name_thread(uv_thread_t thread, const char *role, unsigned index) {
   char name[16];
-  snprintf(name, sizeof(name), "evf-commit-%u", shard->index);
-  int rc = committer_start(&shard->committer, name, commit_job, shard, &shard->wake);
+  snprintf(name, sizeof(name), "evf-%s-%u", role, index);
+  pthread_setname_np(thread, name);
+}
+
+int shard__start(struct shard *shard) {
+  int rc = committer_start(&shard->committer, commit_job, shard, &shard->wake);
   if (rc != 0)
     return rc;
-  if ((rc = uv_thread_create(&shard->thread, run, shard)) != 0)
+  if ((rc = uv_thread_create(&shard->thread, run, shard)) != 0) {
     committer_stop(&shard->committer);
-  return rc;
+    return rc;
+  }
+  /* Named before the store is open, so that nothing sees them unnamed once it serves. */
+  name_thread(shard->committer.thread, "commit", shard->index);
+  name_thread(shard->thread, "shard", shard->index);
+  return 0;
 }
 
 void shard__join(struct shard *shard) {

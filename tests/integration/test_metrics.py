@@ -163,9 +163,12 @@ def test_process_metrics_are_plausible(server):
 def test_threads_are_named_by_shard(server):
     """top -H, perf and /proc show which shard's loop or committer a thread is."""
     tasks = f"/proc/{server.proc.pid}/task"
-    names = sorted(open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks))
+    names = []
+    for task in os.listdir(tasks):
+        with open(f"{tasks}/{task}/comm") as comm:
+            names.append(comm.read().strip())
     for role in ("shard", "commit"):
-        assert [n for n in names if n.startswith(f"evf-{role}-")] == \
+        assert sorted(n for n in names if n.startswith(f"evf-{role}-")) == \
             [f"evf-{role}-{i}" for i in range(2)], names
 
 
