@@ -840,7 +840,8 @@ def stream_index_entries(index_dir):
     out = subprocess.run(["mdb_dump", "-s", "stream_index", index_dir], capture_output=True,
                          text=True, timeout=60, check=True).stdout.splitlines()
     body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
-    return [(bytes.fromhex(k.strip()), bytes.fromhex(v.strip())) for k, v in zip(body[::2], body[1::2])]
+    pairs = zip(body[::2], body[1::2])
+    return [(bytes.fromhex(k.strip()), bytes.fromhex(v.strip())) for k, v in pairs]
 
 
 def point_run_elsewhere(index_dir, key, value):
@@ -861,7 +862,7 @@ def point_run_elsewhere(index_dir, key, value):
 
 
 def test_a_stream_that_cannot_be_read_ends_its_subscription_with_an_error(server_factory, pb, subs):
-    """A failed read ends the subscription with a status: it is not read again at every loop turn."""
+    """A failed read ends the subscription with a status, not a read again at every loop turn."""
     s = server_factory.new(env={"SHARDS": "1"})
     stub = s.stub()
     damaged, intact = unique("damaged"), unique("intact")
@@ -885,6 +886,48 @@ def test_a_stream_that_cannot_be_read_ends_its_subscription_with_an_error(server
     assert [e.version for e in read_stream_all(stub, intact)] == [0, 1]
     other = sub_stream(stub, pb, subs, intact, 0)
     assert other.wait_caught_up()[1] == 2, other.summary()
+
+
+def failing_sends_env(flag):
+    """The server's environment for fail_sends.c: its sends fail while the file `flag` exists."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return {"LD_PRELOAD": os.environ["EVF_FAIL_SENDS_LIB"], "EVF_FAIL_SENDS": str(flag),
+            # the preloaded library comes before ASan's runtime in the list of libraries
+            "ASAN_OPTIONS": f"{asan}:verify_asan_link_order=0".lstrip(":")}
+
+
+def test_a_connection_whose_sends_fail_closes_after_the_subscriptions_loop(
+        server_factory, pb, subs, tmp_path):
+    """
+    Several subscriptions on one connection, then its sends fail: the hub's loop over them sent on
+    it, and a connection closed right there freed the subscriptions the loop was to visit next.
+    It closes at the end of the loop turn instead; the server goes on.
+    """
+    flag = tmp_path / "fail-sends"
+    s = server_factory.new(env={"SHARDS": "1", **failing_sends_env(flag)})
+    stub = s.stub()
+    # Quiet once caught up (no BDP pings): its first send after the flag is the hub's.
+    quiet = [("grpc.http2.bdp_probe", 0)]
+    shared = s.stub(s.channel(quiet, own_connection=True))
+    on_one = [sub_all(shared, pb, subs, f"filtered-{i}", types=["Nope"], interval=1)
+              for i in range(3)]
+    for sub in on_one:
+        sub.wait_caught_up()
+    mover = s.stub(s.channel(quiet, own_connection=True))
+    read_stream_all(mover, unique("connects"))  # connected before its sends fail
+    flag.touch()
+    try:
+        # Each subscription now owes a checkpoint: the hub sends them one after another.
+        rpc_code(append, mover, unique("moves"), 1)
+        for sub in on_one:
+            code, details = sub.wait_end(timeout=WAIT)
+            assert code == grpc.StatusCode.UNAVAILABLE, f"{sub.label}: {code} {details!r}"
+    finally:
+        flag.unlink()
+    assert s.alive(), s.stderr_tail()
+    stream = unique("after")
+    append(stub, stream, 2)
+    assert [e.version for e in read_stream_all(stub, stream)] == [0, 1]
 
 
 # --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ struct tp_conn {
   bool receiving;               /* inside nghttp2_session_mem_recv: flush afterwards */
   bool reading;
   bool closing;
+  bool failed;                  /* a send failed: closes at the prepare phase (close_later) */
   struct tp_h2_stream *streams; /* open request streams */
   /*
    * The stream whose request header block is being read: HTTP/2 sends a
@@ -114,7 +115,7 @@ static void forget_deferred(struct tp_conn *conn, struct tp_h2_stream *s) {
 
 /* Hands deferred requests back to the protocol while there is room. */
 static void resume_deferred(struct tp_conn *conn) {
-  while (conn->deferred_head && !conn->closing && !tp_conn_congested(conn)) {
+  while (conn->deferred_head && !conn->closing && !conn->failed && !tp_conn_congested(conn)) {
     struct tp_h2_stream *s = conn->deferred_head;
     forget_deferred(conn, s);
     conn->protocol->resume(s);
@@ -215,7 +216,9 @@ static void start_queued_writes(uv_prepare_t *writer) {
   while ((conn = server->h2_write_queue) != NULL) {
     server->h2_write_queue = conn->write_next;
     conn->write_queued = false;
-    if (!conn->closing && conn->pending.len > 0 && !conn->write_in_flight)
+    if (conn->failed)
+      tp_conn_close(conn);
+    else if (!conn->closing && conn->pending.len > 0 && !conn->write_in_flight)
       start_write(conn);
   }
   uv_prepare_stop(writer);
@@ -263,22 +266,32 @@ void tp_h2_writer_close(struct tp_server *server) {
   uv_close((uv_handle_t *)&server->h2_writer, NULL);
 }
 
+/*
+ * A send that fails closes the connection at the loop's prepare phase, not
+ * at once: the send may come from a loop over subscriptions, several of
+ * them on this connection's streams, which closing frees.
+ */
+static void close_later(struct tp_conn *conn) {
+  conn->failed = true;
+  queue_write(conn);
+}
+
 void tp_conn_flush(struct tp_conn *conn) {
   /* nghttp2 must not send from inside its own callbacks; read_cb flushes after. */
-  if (conn->closing || conn->receiving)
+  if (conn->closing || conn->failed || conn->receiving)
     return;
   while (conn->pending.len < TP_CONN_OUTPUT_HIGH) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(conn->session, &data);
     if (n < 0) {
       evf_warn("http2 send failed: %s", nghttp2_strerror((int)n));
-      tp_conn_close(conn);
+      close_later(conn);
       return;
     }
     if (n == 0)
       break;
     if (tp_buf_append(&conn->pending, data, (size_t)n) != 0) {
-      tp_conn_close(conn);
+      close_later(conn);
       return;
     }
   }
