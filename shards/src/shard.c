@@ -739,8 +739,11 @@ static void wake_cb(struct waker *w) {
 }
 
 /*
- * Runs once per loop turn after I/O: everything that arrived this turn forms
- * a batch. What is left waits for the next one: the queue depth.
+ * Runs once per loop turn after I/O: an idle shard makes a batch of
+ * everything that arrived this turn. While a batch commits, appends wait;
+ * commit_done makes the next batch of them as soon as it completes, and
+ * those arriving later in that turn wait for the one after. What waits is
+ * the queue depth.
  */
 static void batcher_cb(uv_check_t *handle) {
   struct shard *shard = handle->data;
