@@ -499,6 +499,45 @@ def read_stream(stub, stream, version=0, limit=0, timeout=RPC_TIMEOUT):
                                timeout=timeout).events)
 
 
+def stream_index_entries(index_dir):
+    """(key, value) byte pairs of a stopped shard's stream_index, in key order (mdb_dump)."""
+    out = subprocess.run(["mdb_dump", "-s", "stream_index", index_dir], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.splitlines()
+    body = out[out.index("HEADER=END") + 1:out.index("DATA=END")]
+    pairs = zip(body[::2], body[1::2])
+    return [(bytes.fromhex(k.strip()), bytes.fromhex(v.strip())) for k, v in pairs]
+
+
+def point_run_elsewhere(index_dir, key, value):
+    """
+    Rewrites, in the index file itself, where a stream's run says its events are: a position past
+    the log's end. LMDB keeps no checksums, so only the store's own checks can notice. Stale copies
+    of the page (LMDB copies on write) are rewritten too; the file's used pages come first.
+    """
+    moved = (int.from_bytes(value[:8], "big") + 1000).to_bytes(8, "big") + value[8:]
+    path = os.path.join(index_dir, "data.mdb")
+    with open(path, "r+b") as f:
+        head = f.read(16 * MIB)
+        at = head.find(key + value)
+        assert at >= 0, f"the run {key.hex()} -> {value.hex()} is not in the first 16 MiB of {path}"
+        while at >= 0:
+            f.seek(at + len(key))
+            f.write(moved)
+            at = head.find(key + value, at + 1)
+
+
+def move_first_stream_run(data_dir):
+    """
+    Damages a stopped single-shard store: the run of the shard's first stream (the lowest stream id)
+    names events past the log's end, so reads of that stream fail. Returns the runs the index has.
+    """
+    index_dir = os.path.join(data_dir, "shard-000", "index")
+    entries = stream_index_entries(index_dir)
+    assert entries, f"no stream_index entries in {index_dir}"
+    point_run_elsewhere(index_dir, *entries[0])
+    return len(entries)
+
+
 def read_stream_all(stub, stream, timeout=RPC_TIMEOUT):
     """Every event of a stream, paging with limit 0 until an empty page."""
     out = []

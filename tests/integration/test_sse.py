@@ -26,8 +26,8 @@ import pytest
 
 from conftest import (
     API, HOST, MIB, RawH2, ServerFactory, append, curl, event_data, expect_error,
-    http_connect, http_read_global, http_read_stream, http_request, poll, quote_name, raise_nofile,
-    request_bytes, scrape, unique, wait_global, wait_http_ready, wait_prom_ready,
+    http_connect, http_read_global, http_read_stream, http_request, move_first_stream_run, poll,
+    quote_name, raise_nofile, request_bytes, scrape, unique, wait_global, wait_http_ready, wait_prom_ready,
 )
 
 HEARTBEAT_MS = 200
@@ -679,6 +679,34 @@ def pump_all(sel, conns, pred, what, timeout):
             raise AssertionError(f"{len(pending)} of {len(conns)} subscriptions without {what} "
                                  f"({len(closed)} closed by the server) after {timeout:.0f} s; "
                                  f"one of them: {(closed or [sample])[0].describe()}")
+
+
+# --------------------------------------------------------------------------
+# A store that cannot be read
+# --------------------------------------------------------------------------
+
+def test_a_stream_that_cannot_be_read_ends_with_an_error_event(server_factory):
+    """The subscription says why it ends (event: error, the HTTP errors' JSON), then ends."""
+    s = server_factory.new(env={"SHARDS": "1"})
+    damaged = unique("damaged")
+    append(s.stub(), damaged, 3)
+    s.stop()
+    move_first_stream_run(s.data_dir)
+    s.start()
+    wait_http_ready(s)
+    conn = SseConn(s.http_port, stream_sub_path(damaged, version=0))
+    try:
+        conn.wait(lambda c: c.chunked is not None and c.chunked.ended, "the last chunk")
+        check_sse_head(conn)
+        check_wellformed(conn, "damaged")
+        assert conn.parser.events == [], conn.describe()
+        errors = [r for r in conn.parser.special if r.get("event") == "error"]
+        assert len(errors) == 1, conn.describe()
+        body = json.loads(errors[0]["data"])
+        assert body["code"] == "INTERNAL", body
+        assert body["error"].startswith("the subscription ended:"), body
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------

@@ -94,6 +94,17 @@ static int append_json_string(struct tp_buf *b, const char *s) {
   return rc ? rc : tp_buf_append(b, "\"", 1);
 }
 
+int tp_http_error_json(struct tp_buf *out, const char *code_name, const char *message) {
+  int rc = tp_buf_append(out, "{\"error\":", 9);
+  if (rc == 0)
+    rc = append_json_string(out, message);
+  if (rc == 0)
+    rc = tp_buf_append(out, ",\"code\":", 8);
+  if (rc == 0)
+    rc = append_json_string(out, code_name);
+  return rc ? rc : tp_buf_append(out, "}", 1);
+}
+
 void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_name,
                    const char *fmt, ...) {
   char message[512];
@@ -102,11 +113,7 @@ void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_nam
   vsnprintf(message, sizeof(message), fmt, args);
   va_end(args);
   struct tp_buf body = {0};
-  tp_buf_append(&body, "{\"error\":", 9);
-  append_json_string(&body, message);
-  tp_buf_append(&body, ",\"code\":", 8);
-  append_json_string(&body, code_name);
-  tp_buf_append(&body, "}", 1);
+  tp_http_error_json(&body, code_name, message);
   static const struct tp_http_header json[] = {{"content-type", "application/json"}};
   tp_http_respond(ex, status, json, 1, &body);
   tp_buf_free(&body);

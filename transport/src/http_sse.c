@@ -7,6 +7,7 @@
  *   caught up:    event: caught_up   data: {"position":N} or {"version":V}
  *   a checkpoint: event: checkpoint  id: <position>  data: {"position":N}
  *   a heartbeat:  ": heartbeat" (a comment), every SSE_HEARTBEAT_MS
+ *   a failure:    event: error       data: {"error":"...","code":"INTERNAL"}, then the end
  *
  * Events carry no event: field, so a browser's EventSource hands them to
  * onmessage; its Last-Event-ID on reconnect resumes after the id.
@@ -94,12 +95,33 @@ static void sink_flush(struct tp_sub *sub) {
     ex->sink->stream_flush(ex);
 }
 
-/* Shutdown or failure: the last chunk; the client reconnects with its Last-Event-ID. */
+/* Why a subscription failed, as an HTTP error's JSON; best effort, the stream ends anyway. */
+static void write_error(struct sse *s, int status) {
+  char message[128];
+  snprintf(message, sizeof(message), "the subscription ended: %s", evf_strerror(status));
+  s->text.len = 0;
+  static const char head[] = "event: error\ndata: ";
+  int rc = tp_buf_append(&s->text, head, sizeof(head) - 1);
+  if (rc == 0)
+    rc = tp_http_error_json(&s->text, evf_grpc_status_name(evf_err_grpc_status(status)), message);
+  if (rc == 0)
+    rc = tp_buf_append(&s->text, "\n\n", 2);
+  if (rc == 0)
+    write_text(s, s->text.data, s->text.len);
+}
+
+/*
+ * Shutdown or failure: the last chunk; the client reconnects with its
+ * Last-Event-ID. A failure says why first (event: error).
+ */
 static void sink_end(struct tp_sub *sub, int status) {
-  struct tp_http_exchange *ex = sse_of(sub)->ex;
-  (void)status;
-  if (ex->conn)
-    ex->sink->stream_end(ex);
+  struct sse *s = sse_of(sub);
+  struct tp_http_exchange *ex = s->ex;
+  if (ex->conn == NULL)
+    return;
+  if (status != EVF_ESHUTDOWN)
+    write_error(s, status);
+  ex->sink->stream_end(ex);
 }
 
 static const struct tp_sub_sink sse_sink = {
