@@ -28,9 +28,10 @@ import grpc
 import pytest
 
 from conftest import (
-    MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, grpc_frame,
-    header_block, move_first_stream_run, poll, raw_frames_until_closed, raw_messages,
-    read_global_all, read_stream_all, rpc_code, scrape, shard_of, unique, wait_global, wait_prom_ready,
+    MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, expect_ok, grpc_frame,
+    header_block, http_append, move_first_stream_run, poll, raw_frames_until_closed, raw_messages,
+    read_global_all, read_stream_all, rpc_code, scrape, shard_of, unique, wait_global,
+    wait_http_ready, wait_prom_ready,
 )
 
 SHARDS = 3
@@ -883,12 +884,12 @@ def test_a_connection_whose_sends_fail_closes_after_the_subscriptions_loop(
               for i in range(3)]
     for sub in on_one:
         sub.wait_caught_up()
-    mover = s.stub(s.channel(quiet, own_connection=True))
-    read_stream_all(mover, unique("connects"))  # connected before its sends fail
+    wait_http_ready(s)
     flag.touch()
     try:
-        # Each subscription now owes a checkpoint: the hub sends them one after another.
-        rpc_code(append, mover, unique("moves"), 1)
+        # Over HTTP/1.1, which sends without nghttp2: each subscription now owes a checkpoint,
+        # and the hub sends them one after another.
+        expect_ok(http_append(s, unique("moves"), [{"type": "Moved"}], version=-1))
         for sub in on_one:
             code, details = sub.wait_end(timeout=WAIT)
             assert code == grpc.StatusCode.UNAVAILABLE, f"{sub.label}: {code} {details!r}"
