@@ -538,6 +538,25 @@ def move_first_stream_run(data_dir):
     return len(entries)
 
 
+def failing_sends_env(flag=None, after_responses=None):
+    """
+    A server environment with fail_sends.c preloaded: its HTTP/2 sends fail while the file `flag`
+    exists, or once it has submitted `after_responses` responses.
+    """
+    shim = os.environ.get("EVF_FAIL_SENDS_LIB")
+    if not shim or not os.path.isfile(shim):
+        pytest.fail(f"EVF_FAIL_SENDS_LIB={shim!r}: give the path of libevf_fail_sends.so (ctest sets it)",
+                    pytrace=False)
+    env = {"LD_PRELOAD": shim,
+           # the preloaded library comes before ASan's runtime in the list of libraries
+           "ASAN_OPTIONS": f"{os.environ.get('ASAN_OPTIONS', '')}:verify_asan_link_order=0".lstrip(":")}
+    if flag is not None:
+        env["EVF_FAIL_SENDS"] = str(flag)
+    if after_responses is not None:
+        env["EVF_FAIL_SENDS_AFTER_RESPONSES"] = str(after_responses)
+    return env
+
+
 def read_stream_all(stub, stream, timeout=RPC_TIMEOUT):
     """Every event of a stream, paging with limit 0 until an empty page."""
     out = []

@@ -25,8 +25,9 @@ import grpc
 import pytest
 
 from conftest import (
-    RPC_TIMEOUT, STOP_TIMEOUT, UUID_RE, RawH2, event_count, event_data, grpc_frame, header_block,
-    identity, raw_frames_until_closed, raw_messages, read_stream_all, unique,
+    RPC_TIMEOUT, STOP_TIMEOUT, UUID_RE, RawH2, event_count, event_data, failing_sends_env,
+    grpc_frame, header_block, http_read_global, identity, raw_frames_until_closed, raw_messages,
+    read_stream_all, unique, wait_http_ready,
 )
 
 SEED = int(os.environ.get("EVF_SEED") or random.randrange(1 << 30))
@@ -307,6 +308,27 @@ def test_half_close_with_appends_outstanding(server_factory, pb):
     assert call.code() == OK_, f"{call.code()} {call.details()!r}"
     got = check_responses(plan, responses, "grpcio half-close")
     check_stream_order(plan, got, stub, streams, "grpcio half-close")
+
+
+def test_a_call_whose_reply_cannot_be_sent_takes_no_more_appends(server_factory, pb):
+    """
+    BATCH_APPEND_IN_FLIGHT=1, and the server's sends fail from its first response on (fail_sends.c):
+    the connection is lost, so the appends the call had not handed over yet stay unwritten. Their
+    client gets no answer for them, and a retry must not find them stored.
+    """
+    s = server_factory.new(env={"SHARDS": "1", "BATCH_APPEND_IN_FLIGHT": "1",
+                                **failing_sends_env(after_responses=1)}, start=False)
+    s.spawn()
+    wait_http_ready(s)  # over HTTP/1.1: a gRPC Version call would be the first response
+    streams = [unique("lost") for _ in range(5)]
+    body = b"".join(grpc_frame(batch_request(pb, i, stream, [event_data()]).SerializeToString())
+                    for i, stream in enumerate(streams))
+    with RawH2(s.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        raw.data(sid, body, end_stream=True, timeout=30)
+        raw_frames_until_closed(raw, STOP_TIMEOUT)
+    stored = [e["stream"] for e in http_read_global(s, 0)["events"]]
+    assert stored == streams[:1], f"stored {stored}; the call's first append only was handed over"
 
 
 # --------------------------------------------------------------------------

@@ -28,8 +28,9 @@ import grpc
 import pytest
 
 from conftest import (
-    MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, expect_ok, grpc_frame,
-    header_block, http_append, move_first_stream_run, poll, raw_frames_until_closed, raw_messages,
+    MIB, RPC_TIMEOUT, STOP_TIMEOUT, RawH2, ServerFactory, append, event_data, expect_ok,
+    failing_sends_env, grpc_frame, header_block, http_append, move_first_stream_run, poll,
+    raw_frames_until_closed, raw_messages,
     read_global_all, read_stream_all, rpc_code, scrape, shard_of, unique, wait_global,
     wait_http_ready, wait_prom_ready,
 )
@@ -859,14 +860,6 @@ def test_a_stream_that_cannot_be_read_ends_its_subscription_with_an_error(server
     assert other.wait_caught_up()[1] == 2, other.summary()
 
 
-def failing_sends_env(flag):
-    """The server's environment for fail_sends.c: its sends fail while the file `flag` exists."""
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    return {"LD_PRELOAD": os.environ["EVF_FAIL_SENDS_LIB"], "EVF_FAIL_SENDS": str(flag),
-            # the preloaded library comes before ASan's runtime in the list of libraries
-            "ASAN_OPTIONS": f"{asan}:verify_asan_link_order=0".lstrip(":")}
-
-
 def test_a_connection_whose_sends_fail_closes_after_the_subscriptions_loop(
         server_factory, pb, subs, tmp_path):
     """
@@ -875,7 +868,7 @@ def test_a_connection_whose_sends_fail_closes_after_the_subscriptions_loop(
     It closes at the end of the loop turn instead; the server goes on.
     """
     flag = tmp_path / "fail-sends"
-    s = server_factory.new(env={"SHARDS": "1", **failing_sends_env(flag)})
+    s = server_factory.new(env={"SHARDS": "1", **failing_sends_env(flag=flag)})
     stub = s.stub()
     # Quiet once caught up (no BDP pings): its first send after the flag is the hub's.
     quiet = [("grpc.http2.bdp_probe", 0)]

@@ -82,7 +82,9 @@ void tp_grpc_release(struct tp_grpc_call *call) {
   maybe_free(call);
 }
 
-bool tp_grpc_open(const struct tp_grpc_call *call) { return call->h2.conn != NULL && !call->answered; }
+bool tp_grpc_open(const struct tp_grpc_call *call) {
+  return call->h2.conn != NULL && tp_conn_usable(call->h2.conn) && !call->answered;
+}
 
 struct tp_server *tp_grpc_server(struct tp_grpc_call *call) { return call->server; }
 

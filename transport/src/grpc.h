@@ -74,7 +74,7 @@ void tp_grpc_fail(struct tp_grpc_call *call, enum evf_grpc_status status, const 
 void tp_grpc_hold(struct tp_grpc_call *call);
 void tp_grpc_release(struct tp_grpc_call *call);
 
-/** Whether the call can still be answered (not answered, not cancelled, connection alive). */
+/** Whether the call can still be answered (not answered, not cancelled, connection usable). */
 bool tp_grpc_open(const struct tp_grpc_call *call);
 
 /* ---- streaming ---- */

@@ -115,7 +115,7 @@ static void forget_deferred(struct tp_conn *conn, struct tp_h2_stream *s) {
 
 /* Hands deferred requests back to the protocol while there is room. */
 static void resume_deferred(struct tp_conn *conn) {
-  while (conn->deferred_head && !conn->closing && !conn->failed && !tp_conn_congested(conn)) {
+  while (conn->deferred_head && tp_conn_usable(conn) && !tp_conn_congested(conn)) {
     struct tp_h2_stream *s = conn->deferred_head;
     forget_deferred(conn, s);
     conn->protocol->resume(s);
@@ -273,12 +273,18 @@ void tp_h2_writer_close(struct tp_server *server) {
  */
 static void close_later(struct tp_conn *conn) {
   conn->failed = true;
+  if (conn->reading) {
+    uv_read_stop((uv_stream_t *)&conn->tcp); /* no more requests from it meanwhile */
+    conn->reading = false;
+  }
   queue_write(conn);
 }
 
+bool tp_conn_usable(const struct tp_conn *conn) { return !conn->closing && !conn->failed; }
+
 void tp_conn_flush(struct tp_conn *conn) {
   /* nghttp2 must not send from inside its own callbacks; read_cb flushes after. */
-  if (conn->closing || conn->failed || conn->receiving)
+  if (!tp_conn_usable(conn) || conn->receiving)
     return;
   while (conn->pending.len < TP_CONN_OUTPUT_HIGH) {
     const uint8_t *data;
@@ -306,7 +312,7 @@ static void wrote(struct tp_conn *conn) {
   tp_conn_flush(conn);
   resume_deferred(conn);
   tp_conn_flush(conn);
-  if (!conn->closing && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
+  if (tp_conn_usable(conn) && !conn->reading && conn->pending.len < TP_CONN_OUTPUT_HIGH)
     start_reading(conn);
 }
 

@@ -111,8 +111,15 @@ void tp_conn_defer(struct tp_conn *conn, struct tp_h2_stream *stream);
 /** Gives len request body bytes of a manual_window stream back to the peer's windows. */
 void tp_conn_consume(struct tp_h2_stream *stream, size_t len);
 
-/** Writes what nghttp2 has to send (call after submitting frames). */
+/**
+ * Writes what nghttp2 has to send (call after submitting frames). A send
+ * that fails closes the connection at the loop's prepare phase, not at
+ * once: its streams keep it until then, and tp_conn_usable() is false.
+ */
 void tp_conn_flush(struct tp_conn *conn);
+
+/** False once the connection closes or a send on it failed: nothing more goes to or from it. */
+bool tp_conn_usable(const struct tp_conn *conn);
 
 /** Sends GOAWAY and closes once the last stream ends. */
 void tp_conn_drain(struct tp_conn *conn);
