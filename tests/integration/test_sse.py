@@ -686,7 +686,7 @@ def pump_all(sel, conns, pred, what, timeout):
 # --------------------------------------------------------------------------
 
 def test_a_stream_that_cannot_be_read_ends_with_an_error_event(server_factory):
-    """The subscription says why it ends (event: error, the HTTP errors' JSON), then ends."""
+    """The subscription says why it ends (event: failed, the HTTP errors' JSON), then ends."""
     s = server_factory.new(env={"SHARDS": "1"})
     damaged = unique("damaged")
     append(s.stub(), damaged, 3)
@@ -700,7 +700,7 @@ def test_a_stream_that_cannot_be_read_ends_with_an_error_event(server_factory):
         check_sse_head(conn)
         check_wellformed(conn, "damaged")
         assert conn.parser.events == [], conn.describe()
-        errors = [r for r in conn.parser.special if r.get("event") == "error"]
+        errors = [r for r in conn.parser.special if r.get("event") == "failed"]
         assert len(errors) == 1, conn.describe()
         body = json.loads(errors[0]["data"])
         assert body["code"] == "INTERNAL", body

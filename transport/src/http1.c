@@ -192,12 +192,17 @@ static int stream_start(struct tp_http_exchange *ex, const struct tp_http_header
 
 static int stream_write(struct tp_http_exchange *ex, const void *data, size_t len) {
   struct tp_h1_conn *c = ex->conn;
+  size_t before = c->out.len;
   char size[24];
   int n = snprintf(size, sizeof(size), "%zx\r\n", len);
   int rc = tp_buf_append(&c->out, size, (size_t)n);
   if (rc == 0)
     rc = tp_buf_append(&c->out, data, len);
-  return rc ? rc : tp_buf_append(&c->out, "\r\n", 2);
+  if (rc == 0)
+    rc = tp_buf_append(&c->out, "\r\n", 2);
+  if (rc != 0)
+    c->out.len = before; /* no half chunk: the last chunk may still follow */
+  return rc;
 }
 
 static size_t stream_unsent(struct tp_http_exchange *ex) {

@@ -7,7 +7,10 @@
  *   caught up:    event: caught_up   data: {"position":N} or {"version":V}
  *   a checkpoint: event: checkpoint  id: <position>  data: {"position":N}
  *   a heartbeat:  ": heartbeat" (a comment), every SSE_HEARTBEAT_MS
- *   a failure:    event: error       data: {"error":"...","code":"INTERNAL"}, then the end
+ *   a failure:    event: failed      data: {"error":"...","code":"INTERNAL"}, then the end
+ *
+ * Not "event: error": EventSource hands that name to onerror, which also
+ * reports a lost connection.
  *
  * Events carry no event: field, so a browser's EventSource hands them to
  * onmessage; its Last-Event-ID on reconnect resumes after the id.
@@ -100,7 +103,7 @@ static void write_error(struct sse *s, int status) {
   char message[128];
   snprintf(message, sizeof(message), "the subscription ended: %s", evf_strerror(status));
   s->text.len = 0;
-  static const char head[] = "event: error\ndata: ";
+  static const char head[] = "event: failed\ndata: ";
   int rc = tp_buf_append(&s->text, head, sizeof(head) - 1);
   if (rc == 0)
     rc = tp_http_error_json(&s->text, evf_grpc_status_name(evf_err_grpc_status(status)), message);
@@ -112,7 +115,7 @@ static void write_error(struct sse *s, int status) {
 
 /*
  * Shutdown or failure: the last chunk; the client reconnects with its
- * Last-Event-ID. A failure says why first (event: error).
+ * Last-Event-ID. A failure says why first (event: failed).
  */
 static void sink_end(struct tp_sub *sub, int status) {
   struct sse *s = sse_of(sub);
