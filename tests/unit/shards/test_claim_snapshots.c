@@ -1,0 +1,226 @@
+/*
+ * A shard that claims a client id looks for it in the other shards from
+ * read transactions renewed after the claim (shard.c, renew_other_txns):
+ * one begun earlier in the same prepare may predate a commit of that id by
+ * another shard, which let go of its claim since.
+ *
+ * The interleaving is forced by interposing mdb_txn_begin (this program's
+ * definition takes precedence for the engine linked into it): shard A's
+ * loop, as it opens its read transaction on shard B's index, waits there
+ * for the test. The first time, the test queues two more appends for A, so
+ * that they form A's next batch together; the second time (that batch's
+ * first append looking for its id in B), shard B stores the second
+ * append's id meanwhile.
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+#include "internal.h"
+
+#include "evf/clock.h"
+#include "evf/hash.h"
+#include "evf/status.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define SHARD_A 0
+#define SHARD_B 1
+
+/* ---- the pause in shard A's loop ---- */
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  MDB_env *watched_env;    /* B's index; NULL: no pause */
+  pthread_t pausing_thread; /* A's loop */
+  unsigned reached;         /* pauses reached so far */
+  unsigned released;        /* pauses the test let go */
+} pause_point = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+typedef int (*txn_begin_fn)(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn);
+
+static txn_begin_fn real_txn_begin;
+
+/* Before main: the engine's threads then only read it. */
+__attribute__((constructor)) static void find_real_txn_begin(void) {
+  real_txn_begin = (txn_begin_fn)dlsym(RTLD_NEXT, "mdb_txn_begin");
+}
+
+static bool is_watched(MDB_env *env) {
+  pthread_mutex_lock(&pause_point.lock);
+  bool watched = env != NULL && env == pause_point.watched_env &&
+                 pthread_equal(pthread_self(), pause_point.pausing_thread);
+  pthread_mutex_unlock(&pause_point.lock);
+  return watched;
+}
+
+/* Waits under the lock, at most HARNESS_WAIT_MS, until done() holds; aborts past it. */
+static void wait_until(bool (*done)(unsigned), unsigned n, const char *what) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += HARNESS_WAIT_MS / 1000;
+  while (!done(n)) {
+    if (pthread_cond_timedwait(&pause_point.changed, &pause_point.lock, &deadline) != 0) {
+      fprintf(stderr, "%s did not happen within %d ms\n", what, HARNESS_WAIT_MS);
+      abort(); /* not fail_msg: this may be the engine's thread */
+    }
+  }
+}
+
+static bool reached_at_least(unsigned n) { return pause_point.reached >= n; }
+static bool released_at_least(unsigned n) { return pause_point.released >= n; }
+
+int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn) {
+  int rc = real_txn_begin(env, parent, flags, txn);
+  if (rc == 0 && is_watched(env)) {
+    pthread_mutex_lock(&pause_point.lock);
+    unsigned n = ++pause_point.reached;
+    pthread_cond_broadcast(&pause_point.changed);
+    wait_until(released_at_least, n, "the test's release of the pause");
+    pthread_mutex_unlock(&pause_point.lock);
+  }
+  return rc;
+}
+
+static void watch(struct evf_store *store) {
+  pthread_mutex_lock(&pause_point.lock);
+  pause_point.watched_env = store->shards[SHARD_B].db.index_env;
+  pause_point.pausing_thread = store->shards[SHARD_A].thread;
+  pthread_mutex_unlock(&pause_point.lock);
+}
+
+static void unwatch(void) {
+  pthread_mutex_lock(&pause_point.lock);
+  pause_point.watched_env = NULL;
+  pthread_mutex_unlock(&pause_point.lock);
+}
+
+static void await_pause(unsigned n) {
+  pthread_mutex_lock(&pause_point.lock);
+  wait_until(reached_at_least, n, "shard A's pause");
+  pthread_mutex_unlock(&pause_point.lock);
+}
+
+static void release_pause(unsigned n) {
+  pthread_mutex_lock(&pause_point.lock);
+  pause_point.released = n;
+  pthread_cond_broadcast(&pause_point.changed);
+  pthread_mutex_unlock(&pause_point.lock);
+}
+
+/* ---- appends whose results come later ---- */
+
+struct pending_append {
+  struct harness_request req;
+  struct store_append append;
+  bool done;
+  int status;
+};
+
+static void pending_done(struct store_append *append, int status) {
+  struct pending_append *p = append->data;
+  p->done = true;
+  p->status = status;
+}
+
+static void send_append(struct harness_client *c, struct pending_append *p, const char *stream,
+                        const char *id) {
+  const char *ids[] = {id};
+  harness_request(&p->req, stream, -1, 1, "Claimed", "{}", ids);
+  p->append = (struct store_append){.request = &p->req.request, .cb = pending_done, .data = p};
+  assert_int_equal(store_append(c->port, &p->append), 0);
+}
+
+static void wake_only(uv_timer_t *timer) { (void)timer; }
+
+/* Runs the client's loop until every append answered (bounded). */
+static void await_all(struct harness_client *c, struct pending_append *p, size_t n) {
+  uv_timer_t tick;
+  uv_timer_init(&c->loop, &tick);
+  uv_timer_start(&tick, wake_only, 50, 50);
+  uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
+  for (size_t i = 0; i < n; i++) {
+    while (!p[i].done) {
+      assert_true(evf_monotonic_ns() < deadline);
+      uv_run(&c->loop, UV_RUN_ONCE);
+    }
+    store_append_deinit(&p[i].append);
+  }
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+/* ---- the test ---- */
+
+static void stream_of_shard(struct evf_store *store, unsigned shard, const char *prefix,
+                            char out[32]) {
+  for (unsigned n = 0;; n++) {
+    snprintf(out, 32, "%s-%u", prefix, n);
+    if (evf_stream_shard(out, strlen(out), store->shard_count) == shard)
+      return;
+  }
+}
+
+static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
+  (void)state;
+  char *dir = harness_make_dir();
+  struct harness_options o = {.shards = 2, .external_ports = 2};
+  struct evf_store *store = harness_open(dir, &o);
+  struct harness_client on_a, on_b;
+  harness_client_init(&on_a, store, 0);
+  harness_client_init(&on_b, store, 1);
+  char stream_a[32], stream_b[32];
+  stream_of_shard(store, SHARD_A, "a", stream_a);
+  stream_of_shard(store, SHARD_B, "b", stream_b);
+  static const char first[] = "00000000-0000-4000-8000-000000000001",
+                    second[] = "00000000-0000-4000-8000-000000000002",
+                    raced[] = "00000000-0000-4000-8000-000000000003";
+  struct pending_append *on_a_appends = calloc(3, sizeof(*on_a_appends));
+  assert_non_null(on_a_appends);
+
+  watch(store);
+  send_append(&on_a, &on_a_appends[0], stream_a, first);
+  await_pause(1); /* A's first batch looks for its id in B */
+  send_append(&on_a, &on_a_appends[1], stream_a, second);
+  send_append(&on_a, &on_a_appends[2], stream_a, raced); /* one batch with the one before */
+  release_pause(1);
+  await_pause(2); /* that batch's first append looks for its id in B */
+  struct harness_request on_b_req;
+  const char *ids[] = {raced};
+  harness_request(&on_b_req, stream_b, -1, 1, "Claimed", "{}", ids);
+  assert_int_equal(harness_append(&on_b, &on_b_req.request, NULL), 0); /* B stores it, lets go */
+  release_pause(2);
+  await_all(&on_a, on_a_appends, 3);
+  unwatch();
+
+  assert_int_equal(on_a_appends[0].status, 0);
+  assert_int_equal(on_a_appends[1].status, 0);
+  /* Claimed after B let go, looked for from a snapshot taken before B stored it: */
+  assert_int_equal(on_a_appends[2].status, EVF_EEXIST);
+  struct harness_events *events = malloc(sizeof(*events));
+  assert_non_null(events);
+  assert_int_equal(harness_read_stream(store, stream_a, 0, 0, events), 0);
+  assert_int_equal(events->count, 2);
+  harness_events_free(events);
+  free(events);
+  free(on_a_appends);
+  harness_client_deinit(&on_a);
+  harness_client_deinit(&on_b);
+  store_close(store);
+  harness_remove_dir(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(an_id_stored_by_another_shard_meanwhile_is_found),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
