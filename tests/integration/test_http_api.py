@@ -27,7 +27,7 @@ from conftest import (
     http_get, http_read_global, http_read_stream, http_request, json_body,
     list_streams, now_ms, poll, quote_name, read_global, read_stream, read_stream_all, request_bytes,
     send_then_read, server_version, stream_count, stream_path, unique, unb64, wait_global,
-    wait_http_ready, wait_server_read,
+    wait_http_ready, wait_server_read, failing_sends_env, raw_frames_until_closed, scrape,
 )
 
 CLOCK_SLACK_MS = 5 * 60 * 1000
@@ -1155,3 +1155,32 @@ def test_shutdown_answers_503_h2c(server_factory):
     finally:
         h.close()
     _wait_exit(s)
+
+
+def test_h2c_answers_after_a_failed_send_are_not_counted(server_factory):
+    """
+    The server's HTTP/2 sends fail from its first response on (fail_sends.c): six appends read
+    together on one h2c connection are all stored, but one answer went out at most, and the
+    request metrics count only that one.
+    """
+    s = server_factory.new(env={"SHARDS": "1", **failing_sends_env(after_responses=1)},
+                           start=False)
+    s.spawn()
+    wait_http_ready(s)  # over HTTP/1.1, which sends without nghttp2
+    streams = [unique("h2c-lost") for _ in range(6)]
+    body = json.dumps({"events": [{"type": "Lost"}], "version": -1}).encode()
+    with RawH2(s.http_port, timeout=30) as raw:
+        for stream in streams:  # all in one write: one read, one batch
+            sid = raw.conn.get_next_available_stream_id()
+            raw.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                        (":path", stream_path(stream)),
+                                        (":authority", f"{HOST}:{s.http_port}"),
+                                        ("content-type", "application/json")])
+            raw.conn.send_data(sid, body, end_stream=True)
+        raw.flush()
+        raw_frames_until_closed(raw, STOP_TIMEOUT)
+    stored = sorted(e["stream"] for e in http_read_global(s, 0)["events"])
+    assert stored == sorted(streams), "every append read before the failure is stored"
+    _, m = scrape(s)
+    answered = m.value("eventflowdb_requests_total", transport="http", method="append")
+    assert answered == 1, f"{answered} appends counted as answered; one answer went out at most"

@@ -46,7 +46,9 @@ void tp_http_unhold(struct tp_http_exchange *ex) {
   maybe_free(ex);
 }
 
-bool tp_http_open(const struct tp_http_exchange *ex) { return ex->conn != NULL && !ex->answered; }
+bool tp_http_open(const struct tp_http_exchange *ex) {
+  return ex->conn != NULL && !ex->answered && (ex->sink->usable == NULL || ex->sink->usable(ex));
+}
 
 void tp_http_respond(struct tp_http_exchange *ex, int status, const struct tp_http_header *headers,
                      size_t header_count, struct tp_buf *body) {

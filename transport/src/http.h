@@ -42,6 +42,8 @@ struct tp_http_sink {
   size_t (*stream_unsent)(struct tp_http_exchange *ex);
   void (*stream_flush)(struct tp_http_exchange *ex);
   void (*stream_end)(struct tp_http_exchange *ex);
+  /** Optional: false once the connection can send nothing more (it is about to close). */
+  bool (*usable)(const struct tp_http_exchange *ex);
 };
 
 typedef void (*tp_http_router)(struct tp_http_exchange *ex);

@@ -18,7 +18,12 @@ struct h2_exchange {
 
 static void respond(struct tp_http_exchange *ex, int status, const struct tp_http_header *headers,
                     size_t count, struct tp_buf *body);
-static const struct tp_http_sink h2_sink = {.respond = respond};
+static bool usable(const struct tp_http_exchange *ex) {
+  const struct h2_exchange *s = ex->conn;
+  return s->h2.conn != NULL && tp_conn_usable(s->h2.conn);
+}
+
+static const struct tp_http_sink h2_sink = {.respond = respond, .usable = usable};
 
 static struct tp_h2_stream *open_stream(struct tp_conn *conn) {
   struct h2_exchange *s = calloc(1, sizeof(*s));
