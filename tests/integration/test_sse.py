@@ -685,7 +685,7 @@ def pump_all(sel, conns, pred, what, timeout):
 # A store that cannot be read
 # --------------------------------------------------------------------------
 
-def test_a_stream_that_cannot_be_read_ends_with_an_error_event(server_factory):
+def test_a_stream_that_cannot_be_read_ends_with_a_failed_event(server_factory):
     """The subscription says why it ends (event: failed, the HTTP errors' JSON), then ends."""
     s = server_factory.new(env={"SHARDS": "1"})
     damaged = unique("damaged")

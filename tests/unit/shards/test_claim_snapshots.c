@@ -28,11 +28,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #define SHARD_A 0
 #define SHARD_B 1
+#define PAUSES 2 /* A's two batches each open a read transaction on B's index once */
 
 /* ---- the pause in shard A's loop ---- */
 
@@ -43,15 +45,25 @@ static struct {
   pthread_t pausing_thread; /* A's loop */
   unsigned reached;         /* pauses reached so far */
   unsigned released;        /* pauses the test let go */
-} pause_point = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+} pause_point = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 typedef int (*txn_begin_fn)(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn);
 
 static txn_begin_fn real_txn_begin;
 
-/* Before main: the engine's threads then only read it. */
-__attribute__((constructor)) static void find_real_txn_begin(void) {
+/* Before main: the engine's threads then only read these. */
+__attribute__((constructor)) static void set_up_pause_point(void) {
   real_txn_begin = (txn_begin_fn)dlsym(RTLD_NEXT, "mdb_txn_begin");
+  if (real_txn_begin == NULL) {
+    fprintf(stderr, "mdb_txn_begin is not in a shared library: nothing to interpose\n");
+    abort();
+  }
+  /* Deadlines on the monotonic clock: a clock set meanwhile moves no wait. */
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&pause_point.changed, &attr);
+  pthread_condattr_destroy(&attr);
 }
 
 static bool is_watched(MDB_env *env) {
@@ -65,7 +77,7 @@ static bool is_watched(MDB_env *env) {
 /* Waits under the lock, at most HARNESS_WAIT_MS, until done() holds; aborts past it. */
 static void wait_until(bool (*done)(unsigned), unsigned n, const char *what) {
   struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
   deadline.tv_sec += HARNESS_WAIT_MS / 1000;
   while (!done(n)) {
     if (pthread_cond_timedwait(&pause_point.changed, &pause_point.lock, &deadline) != 0) {
@@ -83,6 +95,11 @@ int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn) 
   if (rc == 0 && is_watched(env)) {
     pthread_mutex_lock(&pause_point.lock);
     unsigned n = ++pause_point.reached;
+    if (n > PAUSES) {
+      fprintf(stderr, "shard A opened a read transaction on B's index %u times, not %d\n", n,
+              PAUSES);
+      abort(); /* the test's interleaving is not the one the engine took */
+    }
     pthread_cond_broadcast(&pause_point.changed);
     wait_until(released_at_least, n, "the test's release of the pause");
     pthread_mutex_unlock(&pause_point.lock);
@@ -125,7 +142,7 @@ struct pending_append {
   int status;
 };
 
-static void pending_done(struct store_append *append, int status) {
+static void pending_done_cb(struct store_append *append, int status) {
   struct pending_append *p = append->data;
   p->done = true;
   p->status = status;
@@ -135,21 +152,25 @@ static void send_append(struct harness_client *c, struct pending_append *p, cons
                         const char *id) {
   const char *ids[] = {id};
   harness_request(&p->req, stream, -1, 1, "Claimed", "{}", ids);
-  p->append = (struct store_append){.request = &p->req.request, .cb = pending_done, .data = p};
+  p->append = (struct store_append){.request = &p->req.request, .cb = pending_done_cb, .data = p};
   assert_int_equal(store_append(c->port, &p->append), 0);
 }
 
-static void wake_only(uv_timer_t *timer) { (void)timer; }
+static void wake_only_cb(uv_timer_t *timer) { (void)timer; }
 
 /* Runs the client's loop until every append answered (bounded). */
 static void await_all(struct harness_client *c, struct pending_append *p, size_t n) {
   uv_timer_t tick;
   uv_timer_init(&c->loop, &tick);
-  uv_timer_start(&tick, wake_only, 50, 50);
+  uv_timer_start(&tick, wake_only_cb, 50, 50);
   uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
   for (size_t i = 0; i < n; i++) {
     while (!p[i].done) {
-      assert_true(evf_monotonic_ns() < deadline);
+      if (evf_monotonic_ns() > deadline) {
+        /* Not fail_msg: the store still holds the appends. */
+        fprintf(stderr, "appends did not complete within %d ms\n", HARNESS_WAIT_MS);
+        abort();
+      }
       uv_run(&c->loop, UV_RUN_ONCE);
     }
     store_append_deinit(&p[i].append);
@@ -200,6 +221,7 @@ static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
   release_pause(2);
   await_all(&on_a, on_a_appends, 3);
   unwatch();
+  assert_int_equal(pause_point.reached, PAUSES);
 
   assert_int_equal(on_a_appends[0].status, 0);
   assert_int_equal(on_a_appends[1].status, 0);
