@@ -176,6 +176,7 @@ static void respond(struct tp_http_exchange *ex, int status, const struct tp_htt
 static int stream_start(struct tp_http_exchange *ex, const struct tp_http_header *headers,
                         size_t count) {
   struct tp_h1_conn *c = ex->conn;
+  size_t before = c->out.len;
   static const char head[] = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n";
   int rc = tp_buf_append(&c->out, head, sizeof(head) - 1);
   for (size_t i = 0; rc == 0 && i < count; i++) {
@@ -187,6 +188,8 @@ static int stream_start(struct tp_http_exchange *ex, const struct tp_http_header
     rc = tp_buf_append(&c->out, "\r\n", 2);
   if (rc == 0)
     c->streaming = true;
+  else
+    c->out.len = before; /* no half head: the error response that follows must stand alone */
   return rc;
 }
 
