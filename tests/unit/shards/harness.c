@@ -135,7 +135,29 @@ static void append_cb(struct store_append *req, int status) {
   memcpy(r->ids, req->ids, r->n_ids * sizeof(r->ids[0]));
 }
 
-static void wake_only(uv_timer_t *timer) { (void)timer; }
+static void wake_only_cb(uv_timer_t *timer) { (void)timer; }
+
+/* Runs the client's loop until every flag is set; aborts past HARNESS_WAIT_MS. */
+static void run_until_done(struct harness_client *c, bool *const *done, size_t n) {
+  /* The timer ends a wait in uv_run even if an append's callback never comes. */
+  uv_timer_t bound;
+  uv_timer_init(&c->loop, &bound);
+  uv_update_time(&c->loop); /* the loop may have been idle: count from now */
+  uv_timer_start(&bound, wake_only_cb, HARNESS_WAIT_MS, 0);
+  uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
+  for (size_t i = 0; i < n; i++) {
+    while (!*done[i]) {
+      uv_run(&c->loop, UV_RUN_ONCE);
+      if (evf_monotonic_ns() > deadline) {
+        /* Not fail_msg: it longjmps, this may be a worker thread, and the store still has req. */
+        fprintf(stderr, "append did not complete within %d ms\n", HARNESS_WAIT_MS);
+        abort();
+      }
+    }
+  }
+  uv_close((uv_handle_t *)&bound, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT); /* the close completes */
+}
 
 int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *request,
                    struct harness_result *result) {
@@ -147,27 +169,35 @@ int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *r
     store_append_deinit(&req);
     return rc;
   }
-  /* The timer ends a wait in uv_run even if the append's callback never comes. */
-  uv_timer_t bound;
-  uv_timer_init(&c->loop, &bound);
-  uv_update_time(&c->loop); /* the loop may have been idle: count from now */
-  uv_timer_start(&bound, wake_only, HARNESS_WAIT_MS, 0);
-  uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
-  while (!w.done) {
-    uv_run(&c->loop, UV_RUN_ONCE);
-    if (evf_monotonic_ns() > deadline) {
-      /* Not fail_msg: it longjmps, this may be a worker thread, and the store still has req. */
-      fprintf(stderr, "append did not complete within %d ms\n", HARNESS_WAIT_MS);
-      abort();
-    }
-  }
-  uv_close((uv_handle_t *)&bound, NULL);
-  uv_run(&c->loop, UV_RUN_NOWAIT); /* the close completes */
+  bool *done = &w.done;
+  run_until_done(c, &done, 1);
   store_append_deinit(&req);
   /* Read-your-writes: an acknowledged append is already below the watermark. */
   if (w.result->status == 0)
     assert_true(w.result->watermark_at_ack >= w.result->first_position + request->n_events - 1);
   return w.result->status;
+}
+
+static void pending_done_cb(struct store_append *append, int status) {
+  struct harness_pending *p = append->data;
+  p->status = status;
+  p->done = true;
+}
+
+void harness_send(struct harness_client *c, struct harness_pending *p,
+                  const Api__AppendToStreamRequest *request) {
+  *p = (struct harness_pending){
+      .append = {.request = request, .cb = pending_done_cb, .data = p}};
+  assert_int_equal(store_append(c->port, &p->append), 0);
+}
+
+void harness_await(struct harness_client *c, struct harness_pending *p, size_t n) {
+  bool *done[n];
+  for (size_t i = 0; i < n; i++)
+    done[i] = &p[i].done;
+  run_until_done(c, done, n);
+  for (size_t i = 0; i < n; i++)
+    store_append_deinit(&p[i].append);
 }
 
 void harness_request(struct harness_request *r, const char *stream, int32_t version, size_t n,

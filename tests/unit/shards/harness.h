@@ -62,6 +62,20 @@ struct harness_result {
 int harness_append(struct harness_client *c, const Api__AppendToStreamRequest *request,
                    struct harness_result *result);
 
+/* An append whose result comes later: harness_send() it, then harness_await() it. */
+struct harness_pending {
+  struct store_append append; /* its outputs (first_position...) stay readable after the wait */
+  bool done;
+  int status;
+};
+
+/** Submits the append without waiting; fails the test if store_append refuses it. */
+void harness_send(struct harness_client *c, struct harness_pending *p,
+                  const Api__AppendToStreamRequest *request);
+
+/** Runs the client's loop until the n appends answered (aborts past HARNESS_WAIT_MS); deinits. */
+void harness_await(struct harness_client *c, struct harness_pending *p, size_t n);
+
 /* Builds requests: n events of one type with the given payload; ids NULL or n ids. */
 struct harness_request {
   Api__AppendToStreamRequest request;

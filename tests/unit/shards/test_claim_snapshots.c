@@ -16,7 +16,6 @@
 #include "harness.h"
 #include "internal.h"
 
-#include "evf/clock.h"
 #include "evf/hash.h"
 #include "evf/status.h"
 
@@ -133,52 +132,6 @@ static void release_pause(unsigned n) {
   pthread_mutex_unlock(&pause_point.lock);
 }
 
-/* ---- appends whose results come later ---- */
-
-struct pending_append {
-  struct harness_request req;
-  struct store_append append;
-  bool done;
-  int status;
-};
-
-static void pending_done_cb(struct store_append *append, int status) {
-  struct pending_append *p = append->data;
-  p->done = true;
-  p->status = status;
-}
-
-static void send_append(struct harness_client *c, struct pending_append *p, const char *stream,
-                        const char *id) {
-  const char *ids[] = {id};
-  harness_request(&p->req, stream, -1, 1, "Claimed", "{}", ids);
-  p->append = (struct store_append){.request = &p->req.request, .cb = pending_done_cb, .data = p};
-  assert_int_equal(store_append(c->port, &p->append), 0);
-}
-
-static void wake_only_cb(uv_timer_t *timer) { (void)timer; }
-
-/* Runs the client's loop until every append answered (bounded). */
-static void await_all(struct harness_client *c, struct pending_append *p, size_t n) {
-  uv_timer_t tick;
-  uv_timer_init(&c->loop, &tick);
-  uv_timer_start(&tick, wake_only_cb, 50, 50);
-  uint64_t deadline = evf_monotonic_ns() + (uint64_t)HARNESS_WAIT_MS * 1000000u;
-  for (size_t i = 0; i < n; i++) {
-    while (!p[i].done) {
-      if (evf_monotonic_ns() > deadline) {
-        /* Not fail_msg: the store still holds the appends. */
-        fprintf(stderr, "appends did not complete within %d ms\n", HARNESS_WAIT_MS);
-        abort();
-      }
-      uv_run(&c->loop, UV_RUN_ONCE);
-    }
-    store_append_deinit(&p[i].append);
-  }
-  uv_close((uv_handle_t *)&tick, NULL);
-  uv_run(&c->loop, UV_RUN_NOWAIT);
-}
-
 /* ---- the test ---- */
 
 static void stream_of_shard(struct evf_store *store, unsigned shard, const char *prefix,
@@ -204,22 +157,25 @@ static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
   static const char first[] = "00000000-0000-4000-8000-000000000001",
                     second[] = "00000000-0000-4000-8000-000000000002",
                     raced[] = "00000000-0000-4000-8000-000000000003";
-  struct pending_append *on_a_appends = calloc(3, sizeof(*on_a_appends));
-  assert_non_null(on_a_appends);
+  const char *first_ids[] = {first}, *second_ids[] = {second}, *raced_ids[] = {raced};
+  struct harness_request first_req, second_req, raced_req;
+  harness_request(&first_req, stream_a, -1, 1, "Claimed", "{}", first_ids);
+  harness_request(&second_req, stream_a, -1, 1, "Claimed", "{}", second_ids);
+  harness_request(&raced_req, stream_a, -1, 1, "Claimed", "{}", raced_ids);
+  struct harness_pending on_a_appends[3];
 
   watch(store);
-  send_append(&on_a, &on_a_appends[0], stream_a, first);
+  harness_send(&on_a, &on_a_appends[0], &first_req.request);
   await_pause(1); /* A's first batch looks for its id in B */
-  send_append(&on_a, &on_a_appends[1], stream_a, second);
-  send_append(&on_a, &on_a_appends[2], stream_a, raced); /* one batch with the one before */
+  harness_send(&on_a, &on_a_appends[1], &second_req.request);
+  harness_send(&on_a, &on_a_appends[2], &raced_req.request); /* one batch with the one before */
   release_pause(1);
   await_pause(2); /* that batch's first append looks for its id in B */
   struct harness_request on_b_req;
-  const char *ids[] = {raced};
-  harness_request(&on_b_req, stream_b, -1, 1, "Claimed", "{}", ids);
+  harness_request(&on_b_req, stream_b, -1, 1, "Claimed", "{}", raced_ids);
   assert_int_equal(harness_append(&on_b, &on_b_req.request, NULL), 0); /* B stores it, lets go */
   release_pause(2);
-  await_all(&on_a, on_a_appends, 3);
+  harness_await(&on_a, on_a_appends, 3);
   unwatch();
   assert_int_equal(pause_point.reached, PAUSES);
 
@@ -233,7 +189,6 @@ static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
   assert_int_equal(events->count, 2);
   harness_events_free(events);
   free(events);
-  free(on_a_appends);
   harness_client_deinit(&on_a);
   harness_client_deinit(&on_b);
   store_close(store);

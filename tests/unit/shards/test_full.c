@@ -254,17 +254,6 @@ static void an_event_larger_than_the_map_fails_cleanly(void **state) {
   assert_global_intact(f);
 }
 
-struct outcome {
-  int status;
-  bool done;
-};
-
-static void outcome_cb(struct store_append *req, int status) {
-  struct outcome *o = req->data;
-  o->status = status;
-  o->done = true;
-}
-
 /*
  * Submitted back to back, a huge and a tiny append share one batch; the
  * batch hits the map's end, and the tiny one is retried alone and fits.
@@ -277,21 +266,14 @@ static void a_small_append_batched_with_a_huge_one_still_fits(void **state) {
   struct harness_request big, small;
   harness_request(&big, "huge", -1, 1, "Huge", huge, NULL);
   harness_request(&small, "small", -1, 1, "Small", "x", NULL);
-  struct outcome ob = {0}, os = {0};
-  struct store_append rb = {.request = &big.request, .cb = outcome_cb, .data = &ob};
-  struct store_append rs = {.request = &small.request, .cb = outcome_cb, .data = &os};
-  assert_int_equal(store_append(f->client.port, &rb), 0);
-  assert_int_equal(store_append(f->client.port, &rs), 0);
-  for (int turns = 0; !(ob.done && os.done); turns++) {
-    assert_true(turns < 100000);
-    uv_run(&f->client.loop, UV_RUN_ONCE);
-  }
-  assert_int_equal(ob.status, EVF_EFULL);
-  assert_int_equal(os.status, 0);
+  struct harness_pending p[2];
+  harness_send(&f->client, &p[0], &big.request);
+  harness_send(&f->client, &p[1], &small.request);
+  harness_await(&f->client, p, 2);
+  assert_int_equal(p[0].status, EVF_EFULL);
+  assert_int_equal(p[1].status, 0);
   assert_int_equal(event_count(f), 1);
   assert_int_equal(stream_count(f), 1);
-  store_append_deinit(&rb);
-  store_append_deinit(&rs);
   free(huge);
 }
 

@@ -225,38 +225,20 @@ static void ids_at_consecutive_positions_of_other_streams_are_rejected(void **st
   assert_int_equal(harness_fixture_append(f, "s", -1, 1, &run_ids[2], NULL), 0);
 }
 
-struct pending_append {
-  struct store_append req;
-  int status;
-  bool done;
-};
-
-static void pending_cb(struct store_append *req, int status) {
-  struct pending_append *p = req->data;
-  p->status = status;
-  p->done = true;
-}
-
 /* Submitted back to back, both usually land in one batch: the retry waits for its original. */
 static void a_retry_racing_its_original_succeeds(void **state) {
   struct harness_fixture *f = *state;
   struct harness_request a, b;
   harness_request(&a, "race", 0, 2, "T", "x", ids_a);
   harness_request(&b, "race", 0, 2, "T", "x", ids_a);
-  struct pending_append pa = {.req = {.request = &a.request, .cb = pending_cb, .data = &pa}};
-  struct pending_append pb = {.req = {.request = &b.request, .cb = pending_cb, .data = &pb}};
-  assert_int_equal(store_append(f->client.port, &pa.req), 0);
-  assert_int_equal(store_append(f->client.port, &pb.req), 0);
-  for (int turns = 0; !(pa.done && pb.done); turns++) {
-    assert_true(turns < 100000);
-    uv_run(&f->client.loop, UV_RUN_ONCE);
-  }
-  assert_int_equal(pa.status, 0);
-  assert_int_equal(pb.status, 0);
-  assert_int_equal(pa.req.first_position, pb.req.first_position);
-  assert_int_equal(pb.req.first_version, 0);
-  store_append_deinit(&pa.req);
-  store_append_deinit(&pb.req);
+  struct harness_pending p[2];
+  harness_send(&f->client, &p[0], &a.request);
+  harness_send(&f->client, &p[1], &b.request);
+  harness_await(&f->client, p, 2);
+  assert_int_equal(p[0].status, 0);
+  assert_int_equal(p[1].status, 0);
+  assert_int_equal(p[0].append.first_position, p[1].append.first_position);
+  assert_int_equal(p[1].append.first_version, 0);
   int64_t events;
   assert_int_equal(store_event_count(f->store, &events), 0);
   assert_int_equal(events, 2);
