@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include "evf/clock.h"
+#include "evf/hash.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -198,6 +199,15 @@ void harness_await(struct harness_client *c, struct harness_pending *p, size_t n
   run_until_done(c, done, n);
   for (size_t i = 0; i < n; i++)
     store_append_deinit(&p[i].append);
+}
+
+void harness_name_in_shard(const char *prefix, unsigned shard, unsigned shard_count, unsigned skip,
+                           char out[32]) {
+  for (unsigned n = 0;; n++) {
+    snprintf(out, 32, "%s%u", prefix, n);
+    if (evf_stream_shard(out, strlen(out), shard_count) == shard && skip-- == 0)
+      return;
+  }
 }
 
 void harness_request(struct harness_request *r, const char *stream, int32_t version, size_t n,

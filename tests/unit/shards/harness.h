@@ -76,6 +76,10 @@ void harness_send(struct harness_client *c, struct harness_pending *p,
 /** Runs the client's loop until the n appends answered (aborts past HARNESS_WAIT_MS); deinits. */
 void harness_await(struct harness_client *c, struct harness_pending *p, size_t n);
 
+/** The skip-th name "<prefix><n>" (n = 0, 1...) a store of shard_count shards puts in shard. */
+void harness_name_in_shard(const char *prefix, unsigned shard, unsigned shard_count, unsigned skip,
+                           char out[32]);
+
 /* Builds requests: n events of one type with the given payload; ids NULL or n ids. */
 struct harness_request {
   Api__AppendToStreamRequest request;

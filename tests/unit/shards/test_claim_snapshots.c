@@ -16,7 +16,6 @@
 #include "harness.h"
 #include "internal.h"
 
-#include "evf/hash.h"
 #include "evf/status.h"
 
 #include <dlfcn.h>
@@ -134,15 +133,6 @@ static void release_pause(unsigned n) {
 
 /* ---- the test ---- */
 
-static void stream_of_shard(struct evf_store *store, unsigned shard, const char *prefix,
-                            char out[32]) {
-  for (unsigned n = 0;; n++) {
-    snprintf(out, 32, "%s-%u", prefix, n);
-    if (evf_stream_shard(out, strlen(out), store->shard_count) == shard)
-      return;
-  }
-}
-
 static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
   (void)state;
   char *dir = harness_make_dir();
@@ -152,8 +142,8 @@ static void an_id_stored_by_another_shard_meanwhile_is_found(void **state) {
   harness_client_init(&on_a, store, 0);
   harness_client_init(&on_b, store, 1);
   char stream_a[32], stream_b[32];
-  stream_of_shard(store, SHARD_A, "a", stream_a);
-  stream_of_shard(store, SHARD_B, "b", stream_b);
+  harness_name_in_shard("a-", SHARD_A, o.shards, 0, stream_a);
+  harness_name_in_shard("b-", SHARD_B, o.shards, 0, stream_b);
   static const char first[] = "00000000-0000-4000-8000-000000000001",
                     second[] = "00000000-0000-4000-8000-000000000002",
                     raced[] = "00000000-0000-4000-8000-000000000003";

@@ -11,7 +11,6 @@
 #include "internal.h"
 
 #include "evf/clock.h"
-#include "evf/hash.h"
 #include "evf/status.h"
 
 #include <inttypes.h>
@@ -440,15 +439,6 @@ static void racing_appends_have_one_winner(void **state) {
 
 /* ---- racing client-given ids ---- */
 
-/* A stream name of the given shard's. */
-static void stream_of_shard(unsigned shard, char out[32]) {
-  for (unsigned n = 0;; n++) {
-    snprintf(out, 32, "holder-%u-%u", shard, n);
-    if (evf_shard_of(evf_hash_fnv1a64(out, strlen(out)), SHARDS) == shard)
-      return;
-  }
-}
-
 /* Claims still in the store's table (white box: internal.h). */
 static size_t claims_held(const struct evf_store *store) {
   const struct id_claims *claims = &store->id_claims;
@@ -464,7 +454,7 @@ static void *id_racer_main(void *arg) {
   struct harness_client c;
   harness_client_init(&c, r->store, r->port);
   char stream[32];
-  stream_of_shard(r->port - PRODUCERS, stream);
+  harness_name_in_shard("holder-", r->port - PRODUCERS, SHARDS, 0, stream);
   for (uint32_t k = 0; k < ROUNDS; k++) {
     char id[EVF_UUID_TEXT_LEN + 1];
     snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012" PRIx32, k);
@@ -504,7 +494,7 @@ static void racing_client_ids_have_one_winner(void **state) {
   struct harness_events *e = malloc(sizeof(*e));
   for (unsigned i = 0; i < RACERS; i++) {
     char stream[32];
-    stream_of_shard(i, stream);
+    harness_name_in_shard("holder-", i, SHARDS, 0, stream);
     int rc = harness_read_stream(store, stream, 0, 0, e);
     assert_true(rc == 0 || rc == EVF_ENOTFOUND);
     stored += rc == 0 ? e->count : 0;

@@ -415,15 +415,6 @@ struct appended {
   uint64_t positions[32];
 };
 
-/* The first name with that prefix and a number whose stream belongs to the shard. */
-static void name_in_shard(const char *prefix, unsigned shard, unsigned skip, char out[32]) {
-  for (unsigned i = 0;; i++) {
-    snprintf(out, 32, "%s%u", prefix, i);
-    if (evf_stream_shard(out, strlen(out), SHARDS) == shard && skip-- == 0)
-      return;
-  }
-}
-
 static void append_to(struct harness_fixture *f, struct appended *stream, size_t n) {
   struct harness_result r;
   assert_true(stream->length + n <= sizeof(stream->positions) / sizeof(stream->positions[0]));
@@ -470,8 +461,8 @@ static void a_rebuild_joins_only_a_stream_s_next_version_at_the_next_position(vo
   enum { NEIGHBOURS = 4, OTHER = NEIGHBOURS, STREAMS };
   struct appended made[STREAMS] = {0};
   for (unsigned i = 0; i < NEIGHBOURS; i++)
-    name_in_shard("neighbour-", 0, i, made[i].name);
-  name_in_shard("other-", 1, 0, made[OTHER].name);
+    harness_name_in_shard("neighbour-", 0, SHARDS, i, made[i].name);
+  harness_name_in_shard("other-", 1, SHARDS, 0, made[OTHER].name);
   static const unsigned turns[][2] = {{0, 3}, {1, 2}, {OTHER, 1}, {0, 2}, {2, 3}, {1, 1},
                                       {0, 1}, {OTHER, 2}, {0, 4}, {2, 1}, {3, 1}, {3, 5}};
   for (size_t i = 0; i < sizeof(turns) / sizeof(turns[0]); i++)
@@ -526,9 +517,9 @@ static void set_first_run_length(const struct harness_fixture *f, const char *st
 static void a_run_past_its_events_in_the_log_fails_the_read(void **state) {
   struct harness_fixture *f = *state;
   char stream[32], later[32], other[32];
-  name_in_shard("runs-", 0, 0, stream);
-  name_in_shard("runs-", 0, 1, later);
-  name_in_shard("elsewhere-", 1, 0, other);
+  harness_name_in_shard("runs-", 0, SHARDS, 0, stream);
+  harness_name_in_shard("runs-", 0, SHARDS, 1, later);
+  harness_name_in_shard("elsewhere-", 1, SHARDS, 0, other);
   assert_int_equal(harness_fixture_append(f, stream, 0, 3, NULL, NULL), 0);
   assert_int_equal(harness_fixture_append(f, other, 0, 2, NULL, NULL), 0);
   assert_int_equal(harness_fixture_append(f, later, 0, 1, NULL, NULL), 0);
@@ -573,8 +564,8 @@ static void a_gap_between_runs_fails_the_reads_that_meet_it(void **state) {
 static void a_run_missing_events_in_the_log_fails_the_read(void **state) {
   struct harness_fixture *f = *state;
   char longer[32], cut[32];
-  name_in_shard("longer-", 0, 0, longer);
-  name_in_shard("cut-", 1, 0, cut);
+  harness_name_in_shard("longer-", 0, SHARDS, 0, longer);
+  harness_name_in_shard("cut-", 1, SHARDS, 0, cut);
   struct harness_result r;
   assert_int_equal(harness_fixture_append(f, cut, 0, 3, NULL, &r), 0);
   assert_int_equal(harness_fixture_append(f, longer, 0, 3, NULL, NULL), 0);
@@ -598,8 +589,8 @@ static void a_run_missing_events_in_the_log_fails_the_read(void **state) {
 static void a_damaged_neighbouring_run_leaves_the_stream_alone(void **state) {
   struct harness_fixture *f = *state;
   char stream[32], next[32];
-  name_in_shard("runs-", 0, 0, stream);
-  name_in_shard("runs-", 0, 1, next);
+  harness_name_in_shard("runs-", 0, SHARDS, 0, stream);
+  harness_name_in_shard("runs-", 0, SHARDS, 1, next);
   assert_int_equal(harness_fixture_append(f, stream, 0, 3, NULL, NULL), 0);
   assert_int_equal(harness_fixture_append(f, next, 0, 3, NULL, NULL), 0);
   harness_fixture_close(f);
