@@ -538,6 +538,25 @@ def move_first_stream_run(data_dir):
     return len(entries)
 
 
+def damage_stored_data(data_dir, data):
+    """
+    Makes an event of a stopped single-shard store undecodable in the log file itself: its data
+    field (`data`, 128 to 16383 bytes, unique in the log) claims 16383 bytes, more than the event
+    has. Every copy of its page is patched, as LMDB copies pages on write.
+    """
+    assert 128 <= len(data) < 16383, len(data)
+    field = bytes([5 << 3 | 2, len(data) & 0x7f | 0x80, len(data) >> 7])  # data = 5, bytes
+    path = os.path.join(data_dir, "shard-000", "data.mdb")
+    with open(path, "r+b") as f:
+        log = f.read()
+        at = log.find(field + data)
+        assert at >= 0, f"the event's data is not in {path}"
+        while at >= 0:
+            f.seek(at + 1)
+            f.write(b"\xff\x7f")
+            at = log.find(field + data, at + 1)
+
+
 def failing_sends_env(flag=None, after_responses=None):
     """
     A server environment with fail_sends.c preloaded: its HTTP/2 sends fail while the file `flag`

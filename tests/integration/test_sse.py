@@ -25,9 +25,10 @@ import urllib.parse
 import pytest
 
 from conftest import (
-    API, HOST, MIB, RawH2, ServerFactory, append, curl, event_data, expect_error,
-    http_connect, http_read_global, http_read_stream, http_request, move_first_stream_run, poll,
-    quote_name, raise_nofile, request_bytes, scrape, unique, wait_global, wait_http_ready, wait_prom_ready,
+    API, HOST, MIB, RawH2, ServerFactory, append, curl, damage_stored_data, event_data,
+    expect_error, http_connect, http_read_global, http_read_stream, http_request,
+    move_first_stream_run, poll, quote_name, raise_nofile, request_bytes, scrape, unique,
+    wait_global, wait_http_ready, wait_prom_ready,
 )
 
 HEARTBEAT_MS = 200
@@ -694,16 +695,34 @@ def test_a_stream_that_cannot_be_read_ends_with_a_failed_event(server_factory):
     move_first_stream_run(s.data_dir)
     s.start()
     wait_http_ready(s)
-    conn = SseConn(s.http_port, stream_sub_path(damaged, version=0))
+    check_ends_with_failed(s, stream_sub_path(damaged, version=0), "INTERNAL")
+
+
+def test_an_event_that_does_not_decode_ends_with_internal(server_factory):
+    """A stored event damaged on disk is the server's fault (INTERNAL), not a lack of memory."""
+    s = server_factory.new(env={"SHARDS": "1"})
+    stream = unique("undecodable")
+    data = os.urandom(100).hex().encode()  # 200 bytes, found once in the log
+    append(s.stub(), stream, [event_data(data=data)])
+    s.stop()
+    damage_stored_data(s.data_dir, data)
+    s.start()
+    wait_http_ready(s)
+    check_ends_with_failed(s, stream_sub_path(stream, version=0), "INTERNAL")
+
+
+def check_ends_with_failed(s, path, code):
+    """The subscription at path ends at once, before any event, with one event: failed of code."""
+    conn = SseConn(s.http_port, path)
     try:
         conn.wait(lambda c: c.chunked is not None and c.chunked.ended, "the last chunk")
         check_sse_head(conn)
-        check_wellformed(conn, "damaged")
+        check_wellformed(conn, path)
         assert conn.parser.events == [], conn.describe()
         errors = [r for r in conn.parser.special if r.get("event") == "failed"]
         assert len(errors) == 1, conn.describe()
         body = json.loads(errors[0]["data"])
-        assert body["code"] == "INTERNAL", body
+        assert body["code"] == code, body
         assert body["error"].startswith("the subscription ended:"), body
     finally:
         conn.close()

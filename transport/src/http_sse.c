@@ -37,12 +37,12 @@ struct sse {
 
 static struct sse *sse_of(struct tp_sub *sub) { return (struct sse *)sub; }
 
-/* Writes one SSE message; -1 once the connection is gone (the hub stops the subscription). */
+/* Writes one SSE message; -ENOTCONN once the connection is gone (the hub stops the subscription). */
 static int write_text(struct sse *s, const void *text, size_t len) {
   struct tp_http_exchange *ex = s->ex;
   if (ex->conn == NULL)
-    return -1;
-  return ex->sink->stream_write(ex, text, len) == 0 ? 0 : -1;
+    return -ENOTCONN;
+  return ex->sink->stream_write(ex, text, len) == 0 ? 0 : -ENOMEM;
 }
 
 static int sink_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
@@ -50,7 +50,7 @@ static int sink_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint
   struct sse *s = sse_of(sub);
   Api__Event *e = api__event__unpack(NULL, len, event);
   if (e == NULL)
-    return -1;
+    return EVF_EINTERNAL; /* damaged: protobuf-c's unpack fails the same way out of memory */
   char id[48];
   int n = snprintf(id, sizeof(id), "id: %" PRIu64 "\ndata: ",
                    sub->one_stream ? (uint64_t)version : position);
@@ -61,7 +61,7 @@ static int sink_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint
   if (rc == 0)
     rc = tp_buf_append(&s->text, "\n\n", 2);
   api__event__free_unpacked(e, NULL);
-  return rc == 0 ? write_text(s, s->text.data, s->text.len) : -1;
+  return rc == 0 ? write_text(s, s->text.data, s->text.len) : rc;
 }
 
 static int sink_caught_up(struct tp_sub *sub, uint64_t position, uint32_t version) {

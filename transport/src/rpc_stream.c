@@ -33,7 +33,7 @@ static int send_message(struct tp_sub *sub, const uint8_t *head, size_t head_len
                         const uint8_t *body, size_t body_len) {
   struct tp_grpc_call *call = call_of(sub);
   if (!tp_grpc_open(call))
-    return -1; /* answered (deadline) or gone: the hub stops it */
+    return -ENOTCONN; /* answered (deadline) or gone: the hub stops it */
   return tp_grpc_send(call, head, head_len, body, body_len);
 }
 

@@ -128,31 +128,33 @@ static void fall_behind(struct tp_sub *sub) {
 
 /* ---- sending ---- */
 
-/* Each returns false after ending the subscription (its sink ran out of memory). */
-
 static void end_with(struct tp_sub *sub, int status) {
   const struct tp_sub_sink *sink = sub->sink;
   tp_sub_stop(sub);
   sink->end(sub, status);
 }
 
-static void end_failed(struct tp_sub *sub) { end_with(sub, -ENOMEM); }
+/*
+ * Whether the sink took a message (rc 0); if not, the subscription ends
+ * with the status the sink failed with. The send_* below say the same.
+ */
+static bool sent(struct tp_sub *sub, int rc) {
+  if (rc != 0)
+    end_with(sub, rc);
+  return rc == 0;
+}
 
 static bool send_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
                        uint32_t version) {
-  if (sub->sink->event(sub, event, len, position, version) != 0) {
-    end_failed(sub);
+  if (!sent(sub, sub->sink->event(sub, event, len, position, version)))
     return false;
-  }
   tp_metrics_delivered(&sub->hub->server->metrics, 1);
   return true;
 }
 
 static bool send_checkpoint(struct tp_sub *sub) {
-  if (sub->sink->checkpoint(sub, sub->position) != 0) {
-    end_failed(sub);
+  if (!sent(sub, sub->sink->checkpoint(sub, sub->position)))
     return false;
-  }
   sub->reported = sub->position;
   sub->scanned = 0;
   return true;
@@ -171,11 +173,7 @@ static bool send_caught_up(struct tp_sub *sub) {
   if (sub->caught_up_sent)
     return true;
   sub->caught_up_sent = true;
-  if (sub->sink->caught_up(sub, sub->position, sub->next_version) != 0) {
-    end_failed(sub);
-    return false;
-  }
-  return true;
+  return sent(sub, sub->sink->caught_up(sub, sub->position, sub->next_version));
 }
 
 /* Scans one event of the global order: delivers it if it matches. */
@@ -505,9 +503,7 @@ static void beat_cb(uv_timer_t *timer) {
   LIST_FOREACH_SAFE_(sub, &hub->subs, every, next) {
     if (sub->sink->heartbeat == NULL)
       continue;
-    if (sub->sink->heartbeat(sub) != 0)
-      end_failed(sub);
-    else
+    if (sent(sub, sub->sink->heartbeat(sub)))
       sub->sink->flush(sub);
   }
 }

@@ -46,7 +46,11 @@ struct tp_server;
 struct tp_sub;
 struct tp_hub;
 
-/* How a subscription's messages reach its consumer. Each returns 0 or -1 (out of memory). */
+/*
+ * How a subscription's messages reach its consumer. The calls that queue a message return
+ * 0, or the status that ends the subscription: -ENOMEM, EVF_EINTERNAL for
+ * a stored event that does not decode, -ENOTCONN once the consumer is gone.
+ */
 struct tp_sub_sink {
   /** One event: its stored bytes (an encoded api.Event), its position and version. */
   int (*event)(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
