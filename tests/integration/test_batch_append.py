@@ -16,6 +16,7 @@ Sizes (environment knobs):
 """
 
 import os
+import queue
 import random
 import signal
 import time
@@ -255,6 +256,33 @@ def test_undecodable_message_ends_the_call_invalid_argument(server, stub, pb, ca
     # The server goes on: a new call works.
     ok = list(stub.BatchAppend(iter([batch_request(pb, 9, unique("next"), [event_data()])]), timeout=RPC_TIMEOUT))
     assert len(ok) == 1 and ok[0].HasField("success"), ok
+
+
+# --------------------------------------------------------------------------
+# One request at a time: each answer comes before the next request
+# --------------------------------------------------------------------------
+
+def test_each_answer_comes_without_a_next_request(server, pb):
+    """
+    A client that waits for each answer before it sends the next request gets
+    every answer, those the server gives at once (a bad stream name, no
+    append) as well as the store's.
+    """
+    requests = queue.Queue()
+    call = server.stub().BatchAppend(iter(requests.get, None), timeout=RPC_TIMEOUT)
+    cases = [("a valid append", batch_request(pb, 1, unique("one"), [event_data()]), "success"),
+             ("an empty stream name", batch_request(pb, 2, "", [event_data()]), "error"),
+             ("no append", pb.BatchAppendRequest(correlation_id=3), "error"),
+             ("a valid append again", batch_request(pb, 4, unique("two"), [event_data()]), "success")]
+    try:
+        for what, request, outcome in cases:
+            requests.put(request)
+            answer = next(call)
+            assert (answer.correlation_id, answer.WhichOneof("result")) == \
+                (request.correlation_id, outcome), f"{what}: {answer}"
+    finally:
+        requests.put(None)
+    assert list(call) == [] and call.code() == OK_, f"{call.code()} {call.details()!r}"
 
 
 # --------------------------------------------------------------------------

@@ -607,6 +607,7 @@ static void hand_over_messages(struct tp_grpc_call *call) {
     call->body_used = 0;
   }
   call->handing_over = false;
+  tp_grpc_flush(call); /* answers the handlers gave at once, which no completion will send */
   if (call->request_ended && !call->paused && tp_grpc_open(call) && !call->request_end_handled) {
     if (call->body.len > 0) {
       tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "the request ends inside a message");
