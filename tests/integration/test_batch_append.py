@@ -286,6 +286,63 @@ def test_each_answer_comes_without_a_next_request(server, pb):
 
 
 # --------------------------------------------------------------------------
+# Messages as large as HTTP/2's windows
+# --------------------------------------------------------------------------
+
+def big_request(pb, cid, size):
+    return batch_request(pb, cid, unique("big"), [event_data(data=os.urandom(size // 2).hex().encode())])
+
+
+def test_a_message_larger_than_the_stream_window_arrives(server_factory, pb):
+    """The server's stream window is 4 MiB; with MAX_MESSAGE_SIZE=16M a 6 MB append is taken."""
+    s = server_factory.new(env={"MAX_MESSAGE_SIZE": "16M"})
+    request = big_request(pb, 1, 6_000_000)
+    answers = list(s.stub().BatchAppend(iter([request]), timeout=RPC_TIMEOUT))
+    assert [(a.correlation_id, a.WhichOneof("result")) for a in answers] == [(1, "success")], answers
+    assert read_stream_all(s.stub(), request.append.stream)[0].data == request.append.events[0].data
+
+
+def send_interleaved(raw, bodies, timeout=60.0):
+    """Sends each stream's body, 16 KiB of one after 16 KiB of the next, within flow control."""
+    sent = {sid: 0 for sid in bodies}
+    deadline = time.monotonic() + timeout
+    while any(sent[sid] < len(body) for sid, body in bodies.items()):
+        progressed = False
+        for sid, body in bodies.items():
+            n = min(raw.conn.local_flow_control_window(sid), 16384, len(body) - sent[sid])
+            if n > 0:
+                raw.conn.send_data(sid, body[sent[sid]:sent[sid] + n],
+                                   end_stream=sent[sid] + n == len(body))
+                sent[sid] += n
+                progressed = True
+        raw.flush()
+        if not progressed:
+            assert time.monotonic() < deadline, \
+                f"no flow-control window left: sent {sent} of {[len(b) for b in bodies.values()]}"
+            raw._receive_once(deadline)
+
+
+def test_large_messages_on_many_calls_share_a_connection(server, pb):
+    """
+    Five calls on one connection send a 3.5 MB message each, interleaved: 17.5
+    MB, more than the server's 16 MiB connection window, and no message is
+    whole before the window is spent. Every call is answered, and the
+    connection still serves another call.
+    """
+    with RawH2(server.grpc_port, timeout=30) as raw:
+        bodies = {raw.headers(BATCH_METHOD): grpc_frame(big_request(pb, i, 3_500_000).SerializeToString())
+                  for i in range(5)}
+        send_interleaved(raw, bodies)
+        for i, sid in enumerate(bodies):
+            r = raw.response(sid, timeout=60)
+            answers = [pb.BatchAppendResponse.FromString(m) for m in r.messages()]
+            assert r.grpc_status == 0 and [(a.correlation_id, a.WhichOneof("result"))
+                                           for a in answers] == [(i, "success")], r
+        r = raw.call("/api.EventStore/Version", pb.VersionRequest().SerializeToString())
+        assert r.grpc_status == 0, r
+
+
+# --------------------------------------------------------------------------
 # Half-close with appends outstanding
 # --------------------------------------------------------------------------
 

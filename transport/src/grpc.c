@@ -582,7 +582,13 @@ static bool check_prefix(struct tp_grpc_call *call, const struct tp_buf *message
 
 /* ---- client streaming ---- */
 
-/* Hands over the complete messages received, unless paused; then the half-close. */
+/*
+ * Hands over the complete messages received, unless paused; then the
+ * half-close. The stream's window comes back for what arrived while the
+ * call was not paused, a message still arriving included (one larger than
+ * the window could not arrive otherwise); a paused call holds back the
+ * client with what it has.
+ */
 static void hand_over_messages(struct tp_grpc_call *call) {
   if (call->handing_over)
     return; /* a handler resumed the call: the loop below goes on */
@@ -596,7 +602,6 @@ static void hand_over_messages(struct tp_grpc_call *call) {
     if (view.len < TP_GRPC_PREFIX + len)
       break;
     call->body_used += TP_GRPC_PREFIX + len;
-    tp_conn_consume(&call->h2, TP_GRPC_PREFIX + len);
     call->method->on_message(call, view.data + TP_GRPC_PREFIX, len);
   }
   if (call->body_used == call->body.len) {
@@ -607,6 +612,8 @@ static void hand_over_messages(struct tp_grpc_call *call) {
     call->body_used = 0;
   }
   call->handing_over = false;
+  if (!call->paused)
+    tp_conn_consume(&call->h2, call->h2.unconsumed);
   tp_grpc_flush(call); /* answers the handlers gave at once, which no completion will send */
   if (call->request_ended && !call->paused && tp_grpc_open(call) && !call->request_end_handled) {
     if (call->body.len > 0) {
@@ -620,7 +627,7 @@ static void hand_over_messages(struct tp_grpc_call *call) {
 
 static void client_stream_data(struct tp_grpc_call *call, const uint8_t *data, size_t len) {
   if (call->answered) {
-    tp_conn_consume(&call->h2, len); /* dropped, as for unary calls */
+    tp_conn_consume(&call->h2, call->h2.unconsumed); /* dropped, as for unary calls */
     return;
   }
   if (tp_buf_append(&call->body, data, len) != 0) {

@@ -126,16 +126,13 @@ void tp_conn_consume(struct tp_h2_stream *s, size_t len) {
   if (s->conn == NULL || len == 0)
     return;
   s->unconsumed -= len;
-  nghttp2_session_consume(s->conn->session, s->id, len);
+  nghttp2_session_consume_stream(s->conn->session, s->id, len);
 }
 
 /* Detaches a stream from its connection and hands it to the protocol to free. */
 static void close_stream(struct tp_conn *conn, struct tp_h2_stream *s) {
   if (s->deferred)
     forget_deferred(conn, s);
-  /* What the stream never gave back still counts against the connection window. */
-  if (s->unconsumed > 0 && !conn->closing)
-    nghttp2_session_consume_connection(conn->session, s->unconsumed);
   s->unconsumed = 0;
   if (s->prev)
     s->prev->next = s->next;
@@ -435,11 +432,14 @@ static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream
                          const uint8_t *data, size_t len, void *user) {
   struct tp_conn *conn = user;
   (void)flags;
+  /*
+   * The connection's window comes back at once: a stream that holds back
+   * its own window (backpressure on one call) must not stall the others.
+   */
+  nghttp2_session_consume_connection(session, len);
   struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (stream == NULL) {
-    nghttp2_session_consume_connection(session, len);
+  if (stream == NULL)
     return 0;
-  }
   stream->unconsumed += len;
   conn->protocol->data(stream, data, len);
   if (!stream->manual_window)
@@ -505,7 +505,7 @@ static int start_session(struct tp_conn *conn) {
       nghttp2_session_callbacks_del(cbs);
     return -1;
   }
-  /* Window updates follow what protocols consumed (tp_conn_consume), for backpressure. */
+  /* Stream window updates follow what protocols consumed (tp_conn_consume): backpressure. */
   nghttp2_option_set_no_auto_window_update(option, 1);
   int rc = nghttp2_session_server_new2(&conn->session, cbs, conn, option);
   nghttp2_option_del(option);

@@ -42,11 +42,12 @@ struct tp_h2_stream {
   size_t header_bytes;          /* as counted for SETTINGS_MAX_HEADER_LIST_SIZE */
   bool headers_too_large;       /* past TP_H2_MAX_HEADER_LIST: the rest was dropped */
   /*
-   * Request body bytes are given back to the peer's flow-control windows by
-   * the protocol (tp_conn_consume), not as they arrive: set it by headers_end.
+   * Request body bytes are given back to the peer's stream window by the
+   * protocol (tp_conn_consume), not as they arrive: set it by headers_end.
+   * The connection's window always comes back as they arrive.
    */
   bool manual_window;
-  size_t unconsumed;            /* received and not yet given back */
+  size_t unconsumed;            /* received and not yet given back to the stream window */
 };
 
 /* The most request header bytes (name + value + 32 each, RFC 9113), as for HTTP/1.1. */
@@ -108,7 +109,7 @@ void tp_conn_count_response(struct tp_conn *conn, ssize_t bytes);
 bool tp_conn_congested(const struct tp_conn *conn);
 void tp_conn_defer(struct tp_conn *conn, struct tp_h2_stream *stream);
 
-/** Gives len request body bytes of a manual_window stream back to the peer's windows. */
+/** Gives len request body bytes of a manual_window stream back to the peer's stream window. */
 void tp_conn_consume(struct tp_h2_stream *stream, size_t len);
 
 /**
