@@ -19,6 +19,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import time
 import uuid
 
@@ -283,6 +284,82 @@ def test_each_answer_comes_without_a_next_request(server, pb):
     finally:
         requests.put(None)
     assert list(call) == [] and call.code() == OK_, f"{call.code()} {call.details()!r}"
+
+
+# --------------------------------------------------------------------------
+# A client that sends and does not read its answers
+# --------------------------------------------------------------------------
+
+def take_frames_without_reading(raw, timeout):
+    """Takes the server's frames (its window updates) without giving back the answers' window."""
+    import h2.events
+    raw.sock.settimeout(timeout)
+    try:
+        chunk = raw.sock.recv(1 << 20)
+    except socket.timeout:
+        return
+    assert chunk, "the server closed the connection"
+    for ev in raw.conn.receive_data(chunk):
+        if isinstance(ev, h2.events.DataReceived):
+            raw.responses[ev.stream_id].data += ev.data
+    raw.flush()
+
+
+def complete_messages(body):
+    """How many whole gRPC messages body starts with."""
+    count, at = 0, 0
+    while at + 5 <= len(body) and at + 5 + int.from_bytes(body[at + 1:at + 5], "big") <= len(body):
+        at += 5 + int.from_bytes(body[at + 1:at + 5], "big")
+        count += 1
+    return count
+
+
+def test_a_client_that_does_not_read_is_held_back(server, pb):
+    """
+    A client sends appends on one call and reads none of the answers: the
+    server takes about a megabyte of answers' worth, holds the client back
+    with flow control (it could send all of them otherwise), and answers
+    every one once the client reads.
+    """
+    n, stream = 60_000, unique("unread")
+    pad = b"x" * 200
+    frames = [grpc_frame(batch_request(pb, i, stream, [event_data(data=pad)]).SerializeToString())
+              for i in range(n)]
+    with RawH2(server.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        sent, stalled_since = 0, None
+        deadline = time.monotonic() + 120
+        while sent < n and time.monotonic() < deadline:
+            if raw.conn.local_flow_control_window(sid) >= len(frames[sent]):
+                raw.conn.send_data(sid, frames[sent])
+                sent += 1
+                stalled_since = None
+                continue
+            raw.flush()
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 3:
+                break  # no window for 3 s: held back
+            take_frames_without_reading(raw, 0.2)
+        raw.flush()
+        assert sent < n * 3 // 4, f"the server took {sent} of {n} appends without its answers being read"
+
+        # Now it reads: what came unread first, then as it comes.
+        raw.conn.acknowledge_received_data(len(raw.responses[sid].data), sid)
+        raw.flush()
+        answered = 0
+        while answered < n:
+            if sent < n and raw.conn.local_flow_control_window(sid) >= len(frames[sent]):
+                raw.conn.send_data(sid, frames[sent], end_stream=sent == n - 1)
+                sent += 1
+                raw.flush()
+                continue
+            assert time.monotonic() < deadline, f"{answered} of {n} answered, {sent} sent"
+            raw._receive_once(deadline)
+            answered = complete_messages(raw.responses[sid].data)
+        r = raw.response(sid, timeout=60)
+    assert r.grpc_status == 0, r
+    results = [pb.BatchAppendResponse.FromString(m) for m in r.messages()]
+    assert sorted(a.correlation_id for a in results if a.HasField("success")) == list(range(n))
 
 
 # --------------------------------------------------------------------------

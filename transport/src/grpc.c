@@ -48,6 +48,7 @@ struct tp_grpc_call {
   /* Client streaming: request messages handed over up to body_used. */
   size_t body_used;
   bool paused;
+  bool output_held;              /* its answers wait unsent past TP_GRPC_UNSENT_HIGH */
   bool request_ended;
   bool request_end_handled;
   bool handing_over;
@@ -330,6 +331,16 @@ static void submit_trailers(nghttp2_session *session, struct tp_grpc_call *call)
   nghttp2_submit_trailer(session, call->h2.id, trailers, call->final_message[0] ? 2 : 1);
 }
 
+/*
+ * A client-streaming call held for its unsent answers takes messages again
+ * once the connection's write completes: not from here, inside nghttp2's send.
+ */
+static void release_output_hold(struct tp_grpc_call *call) {
+  call->output_held = false;
+  if (!call->h2.deferred)
+    tp_conn_defer(call->h2.conn, &call->h2);
+}
+
 /* Takes queued bytes; once they are all sent and the call is finishing, the trailers. */
 static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                               size_t length, uint32_t *data_flags, nghttp2_data_source *source,
@@ -352,6 +363,8 @@ static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8
   }
   if (n > 0 && call->on_drain != NULL && unsent(call) <= call->low_water)
     call->on_drain(call);
+  if (call->output_held && unsent(call) <= TP_GRPC_UNSENT_HIGH / 2)
+    release_output_hold(call);
   return (ssize_t)n;
 }
 
@@ -582,18 +595,26 @@ static bool check_prefix(struct tp_grpc_call *call, const struct tp_buf *message
 
 /* ---- client streaming ---- */
 
+static bool taking_messages(const struct tp_grpc_call *call) {
+  return !call->paused && !call->output_held && tp_grpc_open(call);
+}
+
 /*
- * Hands over the complete messages received, unless paused; then the
- * half-close. The stream's window comes back for what arrived while the
- * call was not paused, a message still arriving included (one larger than
- * the window could not arrive otherwise); a paused call holds back the
- * client with what it has.
+ * Hands over the complete messages received while the call takes them;
+ * then the half-close. The stream's window comes back for what arrived
+ * while it took them, a message still arriving included (one larger than
+ * the window could not arrive otherwise); a call that does not take them
+ * holds back the client with what it has.
  */
 static void hand_over_messages(struct tp_grpc_call *call) {
   if (call->handing_over)
     return; /* a handler resumed the call: the loop below goes on */
   call->handing_over = true;
-  while (!call->paused && tp_grpc_open(call) && call->body.len - call->body_used >= TP_GRPC_PREFIX) {
+  while (taking_messages(call) && call->body.len - call->body_used >= TP_GRPC_PREFIX) {
+    if (unsent(call) > TP_GRPC_UNSENT_HIGH) {
+      call->output_held = true;
+      break;
+    }
     struct tp_buf view = {.data = call->body.data + call->body_used,
                           .len = call->body.len - call->body_used};
     if (!check_prefix(call, &view))
@@ -612,10 +633,10 @@ static void hand_over_messages(struct tp_grpc_call *call) {
     call->body_used = 0;
   }
   call->handing_over = false;
-  if (!call->paused)
+  if (taking_messages(call))
     tp_conn_consume(&call->h2, call->h2.unconsumed);
   tp_grpc_flush(call); /* answers the handlers gave at once, which no completion will send */
-  if (call->request_ended && !call->paused && tp_grpc_open(call) && !call->request_end_handled) {
+  if (call->request_ended && taking_messages(call) && !call->request_end_handled) {
     if (call->body.len > 0) {
       tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "the request ends inside a message");
     } else {
@@ -745,8 +766,13 @@ static void call_request_end(struct tp_h2_stream *stream) {
     handle_request(call);
 }
 
-static void handle_request_stream(struct tp_h2_stream *stream) {
-  handle_request((struct tp_grpc_call *)stream);
+/* A deferred unary request, or a client-streaming call that takes messages again. */
+static void resume_stream(struct tp_h2_stream *stream) {
+  struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
+  if (stream->manual_window)
+    hand_over_messages(call);
+  else
+    handle_request(call);
 }
 
 const struct tp_h2_protocol tp_grpc_protocol = {
@@ -757,5 +783,5 @@ const struct tp_h2_protocol tp_grpc_protocol = {
     .data = call_data,
     .request_end = call_request_end,
     .close = call_close,
-    .resume = handle_request_stream,
+    .resume = resume_stream,
 };

@@ -14,9 +14,11 @@
  * tp_grpc_send() and ends with tp_grpc_finish() or tp_grpc_fail().
  *
  * Client-streaming methods (on_message set) get each request message as it
- * completes. The request body's HTTP/2 window is given back only as
- * messages are handed over, so tp_grpc_pause() is backpressure on the
- * client: while paused, at most a window of messages waits here.
+ * completes. The request body's HTTP/2 stream window comes back only while
+ * the call takes messages, so tp_grpc_pause() is backpressure on the
+ * client (while paused, at most a window of messages waits here), and so
+ * is a client that does not read its answers: while more than
+ * TP_GRPC_UNSENT_HIGH of them wait unsent, the call takes no messages.
  */
 
 #include "buf.h"
@@ -28,6 +30,9 @@
 #include <uv.h>
 
 struct tp_grpc_call;
+
+/** Unsent answers past which a client-streaming call takes no more messages (half: again). */
+#define TP_GRPC_UNSENT_HIGH (1u << 20)
 struct tp_server;
 
 typedef void (*tp_grpc_handler)(struct tp_grpc_call *call, const uint8_t *message, size_t len);
