@@ -828,7 +828,11 @@ class RawH2:
             self._receive_once(deadline)
         return self.closed
 
-    def _receive_once(self, deadline):
+    def read_unacknowledged(self, deadline):
+        """Reads what the server sent, giving no flow-control window back for its DATA."""
+        self._receive_once(deadline, acknowledge=False)
+
+    def _receive_once(self, deadline, acknowledge=True):
         import h2.events
         import h2.exceptions
         self.sock.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
@@ -857,7 +861,7 @@ class RawH2:
             elif isinstance(ev, h2.events.DataReceived):
                 if r is not None:
                     r.data += ev.data
-                if ev.flow_controlled_length:
+                if ev.flow_controlled_length and acknowledge:
                     with contextlib.suppress(Exception):
                         self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded) and r is not None:

@@ -19,7 +19,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import time
 import uuid
 
@@ -290,21 +289,6 @@ def test_each_answer_comes_without_a_next_request(server, pb):
 # A client that sends and does not read its answers
 # --------------------------------------------------------------------------
 
-def take_frames_without_reading(raw, timeout):
-    """Takes the server's frames (its window updates) without giving back the answers' window."""
-    import h2.events
-    raw.sock.settimeout(timeout)
-    try:
-        chunk = raw.sock.recv(1 << 20)
-    except socket.timeout:
-        return
-    assert chunk, "the server closed the connection"
-    for ev in raw.conn.receive_data(chunk):
-        if isinstance(ev, h2.events.DataReceived):
-            raw.responses[ev.stream_id].data += ev.data
-    raw.flush()
-
-
 def complete_messages(body):
     """How many whole gRPC messages body starts with."""
     count, at = 0, 0
@@ -339,7 +323,7 @@ def test_a_client_that_does_not_read_is_held_back(server, pb):
             stalled_since = stalled_since or time.monotonic()
             if time.monotonic() - stalled_since > 3:
                 break  # no window for 3 s: held back
-            take_frames_without_reading(raw, 0.2)
+            raw.read_unacknowledged(time.monotonic() + 0.2)
         raw.flush()
         assert sent < n * 3 // 4, f"the server took {sent} of {n} appends without its answers being read"
 

@@ -20,7 +20,6 @@ AddressSanitizer on 2 cores):
 import os
 import random
 import signal
-import socket
 import threading
 import time
 
@@ -835,6 +834,39 @@ def test_sigterm_ends_subscriptions_with_unavailable(server_factory, pb, subs):
 # --------------------------------------------------------------------------
 # A store that cannot be read
 # --------------------------------------------------------------------------
+
+def test_a_call_that_fails_mid_message_sends_the_message_whole_first(server, pb):
+    """
+    A subscription's deadline passes while a 100 KB event is partly sent (the
+    client's window took 30,000 bytes): the rest of the event goes out before
+    the trailers, so the body stays whole gRPC messages.
+    """
+    import h2.settings
+    stream = unique("whole")
+    append(server.stub(), stream, [event_data(data=b"z" * 100_000)])
+    deadlines_before = scrape(server)[1].value("eventflowdb_requests_total", transport="grpc",
+                                               code="DEADLINE_EXCEEDED")
+    with RawH2(server.grpc_port, timeout=30) as raw:
+        raw.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 30_000})
+        raw.flush()
+        sid = raw.headers("/api.EventStore/SubscribeToStream", grpc_timeout="300m")
+        raw.data(sid, grpc_frame(pb.SubscribeToStreamRequest(stream=stream).SerializeToString()),
+                 end_stream=True)
+        response = raw.responses[sid]
+        deadline = time.monotonic() + WAIT
+        while len(response.data) < 30_000:  # the client reads but gives no window back
+            assert time.monotonic() < deadline, f"{len(response.data)} bytes came"
+            raw.read_unacknowledged(deadline)
+        poll(lambda: scrape(server)[1].value("eventflowdb_requests_total", transport="grpc",
+                                             code="DEADLINE_EXCEEDED") > deadlines_before,
+             timeout=WAIT, what="the subscription's deadline to pass")
+        raw.conn.acknowledge_received_data(len(response.data), sid)
+        raw.flush()
+        r = raw.response(sid, timeout=WAIT)
+    assert r.grpc_status == 4, r
+    messages = r.messages()  # asserts the body is whole messages
+    assert pb.SubscriptionResponse.FromString(messages[0]).event.data == b"z" * 100_000
+
 
 def test_a_stream_that_cannot_be_read_ends_its_subscription_with_an_error(server_factory, pb, subs):
     """A failed read ends the subscription with a status, not a read again at every loop turn."""

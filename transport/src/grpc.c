@@ -40,6 +40,7 @@ struct tp_grpc_call {
   bool finishing;                /* send the trailers once out is sent */
   struct tp_buf out;
   size_t out_sent;
+  size_t out_message_end;        /* where the message out_sent is in ends (out_sent if none) */
   char final_status[8];
   char final_message[512];       /* percent-encoded */
   void (*on_drain)(struct tp_grpc_call *);
@@ -317,6 +318,12 @@ static void send_status(struct tp_grpc_call *call, enum evf_grpc_status status,
 
 static size_t unsent(const struct tp_grpc_call *call) { return call->out.len - call->out_sent; }
 
+/* The length in a message's prefix. */
+static uint32_t declared_length_at(const uint8_t *prefix) {
+  return (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
+         prefix[4];
+}
+
 size_t tp_grpc_unsent(const struct tp_grpc_call *call) { return unsent(call); }
 
 void tp_grpc_on_drain(struct tp_grpc_call *call, void (*on_drain)(struct tp_grpc_call *),
@@ -341,6 +348,17 @@ static void release_output_hold(struct tp_grpc_call *call) {
     tp_conn_defer(call->h2.conn, &call->h2);
 }
 
+/* n more bytes of out went to nghttp2: out_message_end follows out_sent over whole messages. */
+static void mark_sent(struct tp_grpc_call *call, size_t n) {
+  call->out_sent += n;
+  while (call->out_message_end < call->out_sent) {
+    const uint8_t *prefix = call->out.data + call->out_message_end;
+    call->out_message_end += TP_GRPC_PREFIX + declared_length_at(prefix);
+  }
+  if (call->out_sent == call->out.len)
+    call->out.len = call->out_sent = call->out_message_end = 0;
+}
+
 /* Takes queued bytes; once they are all sent and the call is finishing, the trailers. */
 static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                               size_t length, uint32_t *data_flags, nghttp2_data_source *source,
@@ -351,9 +369,7 @@ static ssize_t stream_read_cb(nghttp2_session *session, int32_t stream_id, uint8
   size_t n = unsent(call) < length ? unsent(call) : length;
   if (n > 0) /* a call ending before any message has no buffer at all */
     memcpy(buf, call->out.data + call->out_sent, n);
-  call->out_sent += n;
-  if (call->out_sent == call->out.len)
-    call->out.len = call->out_sent = 0;
+  mark_sent(call, n);
   if (unsent(call) == 0 && call->finishing) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     submit_trailers(session, call);
@@ -381,6 +397,7 @@ static void compact_out(struct tp_grpc_call *call) {
   if (call->out_sent > call->out.cap / 2) {
     memmove(call->out.data, call->out.data + call->out_sent, unsent(call));
     call->out.len = unsent(call);
+    call->out_message_end -= call->out_sent;
     call->out_sent = 0;
   }
 }
@@ -423,8 +440,8 @@ static void end_stream(struct tp_grpc_call *call, enum evf_grpc_status status, c
   call->finishing = true;
   snprintf(call->final_status, sizeof(call->final_status), "%d", (int)status);
   percent_encode(message, call->final_message, sizeof(call->final_message));
-  if (drop_queued)
-    call->out.len = call->out_sent = 0;
+  if (drop_queued) /* but not the rest of a message partly sent: the trailers follow whole ones */
+    call->out.len = call->out_message_end;
   tp_grpc_flush(call);
 }
 
@@ -568,8 +585,7 @@ static void call_headers_end(struct tp_h2_stream *stream) {
 }
 
 static uint32_t declared_length(const struct tp_buf *body) {
-  const uint8_t *p = body->data;
-  return (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+  return declared_length_at(body->data);
 }
 
 /* Checks the message prefix as soon as it is in; returns false after failing the call. */
