@@ -243,6 +243,15 @@ int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append
   return rc ? rc : tp_buf_put_varint_field(out, TP_PB_TAG(3, TP_PB_VARINT), a->first_position);
 }
 
+size_t tp_rpc__append_response_max(size_t n_events) {
+  /*
+   * Each id: tag, length, the text; then two varint fields. The field
+   * writers reserve a length's longest varint, one byte of which is used.
+   */
+  return n_events * (2 + EVF_UUID_TEXT_LEN) + (EVF_PB_VARINT_MAX - 1) +
+         2 * (1 + EVF_PB_VARINT_MAX);
+}
+
 void tp_rpc__count_append(struct tp_grpc_call *call, const Api__AppendToStreamRequest *r,
                           int status) {
   uint64_t bytes = 0;
@@ -274,7 +283,7 @@ static void append_done(struct store_append *append, int status) {
     tp_grpc_fail(call, tp_rpc__append_failure(append, status, message, sizeof(message)), "%s",
                  message);
   else if (tp_rpc__encode_append_response(tp_grpc_response(call), append) != 0)
-    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    tp_grpc_fail(call, EVF_GRPC_INTERNAL, "the append is stored; its response cannot be made");
   else
     tp_grpc_reply(call);
   tp_grpc_release(call);
@@ -310,6 +319,17 @@ static void append_to_stream(struct tp_grpc_call *call, const uint8_t *msg, size
   if (rc != 0) {
     s->request = NULL; /* a partly decoded request is never used */
     tp_rpc__count_append(call, NULL, rc);
+    return;
+  }
+  /*
+   * Room for the response before the store: once the append is stored, an
+   * answer of out of memory would tell the client it was not.
+   */
+  struct tp_buf *response = tp_grpc_response(call);
+  if (response->len != TP_GRPC_PREFIX ||
+      tp_buf_reserve(response, tp_rpc__append_response_max(s->request->n_events)) != 0) {
+    tp_rpc__count_append(call, s->request, -ENOMEM);
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   s->call = call;

@@ -29,6 +29,12 @@ ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessa
 /** Appends an AppendToStreamResponse for a successful append. Returns 0 or -ENOMEM. */
 int tp_rpc__encode_append_response(struct tp_buf *out, const struct store_append *append);
 
+/**
+ * Free room in which tp_rpc__encode_append_response() never allocates, for
+ * an append of n events: with that much reserved it cannot fail.
+ */
+size_t tp_rpc__append_response_max(size_t n_events);
+
 /** The status and message of a failed append (status: its error code). */
 enum evf_grpc_status tp_rpc__append_failure(const struct store_append *append, int status,
                                             char *message, size_t size);
