@@ -23,6 +23,7 @@ struct tp_grpc_call {
   int64_t timeout_ms;            /* -1: none */
   struct tp_buf body;
   struct tp_buf response;
+  bool response_unprefixed;      /* no room was had for its prefix: it cannot be sent */
   size_t response_sent;
   bool response_counted;         /* response bytes are in the connection's budget */
   bool answered;
@@ -221,6 +222,15 @@ void tp_grpc_server_close(struct tp_server *server) {
   { (uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1, sizeof(value) - 1,             \
     NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE }
 
+/*
+ * A response nghttp2 would not take (out of memory) fails the connection:
+ * its stream must not wait unanswered, its client until its deadline.
+ */
+static void submitted(struct tp_conn *conn, int rc) {
+  if (rc != 0)
+    tp_conn_fail(conn);
+}
+
 static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                                 size_t length, uint32_t *data_flags, nghttp2_data_source *source,
                                 void *user) {
@@ -242,8 +252,9 @@ static ssize_t response_read_cb(nghttp2_session *session, int32_t stream_id, uin
 
 struct tp_buf *tp_grpc_response(struct tp_grpc_call *call) {
   call->response.len = 0;
-  tp_buf_reserve(&call->response, TP_GRPC_PREFIX);
-  if (call->response.cap >= TP_GRPC_PREFIX)
+  /* Without room for the prefix what follows would start where the prefix goes: it fails. */
+  call->response_unprefixed = tp_buf_reserve(&call->response, TP_GRPC_PREFIX) != 0;
+  if (!call->response_unprefixed)
     call->response.len = TP_GRPC_PREFIX;
   return &call->response;
 }
@@ -251,7 +262,7 @@ struct tp_buf *tp_grpc_response(struct tp_grpc_call *call) {
 void tp_grpc_reply(struct tp_grpc_call *call) {
   if (!tp_grpc_open(call))
     return;
-  if (call->response.len < TP_GRPC_PREFIX) {
+  if (call->response_unprefixed) {
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory building the response");
     return;
   }
@@ -271,7 +282,7 @@ void tp_grpc_reply(struct tp_grpc_call *call) {
   nghttp2_nv headers[] = {NV_LITERAL(":status", "200"),
                           NV_LITERAL("content-type", "application/grpc")};
   nghttp2_data_provider body = {.source.ptr = call, .read_callback = response_read_cb};
-  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 2, &body);
+  submitted(conn, nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 2, &body));
   tp_conn_flush(conn);
 }
 
@@ -310,7 +321,7 @@ static void send_status(struct tp_grpc_call *call, enum evf_grpc_status status,
   nghttp2_nv headers[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
                           NV("grpc-accept-encoding", "identity"), NV("grpc-status", code),
                           NV("grpc-message", encoded)};
-  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 5, NULL);
+  submitted(conn, nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 5, NULL));
   tp_conn_flush(conn);
 }
 
@@ -335,7 +346,8 @@ void tp_grpc_on_drain(struct tp_grpc_call *call, void (*on_drain)(struct tp_grpc
 static void submit_trailers(nghttp2_session *session, struct tp_grpc_call *call) {
   nghttp2_nv trailers[] = {NV("grpc-status", call->final_status),
                            NV("grpc-message", call->final_message)};
-  nghttp2_submit_trailer(session, call->h2.id, trailers, call->final_message[0] ? 2 : 1);
+  submitted(call->h2.conn,
+            nghttp2_submit_trailer(session, call->h2.id, trailers, call->final_message[0] ? 2 : 1));
 }
 
 /*
@@ -389,7 +401,8 @@ static void start_stream(struct tp_grpc_call *call) {
   nghttp2_nv headers[] = {NV_LITERAL(":status", "200"),
                           NV_LITERAL("content-type", "application/grpc")};
   nghttp2_data_provider body = {.source.ptr = call, .read_callback = stream_read_cb};
-  nghttp2_submit_response(tp_conn_session(call->h2.conn), call->h2.id, headers, 2, &body);
+  struct tp_conn *conn = call->h2.conn;
+  submitted(conn, nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 2, &body));
 }
 
 /* Moves queued bytes to the front when more than half the buffer is sent. */
@@ -478,7 +491,7 @@ static void send_http_status(struct tp_grpc_call *call, const char *status) {
   count_call(call, EVF_GRPC_UNKNOWN);
   struct tp_conn *conn = call->h2.conn;
   nghttp2_nv headers[] = {NV(":status", status)};
-  nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 1, NULL);
+  submitted(conn, nghttp2_submit_response(tp_conn_session(conn), call->h2.id, headers, 1, NULL));
   tp_conn_flush(conn);
 }
 

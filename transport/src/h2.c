@@ -279,6 +279,11 @@ static void close_later(struct tp_conn *conn) {
 
 bool tp_conn_usable(const struct tp_conn *conn) { return !conn->closing && !conn->failed; }
 
+void tp_conn_fail(struct tp_conn *conn) {
+  if (tp_conn_usable(conn))
+    close_later(conn);
+}
+
 void tp_conn_flush(struct tp_conn *conn) {
   /* nghttp2 must not send from inside its own callbacks; read_cb flushes after. */
   if (!tp_conn_usable(conn) || conn->receiving)

@@ -122,6 +122,12 @@ void tp_conn_flush(struct tp_conn *conn);
 /** False once the connection closes or a send on it failed: nothing more goes to or from it. */
 bool tp_conn_usable(const struct tp_conn *conn);
 
+/**
+ * For a frame nghttp2 would not take (out of memory): the connection fails
+ * as a failed send makes it, rather than leave a stream unanswered.
+ */
+void tp_conn_fail(struct tp_conn *conn);
+
 /** Sends GOAWAY and closes once the last stream ends. */
 void tp_conn_drain(struct tp_conn *conn);
 

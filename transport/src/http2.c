@@ -130,8 +130,10 @@ static void respond(struct tp_http_exchange *ex, int status, const struct tp_htt
   body->len = 0;
   tp_conn_count_response(conn, (ssize_t)s->response.len);
   nghttp2_data_provider provider = {.source.ptr = s, .read_callback = read_body};
-  nghttp2_submit_response(tp_conn_session(conn), s->h2.id, nv, n,
-                          s->response.len > 0 ? &provider : NULL);
+  /* One nghttp2 would not take (out of memory) must not leave the stream unanswered. */
+  if (nghttp2_submit_response(tp_conn_session(conn), s->h2.id, nv, n,
+                              s->response.len > 0 ? &provider : NULL) != 0)
+    tp_conn_fail(conn);
   tp_conn_flush(conn);
 }
 
