@@ -576,6 +576,20 @@ def failing_sends_env(flag=None, after_responses=None):
     return env
 
 
+def failing_alloc_env(flag, every):
+    """
+    A server environment with fail_alloc.c preloaded: one allocation in `every` fails while the
+    file `flag` exists.
+    """
+    shim = os.environ.get("EVF_FAIL_ALLOC_LIB")
+    if not shim or not os.path.isfile(shim):
+        pytest.fail(f"EVF_FAIL_ALLOC_LIB={shim!r}: give the path of libevf_fail_alloc.so (ctest sets it)",
+                    pytrace=False)
+    return {"LD_PRELOAD": shim, "EVF_FAIL_ALLOC": str(flag), "EVF_FAIL_ALLOC_EVERY": str(every),
+            # the preloaded library comes before ASan's runtime in the list of libraries
+            "ASAN_OPTIONS": f"{os.environ.get('ASAN_OPTIONS', '')}:verify_asan_link_order=0".lstrip(":")}
+
+
 def read_stream_all(stub, stream, timeout=RPC_TIMEOUT):
     """Every event of a stream, paging with limit 0 until an empty page."""
     out = []

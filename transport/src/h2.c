@@ -6,6 +6,7 @@
 #include "server.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -551,18 +552,19 @@ static void abandon(struct tp_conn *conn) {
   uv_close((uv_handle_t *)&conn->tcp, conn_closed_cb);
 }
 
-void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
-                    const struct tp_h2_protocol *protocol) {
+int tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
+                   const struct tp_h2_protocol *protocol) {
   struct tp_conn *conn = create_conn(server, protocol);
   if (conn == NULL)
-    return;
+    return -ENOMEM;
   if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 || start_session(conn) != 0) {
     abandon(conn);
-    return;
+    return 0;
   }
   uv_tcp_nodelay(&conn->tcp, 1);
   start_reading(conn);
   tp_conn_flush(conn);
+  return 0;
 }
 
 void tp_conn_adopt(struct tp_server *server, int fd, const struct tp_h2_protocol *protocol,

@@ -82,8 +82,11 @@ void tp_h2_writer_init(struct tp_server *server);
 /** Closes the writer, once, after the server's last connection. Loop's thread. */
 void tp_h2_writer_close(struct tp_server *server);
 
-/** Accepts a connection from the server's listener. Loop's thread. */
-void tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
+/**
+ * Accepts a connection from the server's listener. Loop's thread. Returns
+ * -ENOMEM when it had no memory to take it (it is still pending), else 0.
+ */
+int tp_conn_accept(struct tp_server *server, uv_stream_t *listener,
                     const struct tp_h2_protocol *protocol);
 
 /**

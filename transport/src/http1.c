@@ -6,6 +6,7 @@
 #include "http2.h"
 #include "server.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,11 +447,11 @@ static void start_reading(struct tp_h1_conn *c) {
     c->reading = true;
 }
 
-void tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router,
+int tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router,
                   bool h2c) {
   struct tp_h1_conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
-    return;
+    return -ENOMEM;
   c->server = server;
   c->router = router;
   c->h2c = h2c;
@@ -461,10 +462,11 @@ void tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_route
   adopt(server, c);
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
     close_conn(c);
-    return;
+    return 0;
   }
   uv_tcp_nodelay(&c->tcp, 1);
   start_reading(c);
+  return 0;
 }
 
 void tp_h1_drain_all(struct tp_server *server) {

@@ -16,8 +16,12 @@
 
 struct tp_h1_conn;
 
-/** Accepts a connection; requests go to router; h2c goes to the HTTP/2 side if h2c is set. */
-void tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router, bool h2c);
+/**
+ * Accepts a connection; requests go to router; h2c goes to the HTTP/2 side
+ * if h2c is set. Returns -ENOMEM when it had no memory to take it (it is
+ * still pending), else 0.
+ */
+int tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router router, bool h2c);
 
 /** Shutdown: closes idle connections now and the others after their current response. */
 void tp_h1_drain_all(struct tp_server *server);

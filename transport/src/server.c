@@ -9,6 +9,7 @@
 #include "listener.h"
 #include "rpc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,6 +51,36 @@ int tp_servers_bind(struct tp_server *servers, unsigned count, char *err, size_t
   return 0;
 }
 
+static void refuse(struct tp_listener *l);
+
+static void refused_cb(uv_handle_t *handle) {
+  struct tp_listener *l = handle->data;
+  l->refusing = false;
+  if (l->refusal_waits && l->listening) {
+    l->refusal_waits = false;
+    refuse(l);
+  }
+}
+
+/*
+ * A connection there is no memory to serve is accepted and closed at once:
+ * libuv stops watching a listener until its pending connection is taken,
+ * so leaving it would keep that client waiting and stop the shard taking
+ * connections for good. The listener's one handle for this may still be
+ * closing: the connection then waits for it.
+ */
+static void refuse(struct tp_listener *l) {
+  if (l->refusing) {
+    l->refusal_waits = true;
+    return;
+  }
+  uv_tcp_init(l->tcp.loop, &l->refused);
+  l->refused.data = l;
+  l->refusing = true;
+  (void)uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&l->refused); /* closed either way */
+  uv_close((uv_handle_t *)&l->refused, refused_cb);
+}
+
 static void on_connection(uv_stream_t *stream, int status) {
   struct tp_listener *l = stream->data;
   struct tp_server *server = l->server;
@@ -57,12 +88,15 @@ static void on_connection(uv_stream_t *stream, int status) {
     evf_warn("accept failed on shard %u: %s", server->shard, uv_strerror(status));
     return;
   }
+  int rc;
   if (l->port == TP_PORT_GRPC)
-    tp_conn_accept(server, stream, &tp_grpc_protocol);
+    rc = tp_conn_accept(server, stream, &tp_grpc_protocol);
   else if (l->port == TP_PORT_HTTP)
-    tp_h1_accept(server, stream, tp_http_api_route, true);
+    rc = tp_h1_accept(server, stream, tp_http_api_route, true);
   else
-    tp_h1_accept(server, stream, tp_http_metrics_route, false);
+    rc = tp_h1_accept(server, stream, tp_http_metrics_route, false);
+  if (rc == -ENOMEM)
+    refuse(l);
 }
 
 void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, void *servers) {

@@ -34,6 +34,9 @@ struct tp_listener {
   int fd;                       /* bound by main, listened on by the shard */
   uv_tcp_t tcp;
   bool listening;
+  uv_tcp_t refused;             /* takes a connection there is no memory for, and closes it */
+  bool refusing;                /* refused is closing */
+  bool refusal_waits;           /* another such connection waits for it */
   enum tp_port port;
   struct tp_server *server;
 };
