@@ -27,7 +27,9 @@
  * valid UTF-8 without NUL; messages objects; repeated fields arrays.
  * Nesting is limited by jansson (2048 levels).
  *
- * Both functions are reentrant: any thread, no shared state.
+ * Both functions are reentrant: any thread, no shared state. The first
+ * decode sets jansson's allocation functions (json_set_alloc_funcs) for the
+ * process: nothing else may set them.
  */
 
 #include "buf.h"
@@ -53,7 +55,7 @@ int tp_json_encode(const ProtobufCMessage *msg, struct tp_buf *out);
  *    expected an integer from -2147483648 to 2147483647`): a one-line reason
  *    in err (UTF-8, no control characters), cut to err_len on a character
  *    boundary; err may be NULL when err_len is 0;
- *  - -ENOMEM.
+ *  - -ENOMEM when any allocation failed, jansson's included.
  * *out is untouched on failure.
  */
 int tp_json_decode(const ProtobufCMessageDescriptor *desc, const char *text, size_t len,

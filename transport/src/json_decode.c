@@ -14,6 +14,12 @@
  * a leading NUL ("\u0000<digits>", which jansson only lets through with
  * JSON_ALLOW_NUL), and the document is parsed again; the walk reads a
  * marked string as the integer it was.
+ *
+ * jansson reports only some of its allocation failures as
+ * json_error_out_of_memory: others read as malformed input ("string or '}'
+ * expected near ..."), and its lexer ignores a failure to save a character.
+ * Its allocations therefore go through jansson_alloc(), which notes a
+ * failure for the parse running on its thread; any failure is -ENOMEM.
  */
 #include "json.h"
 #include "json_internal.h"
@@ -24,11 +30,26 @@
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Whether one of jansson's allocations failed since load() started on this thread. */
+static _Thread_local bool jansson_alloc_failed;
+static pthread_once_t jansson_alloc_once = PTHREAD_ONCE_INIT;
+
+static void *jansson_alloc(size_t size) {
+  void *p = malloc(size);
+  if (p == NULL)
+    jansson_alloc_failed = true;
+  return p;
+}
+
+/* Once per process, before any document is parsed: jansson's functions are process-wide. */
+static void set_jansson_alloc(void) { json_set_alloc_funcs(jansson_alloc, free); }
 
 /* A value's place in the document, kept on the stack and spelled out only for an error. */
 struct path {
@@ -532,20 +553,37 @@ static void copy_reason(char *out, size_t cap, const char *text) {
   out[end] = '\0';
 }
 
+/*
+ * json_loadb, or NULL with *nomem set when one of jansson's allocations
+ * failed. A document is dropped even when jansson finished it: its lexer
+ * goes on without a character it had no room to save, so a string or a
+ * number may have lost one.
+ */
+static json_t *load(const char *text, size_t len, size_t flags, json_error_t *error,
+                    bool *nomem) {
+  jansson_alloc_failed = false;
+  json_t *root = json_loadb(text, len, flags, error);
+  *nomem = jansson_alloc_failed;
+  if (*nomem && root != NULL) {
+    json_decref(root);
+    root = NULL;
+  }
+  return root;
+}
+
 /* Parses text; on failure sets err (or returns -ENOMEM) from the error of the text as given. */
 static int parse(struct decoder *d, const char *text, size_t len, json_t **root) {
   json_error_t error;
-  *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
-  if (*root == NULL && json_error_code(&error) == json_error_numeric_overflow) {
+  bool nomem;
+  *root = load(text, len, JSON_REJECT_DUPLICATES, &error, &nomem);
+  if (*root == NULL && !nomem && json_error_code(&error) == json_error_numeric_overflow) {
     struct tp_buf quoted = {0};
     int n = quote_big_integers(text, len, &quoted);
     if (n > 0) {
       json_error_t again;
-      *root = json_loadb((const char *)quoted.data, quoted.len,
-                         JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &again);
+      *root = load((const char *)quoted.data, quoted.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                   &again, &nomem);
       d->marked = true;
-      if (*root == NULL && json_error_code(&again) == json_error_out_of_memory)
-        n = -ENOMEM;
     }
     tp_buf_free(&quoted);
     if (n < 0)
@@ -553,7 +591,7 @@ static int parse(struct decoder *d, const char *text, size_t len, json_t **root)
   }
   if (*root != NULL)
     return 0;
-  if (json_error_code(&error) == json_error_out_of_memory)
+  if (nomem)
     return -ENOMEM;
   char reason[JSON_ERROR_TEXT_LENGTH];
   copy_reason(reason, sizeof(reason), error.text);
@@ -563,6 +601,7 @@ static int parse(struct decoder *d, const char *text, size_t len, json_t **root)
 int tp_json_decode(const ProtobufCMessageDescriptor *desc, const char *text, size_t len,
                    ProtobufCMessage **out, char *err, size_t err_len) {
   struct decoder d = {.err = err, .err_len = err != NULL ? err_len : 0};
+  pthread_once(&jansson_alloc_once, set_jansson_alloc);
   if (len == 0)
     text = ""; /* an empty body may come without a buffer; jansson refuses NULL */
   json_t *root;

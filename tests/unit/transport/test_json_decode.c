@@ -16,6 +16,7 @@
 #include "health.pb-c.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -500,11 +501,12 @@ static void test_decode_scalars(void **state) {
 }
 
 /*
- * Every allocation of a decode (of our code; there are allocations in total)
- * fails in turn: -ENOMEM each time, nothing leaked, out untouched.
+ * Every allocation of a decode fails in turn, jansson's included: -ENOMEM
+ * each time, nothing leaked, out untouched. Of the allocations, ours are
+ * our code's; jansson's come on top (how many depends on its version).
  */
 static void assert_decode_survives_oom(const ProtobufCMessageDescriptor *desc, const char *text,
-                                       long allocations) {
+                                       long ours) {
   long n = 0;
   for (;; n++) {
     ProtobufCMessage *msg = (ProtobufCMessage *)&msg;
@@ -520,11 +522,15 @@ static void assert_decode_survives_oom(const ProtobufCMessageDescriptor *desc, c
       fail_msg("allocation %ld failed: %d (%s), expected -ENOMEM", n, rc, err);
     assert_ptr_equal(msg, (ProtobufCMessage *)&msg);
   }
-  assert_int_equal(n, allocations);
+  assert_in_range(n, ours + 1, LONG_MAX);
 }
 
 static void test_decode_out_of_memory(void **state) {
   (void)state;
+  /*
+   * "data" is longer than the 16 bytes jansson's lexer keeps at first: without room
+   * to grow, it drops a character and finishes the document (as "eyJ0b3RhbCI6NDJ").
+   */
   assert_decode_survives_oom(&api__append_to_stream_request__descriptor,
                              "{\"stream\":\"orders-1\",\"version\":-1,\"events\":["
                              "{\"type\":\"A\",\"data\":\"eyJ0b3RhbCI6NDJ9\",\"metadata\":\"bQ==\","
