@@ -3,11 +3,14 @@ The HTTP/JSON API while the server's allocations fail (fail_alloc.c preloaded:
 one allocation in EVERY fails, on every thread, while a flag file exists).
 Every answer says what happened: 200, 503 RESOURCE_EXHAUSTED, or a lost
 connection; never 400 INVALID_ARGUMENT for a body that was fine, or 500
-INTERNAL for data that was fine. Once allocations succeed again, every
-acknowledged append is stored exactly once, as it was sent.
+INTERNAL for data that was fine. A subscription (Server-Sent Events) is
+caught up, or ends with event: failed, code RESOURCE_EXHAUSTED. Once
+allocations succeed again, every acknowledged append is stored exactly
+once, as it was sent.
 
 Sizes (environment knobs):
     EVF_HTTP_OOM_APPENDS  appends while allocations fail (default 200)
+    EVF_HTTP_OOM_READS    rounds of reads while allocations fail (default 100)
 """
 
 import http.client
@@ -15,15 +18,23 @@ import json
 import os
 import random
 import re
+import time
 import uuid
 
 import pytest
 
-from conftest import HOST, b64, read_stream_all, unique
+from conftest import (
+    API, HOST, append, b64, damage_stored_data, event_data, expect_error, http_connect, http_get,
+    read_stream_all, request_bytes, stream_path, unique, wait_http_ready,
+)
+from test_sse import SseConn, stream_sub_path
 
 APPENDS = int(os.environ.get("EVF_HTTP_OOM_APPENDS") or 200)
+READS = int(os.environ.get("EVF_HTTP_OOM_READS") or 100)
 EVERY = 100  # one allocation in EVERY fails: most requests meet one, some do not
 STREAMS = 4
+EVENTS = 6  # per stream, for the reads
+SUBSCRIPTIONS = 40  # their connections opened before allocations fail, as CONNECTIONS
 CONNECTIONS = 64  # opened before allocations fail; far more than the requests lose
 TIMEOUT = 20.0  # seconds for one exchange; a request still unanswered then was lost
 # The HTTP/1.1 parser's callbacks answer 400 when they run out of memory: fixed elsewhere
@@ -43,14 +54,18 @@ def failing_alloc_env(flag):
 
 
 class Outcomes:
-    """What the answers were, by kind; what they must not be, as text."""
+    """How many answers of each kind there were ("append: 503"); the wrong ones, as text."""
 
     def __init__(self):
         self.counts = {}
         self.wrong = []
 
-    def count(self, kind):
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+    def count(self, what, kind):
+        key = f"{what}: {kind}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def total(self, kind):
+        return sum(n for key, n in self.counts.items() if key.endswith(f": {kind}"))
 
     def check_failure(self, what, status, body):
         """A non-200 answer: 503 RESOURCE_EXHAUSTED, or the parser's 400 (see PARSER_CALLBACK)."""
@@ -61,9 +76,9 @@ class Outcomes:
         if not isinstance(error, dict):
             self.wrong.append(f"{what}: {status} whose body is not a JSON object: {body[:200]!r}")
         elif status == 503 and error.get("code") == "RESOURCE_EXHAUSTED":
-            self.count("503")
+            self.count(what, "503")
         elif status == 400 and PARSER_CALLBACK.match(str(error.get("error"))):
-            self.count("parser 400")
+            self.count(what, "parser 400")
         else:
             self.wrong.append(f"{what}: {status} {body[:200]!r}")
 
@@ -134,17 +149,17 @@ def new_events(n):
             for _ in range(random.randint(1, 3))]
 
 
-def append(conns, stream, events, acked, unknown, outcomes):
+def http_append(conns, stream, events, acked, unknown, outcomes):
     """One append of events; sorts out its outcome."""
     body = json.dumps({"version": -1, "events": [
         dict(e, data=b64(e["data"]), metadata=b64(e["metadata"])) for e in events]}).encode()
     answer = conns.request("POST", f"/api/v1/stream/{stream}", body)
     ledger = unknown
     if answer is None:
-        outcomes.count("lost")
+        outcomes.count("append", "lost")
     elif answer[0] == 200:
         assert json.loads(answer[1])["events"] == [e["id"] for e in events], answer
-        outcomes.count("200")
+        outcomes.count("append", "200")
         ledger = acked
     else:
         outcomes.check_failure("append", *answer)
@@ -160,13 +175,13 @@ def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_fac
     conns = Connections(s, CONNECTIONS)
     flag.touch()
     for n in range(APPENDS):
-        append(conns, streams[n % STREAMS], new_events(n), acked, unknown, outcomes)
+        http_append(conns, streams[n % STREAMS], new_events(n), acked, unknown, outcomes)
         assert s.alive(), f"the server died:\n{s.stderr_tail()}"
     allocations_succeed_again(conns, flag)
     conns.close()
     print(f"appends: {outcomes.counts}, connections lost: {conns.lost}")
     assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
-    assert outcomes.counts.get("503"), f"no append ran out of memory: {outcomes.counts}"
+    assert outcomes.total("503"), f"no append ran out of memory: {outcomes.counts}"
     assert acked, f"no append was acknowledged: {outcomes.counts}"
 
     stub = s.stub()
@@ -180,3 +195,103 @@ def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_fac
             f"acknowledged append {event_id} to {stream} is stored as {stored.get(event_id)}"
     assert set(stored) <= set(acked) | set(unknown), "an event was stored that was never sent"
     s.stop()  # exit code 0, nothing leaked
+
+
+def read(conns, what, path, outcomes):
+    answer = conns.request("GET", path)
+    if answer is None:
+        outcomes.count(what, "lost")
+    elif answer[0] == 200:
+        outcomes.count(what, "200")
+    else:
+        outcomes.check_failure(what, *answer)
+
+
+def error_response(conn):
+    """(status, body) of a complete response that is not a stream, or None while incomplete."""
+    _, sep, body = bytes(conn.raw).partition(b"\r\n\r\n")
+    length = int(conn.headers.get("content-length", "-1"))
+    return (conn.status, body[:length]) if sep and 0 <= length <= len(body) else None
+
+
+def subscribe(sock, port, stream, outcomes):
+    """
+    Subscribes to stream from its start on sock (connected before allocations
+    failed), until the subscription is caught up, fails, or is lost.
+    """
+    path = stream_sub_path(stream, version=0)
+    conn = SseConn(port, path, connect=False)
+    conn.sock = sock
+
+    def failed():
+        return [r for r in conn.parser.special if r.get("event") == "failed"]
+
+    def done():
+        return (conn.closed or failed() or conn.parser.caught_ups() or
+                (conn.status not in (None, 200) and error_response(conn)))
+
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        sock.sendall(request_bytes("GET", path))
+        while not done() and conn.pump(deadline):
+            pass
+    finally:
+        sock.close()
+    if conn.status not in (None, 200) and error_response(conn):
+        outcomes.check_failure("subscription", *error_response(conn))
+    elif failed():
+        code = json.loads(failed()[0]["data"]).get("code")
+        if code == "RESOURCE_EXHAUSTED":
+            outcomes.count("subscription", "failed")
+        else:
+            outcomes.wrong.append(f"subscription: event: failed {failed()[0]['data']}")
+    elif conn.parser.caught_ups():
+        outcomes.count("subscription", "caught up")
+    elif conn.closed:
+        outcomes.count("subscription", "lost")
+    else:
+        outcomes.wrong.append(f"subscription: no end within {TIMEOUT:.0f} s: {conn.describe()}")
+
+
+def test_reads_answer_out_of_memory(server_factory, tmp_path):
+    flag = tmp_path / "fail-allocations"
+    s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag)})
+    stub = s.stub()
+    streams, ids = [unique("oom-read") for _ in range(STREAMS)], []
+    for stream in streams:
+        events = [event_data(type_="OomRead", data=os.urandom(random.randint(1, 200)),
+                             id=str(uuid.uuid4())) for _ in range(EVENTS)]
+        append(stub, stream, events)
+        ids += [e.id for e in events]
+    conns = Connections(s, CONNECTIONS)
+    sockets = [http_connect(s.http_port) for _ in range(min(SUBSCRIPTIONS, READS))]
+    outcomes = Outcomes()
+    flag.touch()
+    for n in range(READS):
+        read(conns, "stream read", stream_path(streams[n % STREAMS]), outcomes)
+        read(conns, "global read", f"{API}/stream/all?limit={random.randint(1, STREAMS * EVENTS)}",
+             outcomes)
+        read(conns, "event read", f"{API}/event/{ids[n % len(ids)]}", outcomes)
+        if n < len(sockets):
+            subscribe(sockets[n], s.http_port, streams[n % STREAMS], outcomes)
+        assert s.alive(), f"the server died:\n{s.stderr_tail()}"
+    allocations_succeed_again(conns, flag)
+    conns.close()
+    print(f"reads: {outcomes.counts}, connections lost: {conns.lost}")
+    assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
+    assert outcomes.total("503"), f"no read ran out of memory: {outcomes.counts}"
+    s.stop()  # exit code 0, nothing leaked
+
+
+def test_a_damaged_event_is_still_internal(server_factory):
+    """An event that does not decode, with memory to spare, is the server's fault: 500 INTERNAL."""
+    s = server_factory.new(env={"SHARDS": "1"})
+    stream, event_id = unique("damaged"), str(uuid.uuid4())
+    data = os.urandom(100).hex().encode()  # 200 bytes, found once in the log
+    append(s.stub(), stream, [event_data(data=data, id=event_id)])
+    s.stop()
+    damage_stored_data(s.data_dir, data)
+    s.start()
+    wait_http_ready(s)
+    for path in (stream_path(stream), f"{API}/stream/all", f"{API}/event/{event_id}"):
+        assert expect_error(http_get(s, path), 500, "INTERNAL") == "internal error", path

@@ -13,6 +13,7 @@
 #include "json.h"
 #include "server.h"
 #include "subs.h"
+#include "unpack.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -164,13 +165,14 @@ struct json_page {
 static int add_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
   struct json_page *p = arg;
   (void)position;
-  Api__Event *e = api__event__unpack(NULL, len, event);
-  if (e == NULL) {
-    p->error = EVF_EINTERNAL;
+  Api__Event *e;
+  int rc = tp_unpack_event(event, len, &e);
+  if (rc != 0) {
+    p->error = rc;
     return 1;
   }
   size_t before = p->out->len;
-  int rc = (p->count > 0 ? tp_buf_append(p->out, ",", 1) : 0);
+  rc = p->count > 0 ? tp_buf_append(p->out, ",", 1) : 0;
   if (rc == 0)
     rc = tp_json_encode(&e->base, p->out);
   api__event__free_unpacked(e, NULL);
@@ -353,26 +355,33 @@ static void subscribe_stream(struct tp_http_exchange *ex, const struct target *t
 
 /* ---- single answers ---- */
 
+struct found_event {
+  Api__Event *event;
+  int status; /* of decoding it */
+};
+
 static int copy_event(const uint8_t *event, size_t len, uint64_t position, void *arg) {
   (void)position;
-  Api__Event **out = arg;
-  *out = api__event__unpack(NULL, len, event);
+  struct found_event *found = arg;
+  found->status = tp_unpack_event(event, len, &found->event);
   return 0;
 }
 
 static void get_event(struct tp_http_exchange *ex, const char *id, size_t len) {
-  Api__Event *event = NULL;
-  int rc = store_get_event(store_of(ex), id, len, copy_event, &event);
+  struct found_event found = {.status = EVF_EINTERNAL}; /* until the store hands it over */
+  int rc = store_get_event(store_of(ex), id, len, copy_event, &found);
+  if (rc == 0)
+    rc = found.status;
   if (rc == EVF_ENOTFOUND)
     tp_http_error(ex, 404, "NOT_FOUND", "no event with id %.*s", (int)len, id);
   else if (rc == EVF_EINVAL)
     tp_http_error(ex, 400, "INVALID_ARGUMENT", "an event id must be a UUID (8-4-4-4-12 hex)");
-  else if (rc != 0 || event == NULL)
-    respond_store_error(ex, rc ? rc : EVF_EINTERNAL, NULL);
+  else if (rc != 0)
+    respond_store_error(ex, rc, NULL);
   else
-    respond_message(ex, &event->base);
-  if (event)
-    api__event__free_unpacked(event, NULL);
+    respond_message(ex, &found.event->base);
+  if (found.event)
+    api__event__free_unpacked(found.event, NULL);
 }
 
 static void count(struct tp_http_exchange *ex, int (*counter)(struct evf_store *, int64_t *)) {

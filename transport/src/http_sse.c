@@ -20,6 +20,7 @@
 #include "json.h"
 #include "server.h"
 #include "subs.h"
+#include "unpack.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -48,14 +49,15 @@ static int write_text(struct sse *s, const void *text, size_t len) {
 static int sink_event(struct tp_sub *sub, const uint8_t *event, size_t len, uint64_t position,
                       uint32_t version) {
   struct sse *s = sse_of(sub);
-  Api__Event *e = api__event__unpack(NULL, len, event);
-  if (e == NULL)
-    return EVF_EINTERNAL; /* damaged: protobuf-c's unpack fails the same way out of memory */
+  Api__Event *e;
+  int rc = tp_unpack_event(event, len, &e);
+  if (rc != 0)
+    return rc;
   char id[48];
   int n = snprintf(id, sizeof(id), "id: %" PRIu64 "\ndata: ",
                    sub->one_stream ? (uint64_t)version : position);
   s->text.len = 0;
-  int rc = tp_buf_append(&s->text, id, (size_t)n);
+  rc = tp_buf_append(&s->text, id, (size_t)n);
   if (rc == 0)
     rc = tp_json_encode(&e->base, &s->text);
   if (rc == 0)

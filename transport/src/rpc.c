@@ -17,6 +17,7 @@
 #include "health.pb-c.h"
 #include "rpc.h"
 #include "server.h"
+#include "unpack.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,8 +59,11 @@ ProtobufCMessage *tp_rpc__unpack(struct tp_grpc_call *call, const ProtobufCMessa
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "a string field of the request holds a NUL");
     return NULL;
   }
-  ProtobufCMessage *request = protobuf_c_message_unpack(desc, allocator, len, msg);
-  if (request == NULL)
+  ProtobufCMessage *request = NULL;
+  int rc = tp_unpack(desc, allocator, msg, len, &request);
+  if (rc == -ENOMEM)
+    tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  else if (rc != 0)
     tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "cannot decode the request message");
   return request;
 }

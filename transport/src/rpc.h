@@ -19,7 +19,8 @@ bool tp_rpc__has_nul_in_strings(const ProtobufCMessageDescriptor *desc, const ui
 
 /**
  * Decodes a request message, refusing NUL bytes in its strings. On failure
- * fails the call with INVALID_ARGUMENT and returns NULL. allocator: NULL
+ * fails the call with INVALID_ARGUMENT (RESOURCE_EXHAUSTED when an
+ * allocation failed) and returns NULL. allocator: NULL
  * (then free the message with protobuf_c_message_free_unpacked) or an
  * arena's (then release the arena instead).
  */
