@@ -1,16 +1,16 @@
 """
 The HTTP/JSON API while the server's allocations fail (fail_alloc.c preloaded:
 one allocation in EVERY fails, on every thread, while a flag file exists).
-Every answer says what happened: 200, 503 RESOURCE_EXHAUSTED, or a lost
-connection; never 400 INVALID_ARGUMENT for a body that was fine, or 500
-INTERNAL for data that was fine. A subscription (Server-Sent Events) is
-caught up, or ends with event: failed, code RESOURCE_EXHAUSTED. Once
-allocations succeed again, every acknowledged append is stored exactly
-once, as it was sent.
+Every answer says what happened: 200 with the whole document, 503
+RESOURCE_EXHAUSTED, or a lost connection; never 400 INVALID_ARGUMENT for a
+body that was fine, or 500 INTERNAL for data that was fine. A subscription
+(Server-Sent Events) is caught up with the stored events, or ends with
+event: failed, code RESOURCE_EXHAUSTED. Once allocations succeed again,
+every acknowledged append is stored exactly once, as it was sent.
 
 Sizes (environment knobs):
     EVF_HTTP_OOM_APPENDS  appends while allocations fail (default 200)
-    EVF_HTTP_OOM_READS    rounds of reads while allocations fail (default 100)
+    EVF_HTTP_OOM_READS    rounds of reads while allocations fail (default 300)
 """
 
 import http.client
@@ -25,12 +25,12 @@ import pytest
 
 from conftest import (
     API, HOST, append, b64, damage_stored_data, event_data, expect_error, http_connect, http_get,
-    read_stream_all, request_bytes, stream_path, unique, wait_http_ready,
+    read_global_all, read_stream_all, request_bytes, stream_path, unique, wait_http_ready,
 )
 from test_sse import SseConn, stream_sub_path
 
 APPENDS = int(os.environ.get("EVF_HTTP_OOM_APPENDS") or 200)
-READS = int(os.environ.get("EVF_HTTP_OOM_READS") or 100)
+READS = int(os.environ.get("EVF_HTTP_OOM_READS") or 300)
 EVERY = 100  # one allocation in EVERY fails: most requests meet one, some do not
 STREAMS = 4
 EVENTS = 6  # per stream, for the reads
@@ -197,14 +197,36 @@ def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_fac
     s.stop()  # exit code 0, nothing leaked
 
 
-def read(conns, what, path, outcomes):
+def read(conns, what, path, outcomes, check):
+    """A GET; check(document) says what is wrong with the JSON of a 200, or None."""
     answer = conns.request("GET", path)
     if answer is None:
         outcomes.count(what, "lost")
     elif answer[0] == 200:
+        try:
+            wrong = check(json.loads(answer[1]))
+        except (ValueError, AttributeError) as e:
+            wrong = f"not a JSON object ({e})"
+        if wrong:
+            outcomes.wrong.append(f"{what} {path}: 200 {wrong}: {answer[1][:200]!r}")
         outcomes.count(what, "200")
     else:
         outcomes.check_failure(what, *answer)
+
+
+def as_stored(e):
+    """An api.Event as its JSON reads."""
+    return {"id": e.id, "stream": e.stream, "type": e.type, "data": b64(e.data)}
+
+
+def same_events(got, want):
+    """What is wrong with the events of a page (JSON) against the stored ones, or None."""
+    if not isinstance(got, list) or len(got) != len(want):
+        return f"{len(got) if isinstance(got, list) else got!r} events, not {len(want)}"
+    for g, w in zip(got, want):
+        if {k: g.get(k) for k in w} != w:
+            return f"event {g} is not {w}"
+    return None
 
 
 def error_response(conn):
@@ -214,10 +236,11 @@ def error_response(conn):
     return (conn.status, body[:length]) if sep and 0 <= length <= len(body) else None
 
 
-def subscribe(sock, port, stream, outcomes):
+def subscribe(sock, port, stream, outcomes, stored):
     """
     Subscribes to stream from its start on sock (connected before allocations
-    failed), until the subscription is caught up, fails, or is lost.
+    failed), until the subscription is caught up, fails, or is lost. Caught
+    up, it has sent the stored events.
     """
     path = stream_sub_path(stream, version=0)
     conn = SseConn(port, path, connect=False)
@@ -246,6 +269,9 @@ def subscribe(sock, port, stream, outcomes):
         else:
             outcomes.wrong.append(f"subscription: event: failed {failed()[0]['data']}")
     elif conn.parser.caught_ups():
+        wrong = same_events([json.loads(r["data"]) for r in conn.parser.events], stored)
+        if wrong:
+            outcomes.wrong.append(f"subscription: caught up, {wrong}")
         outcomes.count("subscription", "caught up")
     elif conn.closed:
         outcomes.count("subscription", "lost")
@@ -257,23 +283,34 @@ def test_reads_answer_out_of_memory(server_factory, tmp_path):
     flag = tmp_path / "fail-allocations"
     s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag)})
     stub = s.stub()
-    streams, ids = [unique("oom-read") for _ in range(STREAMS)], []
+    streams = [unique("oom-read") for _ in range(STREAMS)]
     for stream in streams:
-        events = [event_data(type_="OomRead", data=os.urandom(random.randint(1, 200)),
-                             id=str(uuid.uuid4())) for _ in range(EVENTS)]
-        append(stub, stream, events)
-        ids += [e.id for e in events]
+        append(stub, stream, [event_data(type_="OomRead", data=os.urandom(random.randint(1, 200)),
+                                         id=str(uuid.uuid4())) for _ in range(EVENTS)])
+    stored = {stream: [as_stored(e) for e in read_stream_all(stub, stream)] for stream in streams}
+    everything = [as_stored(e) for e in read_global_all(stub, expect_at_least=STREAMS * EVENTS)]
+    by_id = {e["id"]: e for e in everything}
     conns = Connections(s, CONNECTIONS)
     sockets = [http_connect(s.http_port) for _ in range(min(SUBSCRIPTIONS, READS))]
     outcomes = Outcomes()
     flag.touch()
     for n in range(READS):
-        read(conns, "stream read", stream_path(streams[n % STREAMS]), outcomes)
-        read(conns, "global read", f"{API}/stream/all?limit={random.randint(1, STREAMS * EVENTS)}",
-             outcomes)
-        read(conns, "event read", f"{API}/event/{ids[n % len(ids)]}", outcomes)
+        stream, event = random.choice(streams), random.choice(everything)
+        limit = random.randint(1, len(everything))
+        reads = [
+            ("stream read", stream_path(stream),
+             lambda page: same_events(page.get("events"), stored[stream])),
+            ("global read", f"{API}/stream/all?limit={limit}",
+             lambda page: same_events(page.get("events"), everything[:limit])),
+            ("event read", f"{API}/event/{event['id']}", lambda got: same_events([got], [event])),
+            ("uptime", f"{API}/uptime",
+             lambda got: None if isinstance(got.get("uptime"), int) else "no uptime"),
+        ]
+        random.shuffle(reads)  # so that the failing allocation falls in a different place each time
+        for what, path, check in reads:
+            read(conns, what, path, outcomes, check)
         if n < len(sockets):
-            subscribe(sockets[n], s.http_port, streams[n % STREAMS], outcomes)
+            subscribe(sockets[n], s.http_port, stream, outcomes, stored[stream])
         assert s.alive(), f"the server died:\n{s.stderr_tail()}"
     allocations_succeed_again(conns, flag)
     conns.close()

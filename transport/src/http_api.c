@@ -197,20 +197,24 @@ static void read_global(struct tp_http_exchange *ex, const struct target *t) {
       !query_uint(ex, t, "limit", UINT32_MAX, &limit))
     return;
   struct tp_buf body = {0};
-  tp_buf_append(&body, "{\"events\":[", 11);
   struct json_page page = {.out = &body, .budget = ex->server->config->max_message_size - PAGE_TAIL};
   uint64_t checkpoint;
-  int rc = store_read_global(store_of(ex), offset, (uint32_t)limit, add_event, &page, &checkpoint);
+  /* Each part is checked: one left out would answer 200 with no JSON document. */
+  int rc = tp_buf_append(&body, "{\"events\":[", 11);
+  if (rc == 0)
+    rc = store_read_global(store_of(ex), offset, (uint32_t)limit, add_event, &page, &checkpoint);
   if (rc == 0)
     rc = page.error;
+  if (rc == 0) {
+    char tail[48];
+    int n = snprintf(tail, sizeof(tail), "],\"checkpoint\":%" PRIu64 "}", checkpoint);
+    rc = tp_buf_append(&body, tail, (size_t)n);
+  }
   if (rc != 0) {
     tp_buf_free(&body);
     respond_store_error(ex, rc, NULL);
     return;
   }
-  char tail[48];
-  int n = snprintf(tail, sizeof(tail), "],\"checkpoint\":%" PRIu64 "}", checkpoint);
-  tp_buf_append(&body, tail, (size_t)n);
   respond_json(ex, &body);
 }
 
@@ -221,12 +225,16 @@ static void read_stream(struct tp_http_exchange *ex, const struct target *t, con
       !query_uint(ex, t, "limit", UINT32_MAX, &limit))
     return;
   struct tp_buf body = {0};
-  tp_buf_append(&body, "{\"events\":[", 11);
   struct json_page page = {.out = &body, .budget = ex->server->config->max_message_size - 2};
-  int rc = store_read_stream(store_of(ex), stream, stream_len, (uint32_t)version, (uint32_t)limit,
-                             add_event, &page);
+  /* Each part is checked: one left out would answer 200 with no JSON document. */
+  int rc = tp_buf_append(&body, "{\"events\":[", 11);
+  if (rc == 0)
+    rc = store_read_stream(store_of(ex), stream, stream_len, (uint32_t)version, (uint32_t)limit,
+                           add_event, &page);
   if (rc == 0)
     rc = page.error;
+  if (rc == 0)
+    rc = tp_buf_append(&body, "]}", 2);
   if (rc != 0) {
     tp_buf_free(&body);
     respond_store_error(ex, rc,
@@ -235,7 +243,6 @@ static void read_stream(struct tp_http_exchange *ex, const struct target *t, con
                                          : NULL);
     return;
   }
-  tp_buf_append(&body, "]}", 2);
   respond_json(ex, &body);
 }
 
@@ -453,7 +460,10 @@ static void uptime(struct tp_http_exchange *ex, const struct target *t) {
                    "m %" PRIu64 "s\"}",
                    ms, s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
   struct tp_buf out = {0};
-  tp_buf_append(&out, body, (size_t)n);
+  if (tp_buf_append(&out, body, (size_t)n) != 0) {
+    tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
+    return;
+  }
   respond_json(ex, &out);
 }
 
