@@ -25,7 +25,7 @@ import pytest
 
 from conftest import (
     API, HOST, append, b64, damage_stored_data, event_data, expect_error, http_connect, http_get,
-    read_global_all, read_stream_all, request_bytes, stream_path, unique, wait_http_ready,
+    read_global_all, read_stream_all, request_bytes, scrape, stream_path, unique, wait_http_ready,
 )
 from test_sse import SseConn, stream_sub_path
 
@@ -183,6 +183,10 @@ def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_fac
     assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
     assert outcomes.total("503"), f"no append ran out of memory: {outcomes.counts}"
     assert acked, f"no append was acknowledged: {outcomes.counts}"
+    appends = scrape(s)[1]
+    assert appends.value("eventflowdb_appends_total", result="invalid") == 0, \
+        "appends that ran out of memory were counted as invalid"
+    assert appends.value("eventflowdb_appends_total", result="error") > 0
 
     stub = s.stub()
     stored = {}

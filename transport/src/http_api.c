@@ -555,6 +555,7 @@ static int set_stream(Api__AppendToStreamRequest *request, const char *stream) {
 static void append(struct tp_http_exchange *ex, const char *stream) {
   struct append_state *s = calloc(1, sizeof(*s));
   if (s == NULL) {
+    count_append(ex, NULL, -ENOMEM);
     tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
     return;
   }
@@ -566,7 +567,7 @@ static void append(struct tp_http_exchange *ex, const char *stream) {
   int rc = tp_json_decode(&api__append_to_stream_request__descriptor,
                           (const char *)ex->body.data, ex->body.len, &msg, err, sizeof(err));
   if (rc != 0) {
-    count_append(ex, NULL, EVF_EINVAL);
+    count_append(ex, NULL, rc);
     tp_http_error(ex, rc == EVF_EINVAL ? 400 : 503,
                   rc == EVF_EINVAL ? "INVALID_ARGUMENT" : "RESOURCE_EXHAUSTED", "%s",
                   rc == EVF_EINVAL ? err : "out of memory");
@@ -574,6 +575,7 @@ static void append(struct tp_http_exchange *ex, const char *stream) {
   }
   s->request = (Api__AppendToStreamRequest *)msg;
   if (set_stream(s->request, stream) != 0) {
+    count_append(ex, s->request, -ENOMEM);
     tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
     return;
   }
