@@ -21,11 +21,10 @@ import re
 import time
 import uuid
 
-import pytest
-
 from conftest import (
-    API, HOST, append, b64, damage_stored_data, event_data, expect_error, http_connect, http_get,
-    read_global_all, read_stream_all, request_bytes, scrape, stream_path, unique, wait_http_ready,
+    API, HOST, append, b64, damage_stored_data, event_data, expect_error, failing_alloc_env,
+    http_connect, http_get, read_global_all, read_stream_all, request_bytes, scrape, stream_path,
+    unique, wait_http_ready,
 )
 from test_sse import SseConn, stream_sub_path
 
@@ -40,17 +39,6 @@ TIMEOUT = 20.0  # seconds for one exchange; a request still unanswered then was 
 # The HTTP/1.1 parser's callbacks answer 400 when they run out of memory: fixed elsewhere
 # (they are to answer 503), and tolerated here.
 PARSER_CALLBACK = re.compile(r"^malformed HTTP/1\.1 request: .*callback failed$")
-
-
-def failing_alloc_env(flag):
-    shim = os.environ.get("EVF_FAIL_ALLOC_LIB")
-    if not shim or not os.path.isfile(shim):
-        pytest.fail(f"EVF_FAIL_ALLOC_LIB={shim!r}: give the path of libevf_fail_alloc.so "
-                    f"(ctest sets it)", pytrace=False)
-    return {"LD_PRELOAD": shim, "EVF_FAIL_ALLOC": str(flag), "EVF_FAIL_ALLOC_EVERY": str(EVERY),
-            # the preloaded library comes before ASan's runtime in the list of libraries
-            "ASAN_OPTIONS": f"{os.environ.get('ASAN_OPTIONS', '')}:verify_asan_link_order=0"
-                            .lstrip(":")}
 
 
 class Outcomes:
@@ -169,7 +157,7 @@ def http_append(conns, stream, events, acked, unknown, outcomes):
 
 def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_factory, tmp_path):
     flag = tmp_path / "fail-allocations"
-    s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag)})
+    s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag, EVERY)})
     streams = [unique("oom-append") for _ in range(STREAMS)]
     acked, unknown, outcomes = {}, {}, Outcomes()
     conns = Connections(s, CONNECTIONS)
@@ -285,7 +273,7 @@ def subscribe(sock, port, stream, outcomes, stored):
 
 def test_reads_answer_out_of_memory(server_factory, tmp_path):
     flag = tmp_path / "fail-allocations"
-    s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag)})
+    s = server_factory.new(env={"SHARDS": "2", **failing_alloc_env(flag, EVERY)})
     stub = s.stub()
     streams = [unique("oom-read") for _ in range(STREAMS)]
     for stream in streams:
@@ -293,7 +281,6 @@ def test_reads_answer_out_of_memory(server_factory, tmp_path):
                                          id=str(uuid.uuid4())) for _ in range(EVENTS)])
     stored = {stream: [as_stored(e) for e in read_stream_all(stub, stream)] for stream in streams}
     everything = [as_stored(e) for e in read_global_all(stub, expect_at_least=STREAMS * EVENTS)]
-    by_id = {e["id"]: e for e in everything}
     conns = Connections(s, CONNECTIONS)
     sockets = [http_connect(s.http_port) for _ in range(min(SUBSCRIPTIONS, READS))]
     outcomes = Outcomes()
