@@ -490,6 +490,14 @@ static void free_append_state(void *state) {
     protobuf_c_message_free_unpacked(&s->request->base, NULL);
 }
 
+/*
+ * The append is stored: out of memory now is no 503, which tells the
+ * client (and proxies, which retry it) that nothing was done.
+ */
+static void stored_without_answer(struct tp_http_exchange *ex) {
+  tp_http_error(ex, 500, "INTERNAL", "the append is stored; out of memory building its response");
+}
+
 static void answer_append(struct tp_http_exchange *ex, const struct store_append *a) {
   size_t n = a->request->n_events;
   char (*texts)[EVF_UUID_TEXT_LEN + 1] = malloc(n * sizeof(*texts));
@@ -497,7 +505,7 @@ static void answer_append(struct tp_http_exchange *ex, const struct store_append
   if (texts == NULL || ids == NULL) {
     free(texts);
     free(ids);
-    tp_http_error(ex, 503, "RESOURCE_EXHAUSTED", "out of memory");
+    stored_without_answer(ex);
     return;
   }
   for (size_t i = 0; i < n; i++) {
@@ -509,7 +517,13 @@ static void answer_append(struct tp_http_exchange *ex, const struct store_append
   response.events = ids;
   response.first_version = a->first_version;
   response.first_position = a->first_position;
-  respond_message(ex, &response.base);
+  struct tp_buf body = {0};
+  if (tp_json_encode(&response.base, &body) != 0) {
+    tp_buf_free(&body);
+    stored_without_answer(ex);
+  } else {
+    respond_json(ex, &body);
+  }
   free(ids);
   free(texts);
 }
