@@ -695,6 +695,41 @@ def test_pipelined_appends_and_reads_in_order(http_server, stub):
     assert [e.data for e in read_stream(stub, stream)] == [b"%d" % i for i in range(20)]
 
 
+def test_half_closed_client_gets_its_answers(http_server, stub):
+    """A client that shuts down its sending side after its requests still reads every answer."""
+    stream = unique("halfclose")
+    body = json_body({"version": 0, "events": [{"type": "H", "data": b64(b"0")}]})
+    with http_connect(http_server.http_port) as sock:
+        sock.sendall(request_bytes("POST", stream_path(stream), body=body,
+                                   headers=[("Connection", "close")]))
+        sock.shutdown(socket.SHUT_WR)
+        reader = Http1Reader(sock)
+        r = reader.read_response(timeout=15)
+        assert r is not None, "the append's answer was lost after the client's half-close"
+        assert expect_ok(r)["first_version"] == 0
+        assert reader.wait_closed(timeout=10), "the connection stayed open after its last answer"
+    # Pipelined keep-alive requests, then the half-close: all answered in order, then the close.
+    body = json_body({"version": 1, "events": [{"type": "H", "data": b64(b"1")}]})
+    with http_connect(http_server.http_port) as sock:
+        sock.sendall(request_bytes("POST", stream_path(stream), body=body) +
+                     request_bytes("GET", stream_path(stream)))
+        sock.shutdown(socket.SHUT_WR)
+        reader = Http1Reader(sock)
+        r = reader.read_response(timeout=15)
+        assert r is not None and expect_ok(r)["first_version"] == 1, r
+        r = reader.read_response(timeout=15)
+        assert r is not None and len(expect_ok(r)["events"]) == 2, r
+        assert reader.wait_closed(timeout=10), "the connection stayed open after its last answer"
+    # Half a request, then the half-close: nothing to answer, the connection closes.
+    with http_connect(http_server.http_port) as sock:
+        sock.sendall(b"GET /api/v1/ver")
+        sock.shutdown(socket.SHUT_WR)
+        reader = Http1Reader(sock)
+        assert reader.wait_closed(timeout=10), "half a request and a half-close left it open"
+        assert bytes(reader.buf) == b"", f"half a request was answered: {bytes(reader.buf)!r}"
+    assert len(read_stream(stub, stream)) == 2
+
+
 def test_expected_version_race_over_http(http_server, stub):
     stream = unique("race")
     results = []

@@ -42,6 +42,7 @@ struct tp_h1_conn {
   uv_write_t write_req;
   bool write_in_flight;
   bool reading;
+  bool eof;                     /* the peer sends no more (it may still read) */
   bool close_after_write;
   bool closing;
   bool streaming;               /* the current exchange streams its response (chunked) */
@@ -383,7 +384,10 @@ static void process_input(struct tp_h1_conn *c) {
     c->waiting = false;
     http_parser_pause(&c->parser, 0);
   }
-  if (!c->closing && !c->reading && c->input.len - c->input_used < INPUT_HIGH)
+  /* After the peer's half-close every whole request is answered: nothing more can come. */
+  if (c->eof && !c->answering && c->input_used == c->input.len)
+    c->close_after_write = true;
+  if (!c->closing && !c->eof && !c->reading && c->input.len - c->input_used < INPUT_HIGH)
     start_reading(c);
   flush(c);
 }
@@ -416,8 +420,27 @@ static bool switch_to_h2(struct tp_h1_conn *c) {
   return true;
 }
 
+/*
+ * A half-close ends the requests, not the answers: those already read are
+ * answered (an append the store is writing too), then the connection closes.
+ * A subscriber that half-closes has left: its stream would never end.
+ */
+static void end_of_input(struct tp_h1_conn *c) {
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+  c->eof = true;
+  if (c->streaming)
+    close_conn(c);
+  else
+    process_input(c);
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   struct tp_h1_conn *c = stream->data;
+  if (nread == UV_EOF) {
+    end_of_input(c);
+    return;
+  }
   if (nread < 0) {
     close_conn(c);
     return;

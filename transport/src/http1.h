@@ -5,8 +5,10 @@
  * HTTP/1.1 connections (http-parser), with keep-alive and pipelining:
  * requests are answered in order, one at a time; while one is being
  * answered, or while output waits for a slow reader, the following bytes
- * wait (and reading stops once too many wait). A connection that opens
- * with the HTTP/2 preface is handed to nghttp2 (h2c with prior knowledge).
+ * wait (and reading stops once too many wait). A client's half-close ends
+ * its requests, not their answers: the connection closes once they are
+ * written. A connection that opens with the HTTP/2 preface is handed to
+ * nghttp2 (h2c with prior knowledge).
  */
 
 #include "http.h"
