@@ -730,6 +730,49 @@ def test_half_closed_client_gets_its_answers(http_server, stub):
     assert len(read_stream(stub, stream)) == 2
 
 
+def send_in_pieces(sock, port, pieces):
+    """Sends each piece only once the server has read the one before: one read each."""
+    for piece in pieces:
+        sock.sendall(piece)
+        wait_server_read(sock, port)
+
+
+def read_head(sock, timeout=10.0):
+    """The bytes up to the first empty line (one response head), read within timeout."""
+    deadline = time.monotonic() + timeout
+    got = b""
+    while b"\r\n\r\n" not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no response head within {timeout} s: {got!r}"
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a response head: {got!r}"
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"Expect: 100-", b"continue\r\n"],
+    [b"Exp", b"ect: 100-continue\r\n"],
+    [b"Expect", b": ", b"100", b"-Continue  \r\n"],
+], ids=["value", "name", "many"])
+def test_expect_100_continue_split_across_reads(http_server, stub, pieces):
+    """Expect: 100-continue whose name or value arrives in several reads still gets 100 Continue."""
+    stream = unique("expect")
+    body = json_body({"version": 0, "events": [{"type": "E", "data": b64(b"e")}]})
+    head = request_bytes("POST", stream_path(stream), headers=[
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body)))])[:-2]
+    with http_connect(http_server.http_port) as sock:
+        send_in_pieces(sock, http_server.http_port, [head] + pieces + [b"\r\n"])
+        interim = read_head(sock)
+        assert interim.startswith(b"HTTP/1.1 100 "), f"no 100 Continue before the body: {interim!r}"
+        sock.sendall(body)
+        reader = Http1Reader(sock)
+        reader.buf += interim[interim.index(b"\r\n\r\n") + 4:]
+        assert expect_ok(reader.read_response(timeout=15))["first_version"] == 0
+    assert len(read_stream(stub, stream)) == 1
+
+
 def test_expected_version_race_over_http(http_server, stub):
     stream = unique("race")
     results = []

@@ -25,10 +25,10 @@ import urllib.parse
 import pytest
 
 from conftest import (
-    API, HOST, MIB, RawH2, ServerFactory, append, curl, damage_stored_data, event_data,
+    API, HOST, MIB, Http1Reader, RawH2, ServerFactory, append, curl, damage_stored_data, event_data,
     expect_error, http_connect, http_read_global, http_read_stream, http_request,
     move_first_stream_run, poll, quote_name, raise_nofile, request_bytes, scrape, unique,
-    wait_global, wait_http_ready, wait_prom_ready,
+    wait_global, wait_http_ready, wait_prom_ready, wait_server_read,
 )
 
 HEARTBEAT_MS = 200
@@ -465,6 +465,40 @@ def test_reconnect_stream_with_last_event_id_resumes_at_next_version(server, stu
     got2 = second.ids()
     assert got2[0] == got1[-1] + 1, f"Last-Event-ID {got1[-1]}: resumed at version {got2[0]}"
     assert got1 + got2 == list(range(11)), (got1, got2)
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"Last-Event-ID: 1", b"5\r\n\r\n"],
+    [b"Last-Ev", b"ent-ID: 1", b"5", b"\r\n\r\n"],
+    [b"Last-Event-ID:", b" 15 \r\n", b"X-After: 1\r\n\r\n"],
+], ids=["value", "name-and-value", "spaces"])
+def test_last_event_id_split_across_reads(server, stub, pieces):
+    """A Last-Event-ID header whose name or value comes in several reads resumes after the whole id."""
+    stream = unique("resume-split")
+    append(stub, stream, 20, version=0)
+    conn = SseConn(server.http_port, stream_sub_path(stream, version=0), connect=False)
+    conn.sock = http_connect(server.http_port)
+    try:
+        head = request_bytes("GET", conn.path)[:-2]  # the request line and Host, no empty line
+        for piece in [head] + pieces:
+            conn.sock.sendall(piece)
+            wait_server_read(conn.sock, server.http_port)
+        conn.wait(lambda c: c.ids() and c.ids()[-1] >= 19, "version 19")
+        check_sse_head(conn)
+    finally:
+        conn.close()
+    assert conn.ids() == list(range(16, 20)), f"Last-Event-ID 15 sent in pieces: {conn.ids()}"
+
+
+def test_too_long_last_event_id_is_400(server, stub):
+    """An id longer than any number is refused, not cut short into another one."""
+    stream = unique("resume-long")
+    append(stub, stream, 3, version=0)
+    with http_connect(server.http_port) as sock:
+        sock.sendall(request_bytes("GET", stream_sub_path(stream, version=0),
+                                   headers=[("Last-Event-ID", "0" * 40 + "1")]))
+        # A stream that began instead never ends: the read times out.
+        expect_error(Http1Reader(sock).read_response(timeout=10), 400, "INVALID_ARGUMENT")
 
 
 # --------------------------------------------------------------------------

@@ -33,8 +33,12 @@ struct tp_h1_conn {
   bool waiting;                 /* the parser is paused after a complete request */
   bool answering;               /* the current request is complete and not yet answered */
   struct tp_http_exchange *current;
-  char header_name[32];         /* the header being received, if short */
-  size_t header_name_len;
+  /* The header field being received, in pieces; only short ones matter here. */
+  char header_name[32];
+  size_t header_name_len;       /* the whole name's length, even past the room kept */
+  char header_value[32];
+  size_t header_value_len;      /* likewise */
+  bool in_header_value;
   bool expect_continue;
   bool too_large;
   struct tp_buf out;            /* responses not yet handed to uv_write */
@@ -256,11 +260,16 @@ static void fail_request(struct tp_h1_conn *c, int status, const char *message) 
 
 /* ---- http-parser callbacks ---- */
 
+static void header_reset(struct tp_h1_conn *c) {
+  c->header_name_len = c->header_value_len = 0;
+  c->in_header_value = false;
+}
+
 static int on_message_begin(http_parser *p) {
   struct tp_h1_conn *c = p->data;
   c->current = tp_http_exchange_create(c->server, &h1_sink, c);
   c->expect_continue = false;
-  c->header_name_len = 0;
+  header_reset(c);
   return c->current ? 0 : -1;
 }
 
@@ -269,13 +278,11 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return tp_buf_append(&c->current->target, at, len) == 0 ? 0 : -1;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  struct tp_h1_conn *c = p->data;
-  /* Only short names matter here (expect, last-event-id); longer ones are just skipped. */
-  if (c->header_name_len + len < sizeof(c->header_name))
-    memcpy(c->header_name + c->header_name_len, at, len);
-  c->header_name_len += len;
-  return 0;
+/* Keeps a piece of a name or value: as much as room allows, and counts the rest. */
+static void header_piece(char *room, size_t room_size, size_t *len, const char *at, size_t n) {
+  if (*len < room_size)
+    memcpy(room + *len, at, n < room_size - *len ? n : room_size - *len);
+  *len += n;
 }
 
 static bool header_name_is(const struct tp_h1_conn *c, const char *name) {
@@ -283,19 +290,52 @@ static bool header_name_is(const struct tp_h1_conn *c, const char *name) {
   return c->header_name_len == n && strncasecmp(c->header_name, name, n) == 0;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  struct tp_h1_conn *c = p->data;
-  if (header_name_is(c, "expect") && len == 12 && strncasecmp(at, "100-continue", 12) == 0)
+/* The Last-Event-ID header's value (len bytes of header_value) into the exchange. */
+static void take_last_event_id(struct tp_h1_conn *c, size_t len) {
+  char *id = c->current->last_event_id;
+  size_t room = sizeof(c->current->last_event_id);
+  /* Too long for any id: cut short it might pass for another one, and "-" is none. */
+  if (len >= room || len > sizeof(c->header_value))
+    snprintf(id, room, "-");
+  else
+    snprintf(id, room, "%.*s", (int)len, c->header_value);
+}
+
+/* Acts on a whole header field: http-parser hands names and values over in pieces. */
+static void header_done(struct tp_h1_conn *c) {
+  size_t len = c->header_value_len;
+  /* Trailing whitespace is not part of the value (RFC 9110, 5.5); a longer value is not kept. */
+  while (len > 0 && len <= sizeof(c->header_value) &&
+         (c->header_value[len - 1] == ' ' || c->header_value[len - 1] == '\t'))
+    len--;
+  if (header_name_is(c, "expect") && len == 12 &&
+      strncasecmp(c->header_value, "100-continue", 12) == 0)
     c->expect_continue = true;
   if (header_name_is(c, "last-event-id"))
-    snprintf(c->current->last_event_id, sizeof(c->current->last_event_id), "%.*s", (int)len, at);
-  c->header_name_len = 0;
+    take_last_event_id(c, len);
+  header_reset(c);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  if (c->in_header_value)
+    header_done(c); /* a new field begins: the previous one is whole */
+  header_piece(c->header_name, sizeof(c->header_name), &c->header_name_len, at, len);
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  struct tp_h1_conn *c = p->data;
+  c->in_header_value = true;
+  header_piece(c->header_value, sizeof(c->header_value), &c->header_value_len, at, len);
   return 0;
 }
 
 static int on_headers_complete(http_parser *p) {
   struct tp_h1_conn *c = p->data;
   struct tp_http_exchange *ex = c->current;
+  if (c->in_header_value)
+    header_done(c);
   snprintf(ex->method, sizeof(ex->method), "%s", http_method_str((enum http_method)p->method));
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->server->config->max_message_size) {
     c->too_large = true;
