@@ -523,6 +523,26 @@ def test_unknown_routes_are_404(http_server, path):
         same_conn_serves(conn, http_server)
 
 
+LONG_PREFIX = "/" + "a" * 198  # 199 bytes: a two-byte character after it straddles byte 200
+
+
+@pytest.mark.parametrize("path, shown", [
+    (b"/api/v1/\xff\xfe", "/api/v1/\ufffd\ufffd"),
+    (b"/api/v1/\xc3(\xe2\x82x\xed\xa0\x80", "/api/v1/\ufffd(\ufffd\ufffdx\ufffd\ufffd\ufffd"),
+    ("/api/v1/été/€/😀".encode(), "/api/v1/été/€/😀"),
+    ((LONG_PREFIX + "é" * 10).encode(), LONG_PREFIX),
+    ((LONG_PREFIX[:-1] + "😀" * 10).encode(), LONG_PREFIX[:-1]),
+], ids=["ff-fe", "cut-short-sequences", "valid", "cut-at-200", "cut-at-200-four-bytes"])
+def test_404_json_is_valid_utf8(http_server, path, shown):
+    """The 404 names the path as sent, in valid UTF-8: bad bytes as U+FFFD, no character cut."""
+    with http_connect(http_server.http_port) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = Http1Reader(sock).read_response(timeout=15)
+    assert r is not None, f"GET {path!r}: no response"
+    r.body.decode("utf-8")  # strict: raises on invalid UTF-8
+    assert expect_error(r, 404, "NOT_FOUND") == f"no route for {shown}", r
+
+
 def test_unknown_event_is_404_and_bad_id_400(http_server):
     with KeepAlive(http_server.http_port) as conn:
         expect_error(conn.get(f"{API}/event/{uuid.uuid4()}"), 404, "NOT_FOUND")

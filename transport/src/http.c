@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "evf/clock.h"
+#include "evf/utf8.h"
 #include "server.h"
 
 struct tp_http_exchange *tp_http_exchange_create(struct tp_server *server,
@@ -77,21 +78,31 @@ int tp_http_stream_start(struct tp_http_exchange *ex, const struct tp_http_heade
   return rc;
 }
 
-/* A JSON string body: escapes quotes, backslashes and control characters. */
+/*
+ * A JSON string: escapes quotes, backslashes and control characters, and
+ * writes each byte that begins no well-formed UTF-8 character as U+FFFD (a
+ * message may quote what the client sent).
+ */
 static int append_json_string(struct tp_buf *b, const char *s) {
+  size_t len = strlen(s);
   int rc = tp_buf_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; rc == 0 && *p; p++) {
+  for (size_t i = 0; rc == 0 && i < len;) {
+    unsigned char c = (unsigned char)s[i];
+    size_t n = evf_utf8_char_len(s + i, len - i);
     char esc[8];
-    if (*p == '"' || *p == '\\') {
+    if (c == '"' || c == '\\') {
       esc[0] = '\\';
-      esc[1] = (char)*p;
+      esc[1] = (char)c;
       rc = tp_buf_append(b, esc, 2);
-    } else if (*p < 0x20) {
-      snprintf(esc, sizeof(esc), "\\u%04x", *p);
+    } else if (c < 0x20) {
+      snprintf(esc, sizeof(esc), "\\u%04x", c);
       rc = tp_buf_append(b, esc, 6);
+    } else if (n == 0) {
+      rc = tp_buf_append(b, "\\ufffd", 6);
     } else {
-      rc = tp_buf_append(b, p, 1);
+      rc = tp_buf_append(b, s + i, n);
     }
+    i += n ? n : 1;
   }
   return rc ? rc : tp_buf_append(b, "\"", 1);
 }
@@ -112,8 +123,10 @@ void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_nam
   char message[512];
   va_list args;
   va_start(args, fmt);
-  vsnprintf(message, sizeof(message), fmt, args);
+  int n = vsnprintf(message, sizeof(message), fmt, args);
   va_end(args);
+  if (n >= (int)sizeof(message))
+    message[evf_utf8_cut(message, sizeof(message) - 1)] = '\0'; /* cut between characters */
   struct tp_buf body = {0};
   tp_http_error_json(&body, code_name, message);
   static const struct tp_http_header json[] = {{"content-type", "application/json"}};

@@ -9,6 +9,7 @@
 #include "evf/clock.h"
 #include "evf/status.h"
 #include "evf/store.h"
+#include "evf/utf8.h"
 #include "http.h"
 #include "json.h"
 #include "server.h"
@@ -728,6 +729,12 @@ static bool route_segment(struct tp_http_exchange *ex, const struct target *t) {
   return false;
 }
 
+/* Names the path, up to 200 bytes of it, cut between characters. */
+static void not_found(struct tp_http_exchange *ex, const struct target *t) {
+  size_t len = t->path_len > 200 ? evf_utf8_cut(t->path, 200) : t->path_len;
+  tp_http_error(ex, 404, "NOT_FOUND", "no route for %.*s", (int)len, t->path);
+}
+
 void tp_http_api_route(struct tp_http_exchange *ex) {
   struct target t = split_target(ex);
   if (ex->server->stopping && !is(&t, "/healthz") && !is(&t, "/readyz")) {
@@ -735,8 +742,7 @@ void tp_http_api_route(struct tp_http_exchange *ex) {
     return;
   }
   if (!route_fixed(ex, &t) && !route_segment(ex, &t))
-    tp_http_error(ex, 404, "NOT_FOUND", "no route for %.*s", (int)(t.path_len > 200 ? 200 : t.path_len),
-                  t.path);
+    not_found(ex, &t);
 }
 
 /* PROM_PORT: GET /metrics, summed over every shard's counters at scrape time. */

@@ -288,6 +288,77 @@ static void sequences_at_every_offset_of_ascii_runs(void **state) {
   }
 }
 
+/* evf_utf8_char_len() is the length of the shortest valid prefix of a non-ASCII start. */
+static size_t reference_char_len(const unsigned char *s, size_t len) {
+  if (len > 0 && s[0] < 0x80)
+    return 1;
+  for (size_t n = 2; n <= len && n <= 4; n++) {
+    if (reference_valid(s, n))
+      return n;
+  }
+  return 0;
+}
+
+/* Every lead and second byte; every third byte after a 3- or 4-byte lead, the fourth's edges. */
+static void char_len_against_reference(void **state) {
+  (void)state;
+  static const unsigned char fourth[] = {0x7F, 0x80, 0xBF, 0xC0};
+  unsigned char s[4];
+  for (unsigned a = 0; a < 256; a++) {
+    for (unsigned b = 0; b < 256; b++) {
+      for (unsigned c = 0; c < 256; c += a < 0xE0 ? 255 : 1) {
+        for (size_t d = 0; d < (a < 0xF0 ? 1 : sizeof(fourth)); d++) {
+          s[0] = (unsigned char)a, s[1] = (unsigned char)b, s[2] = (unsigned char)c;
+          s[3] = fourth[d];
+          for (size_t len = 0; len <= 4; len++) {
+            size_t got = evf_utf8_char_len((const char *)s, len), want = reference_char_len(s, len);
+            if (got != want)
+              fail_msg("[%02X %02X %02X %02X] (len %zu): %zu, want %zu", a, b, c, s[3], len, got,
+                       want);
+          }
+        }
+      }
+    }
+  }
+}
+
+static void cut_leaves_no_half_character(void **state) {
+  (void)state;
+  static const struct {
+    struct sample text;
+    size_t want;
+  } cases[] = {
+      {S(""), 0},
+      {S("abc"), 3},
+      {S("a\xc3"), 1},
+      {S("a\xc3\xa9"), 3},
+      {S("\xe2"), 0},
+      {S("\xe2\x82"), 0},
+      {S("x\xf0\x9f\x98"), 1},
+      {S("\xf0\x9f\x98\x80"), 4},
+      /* Bytes that begin no character are not the cut's doing: kept. */
+      {S("a\xff"), 2},
+      {S("\x80\x80\x80\x80"), 4},
+      {S("\xe0\x80"), 2},     /* overlong: no character begins so */
+      {S("\xed\xa0"), 2},     /* a surrogate's beginning */
+      {S("\xc3\xa9\x80"), 3}, /* a continuation byte too many */
+      {S("\xc3\xc3"), 1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    size_t got = evf_utf8_cut(cases[i].text.bytes, cases[i].text.len);
+    if (got != cases[i].want)
+      fail_msg("case %zu: %zu, want %zu", i, got, cases[i].want);
+  }
+  /* Cut anywhere, a valid text keeps its characters before the cut, whole. */
+  static const char text[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z\xf4\x8f\xbf\xbf";
+  static const size_t ends[] = {0, 1, 3, 6, 10, 11, 15};
+  for (size_t len = 0, e = 0; len < sizeof(text); len++) {
+    while (e + 1 < sizeof(ends) / sizeof(ends[0]) && ends[e + 1] <= len)
+      e++;
+    assert_int_equal(evf_utf8_cut(text, len), ends[e]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(valid_sequences),
@@ -302,6 +373,8 @@ int main(void) {
       cmocka_unit_test(exhaustive_up_to_three_bytes),
       cmocka_unit_test(four_bytes_against_reference),
       cmocka_unit_test(sequences_at_every_offset_of_ascii_runs),
+      cmocka_unit_test(char_len_against_reference),
+      cmocka_unit_test(cut_leaves_no_half_character),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
