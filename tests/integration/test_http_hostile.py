@@ -8,6 +8,7 @@ server still answers everyone else promptly, and at the end it exits 0 on
 SIGTERM with a clean sanitizer report.
 """
 
+import http.client
 import json
 import random
 import socket
@@ -20,8 +21,9 @@ import pytest
 
 from conftest import (
     API, SANITIZER_MARKERS, Http1Reader, KeepAlive, RawH2, ServerFactory, append, chunked, event_count, event_data,
-    expect_error, expect_ok, http_connect, http_get, json_body, raise_nofile, read_stream,
-    read_until_closed, request_bytes, server_version, stream_path, unique, wait_http_ready,
+    expect_error, expect_ok, failing_alloc_env, http_connect, http_get, json_body, poll,
+    raise_nofile, read_stream, read_until_closed, request_bytes, server_version, stream_path,
+    unique, wait_http_ready,
 )
 
 IDLE_CONNECTIONS = 1000
@@ -473,6 +475,60 @@ def test_thousands_of_idle_connections(server, stub):
         for s in socks:
             s.close()
     serves(server, stub)
+
+
+# ---- out of memory --------------------------------------------------------------------------------
+
+def answers_again(s, times=5):
+    """Whether `times` fresh HTTP/1.1 requests in a row get 200 (False on any other outcome)."""
+    try:
+        return all(http_get(s, f"{API}/version", timeout=5).status == 200 for _ in range(times))
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def test_out_of_memory_while_parsing_is_503_never_4xx(server_factory, tmp_path):
+    """
+    While one allocation in 7 fails, requests whose target and body the parser must copy (GET
+    /version, which ignores its body) get 200 or 503 (with the errors' JSON, whole, if any), or
+    lose their connection: never a 4xx, which would blame the client. The connections are open and
+    served before the failures begin, so what fails is their requests. Afterwards the server serves.
+    """
+    flag = tmp_path / "fail-allocations"
+    s = server_factory.new(env=failing_alloc_env(flag, every=7))
+    wait_http_ready(s)
+    request = request_bytes("GET", f"{API}/version?pad={'p' * 4000}", body=b"x" * 20000,
+                            headers=[("Content-Type", "text/plain")])
+    conns = []
+    for _ in range(40):
+        sock = http_connect(s.http_port)
+        sock.sendall(request_bytes("GET", f"{API}/version"))
+        conns.append((sock, Http1Reader(sock)))
+        expect_ok(conns[-1][1].read_response(timeout=15))
+    seen = {}
+    flag.touch()
+    try:
+        for sock, reader in conns:
+            try:
+                sock.sendall(request * 4)
+            except OSError:
+                pass  # the connection was lost: allowed
+            for _ in range(4):
+                r = reader.read_response(timeout=15)
+                if r is None:
+                    seen["closed"] = seen.get("closed", 0) + 1
+                    break
+                seen[r.status] = seen.get(r.status, 0) + 1
+                assert r.status in (200, 503), f"out of memory answered {r!r}"
+                if r.status == 503 and r.body:  # no body when even that found no memory
+                    expect_error(r, 503, "RESOURCE_EXHAUSTED")
+    finally:
+        flag.unlink()
+        for sock, _ in conns:
+            sock.close()
+    assert seen.get(503), f"no allocation failure was answered 503: {seen}"
+    poll(lambda: answers_again(s), what="allocations to succeed again")
+    serves(s)
 
 
 def test_sigterm_with_http_connections_open_exits_cleanly(server, stub):

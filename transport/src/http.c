@@ -108,6 +108,7 @@ static int append_json_string(struct tp_buf *b, const char *s) {
 }
 
 int tp_http_error_json(struct tp_buf *out, const char *code_name, const char *message) {
+  size_t before = out->len;
   int rc = tp_buf_append(out, "{\"error\":", 9);
   if (rc == 0)
     rc = append_json_string(out, message);
@@ -115,7 +116,11 @@ int tp_http_error_json(struct tp_buf *out, const char *code_name, const char *me
     rc = tp_buf_append(out, ",\"code\":", 8);
   if (rc == 0)
     rc = append_json_string(out, code_name);
-  return rc ? rc : tp_buf_append(out, "}", 1);
+  if (rc == 0)
+    rc = tp_buf_append(out, "}", 1);
+  if (rc != 0)
+    out->len = before; /* no half JSON */
+  return rc;
 }
 
 void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_name,

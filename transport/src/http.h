@@ -95,10 +95,10 @@ void tp_http_respond(struct tp_http_exchange *ex, int status, const struct tp_ht
 int tp_http_stream_start(struct tp_http_exchange *ex, const struct tp_http_header *headers,
                          size_t header_count);
 
-/** Appends {"error": message, "code": code_name}: an error's JSON. 0 or -ENOMEM. */
+/** Appends {"error": message, "code": code_name}: an error's JSON. 0, or -ENOMEM (none of it). */
 int tp_http_error_json(struct tp_buf *out, const char *code_name, const char *message);
 
-/** Responds {"error": message, "code": grpc_code_name} with status. */
+/** Responds {"error": message, "code": grpc_code_name} with status (out of memory: no body). */
 void tp_http_error(struct tp_http_exchange *ex, int status, const char *code_name,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 

@@ -41,6 +41,7 @@ struct tp_h1_conn {
   bool in_header_value;
   bool expect_continue;
   bool too_large;
+  bool out_of_memory;           /* a parser callback could not allocate */
   struct tp_buf out;            /* responses not yet handed to uv_write */
   struct tp_buf writing;
   uv_write_t write_req;
@@ -246,7 +247,8 @@ static const struct tp_http_sink h1_sink = {
 };
 
 /* A request the parser refused: answer it, then close. */
-static void fail_request(struct tp_h1_conn *c, int status, const char *message) {
+static void fail_request(struct tp_h1_conn *c, int status, const char *code,
+                         const char *message) {
   c->close_after_write = true;
   if (c->current == NULL)
     c->current = tp_http_exchange_create(c->server, &h1_sink, c);
@@ -254,11 +256,16 @@ static void fail_request(struct tp_h1_conn *c, int status, const char *message) 
     close_conn(c);
     return;
   }
-  const char *code = status == 413 || status == 431 ? "RESOURCE_EXHAUSTED" : "INVALID_ARGUMENT";
   tp_http_error(c->current, status, code, "%s", message);
 }
 
 /* ---- http-parser callbacks ---- */
+
+/* An allocation failed: the parser stops, and the request gets a 503, not a 400 that blames it. */
+static int out_of_memory(struct tp_h1_conn *c) {
+  c->out_of_memory = true;
+  return -1;
+}
 
 static void header_reset(struct tp_h1_conn *c) {
   c->header_name_len = c->header_value_len = 0;
@@ -270,12 +277,12 @@ static int on_message_begin(http_parser *p) {
   c->current = tp_http_exchange_create(c->server, &h1_sink, c);
   c->expect_continue = false;
   header_reset(c);
-  return c->current ? 0 : -1;
+  return c->current ? 0 : out_of_memory(c);
 }
 
 static int on_url(http_parser *p, const char *at, size_t len) {
   struct tp_h1_conn *c = p->data;
-  return tp_buf_append(&c->current->target, at, len) == 0 ? 0 : -1;
+  return tp_buf_append(&c->current->target, at, len) == 0 ? 0 : out_of_memory(c);
 }
 
 /* Keeps a piece of a name or value: as much as room allows, and counts the rest. */
@@ -341,8 +348,8 @@ static int on_headers_complete(http_parser *p) {
     c->too_large = true;
     return -1;
   }
-  if (c->expect_continue)
-    tp_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  if (c->expect_continue && tp_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+    return out_of_memory(c);
   return 0;
 }
 
@@ -352,7 +359,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     c->too_large = true;
     return -1;
   }
-  return tp_buf_append(&c->current->body, at, len) == 0 ? 0 : -1;
+  return tp_buf_append(&c->current->body, at, len) == 0 ? 0 : out_of_memory(c);
 }
 
 static int on_message_complete(http_parser *p) {
@@ -378,18 +385,20 @@ static const http_parser_settings settings = {
 
 static void parse_failed(struct tp_h1_conn *c) {
   enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-  if (c->too_large) {
+  if (c->out_of_memory) {
+    fail_request(c, 503, "RESOURCE_EXHAUSTED", "out of memory");
+  } else if (c->too_large) {
     char message[128];
     snprintf(message, sizeof(message), "the request body exceeds MAX_MESSAGE_SIZE (%llu bytes)",
              (unsigned long long)c->server->config->max_message_size);
-    fail_request(c, 413, message);
+    fail_request(c, 413, "RESOURCE_EXHAUSTED", message);
   } else if (err == HPE_HEADER_OVERFLOW) {
-    fail_request(c, 431, "the request line and headers exceed 80 KiB");
+    fail_request(c, 431, "RESOURCE_EXHAUSTED", "the request line and headers exceed 80 KiB");
   } else {
     char message[160];
     snprintf(message, sizeof(message), "malformed HTTP/1.1 request: %s",
              http_errno_description(err));
-    fail_request(c, 400, message);
+    fail_request(c, 400, "INVALID_ARGUMENT", message);
   }
 }
 
