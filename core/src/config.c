@@ -99,6 +99,17 @@ static const struct setting settings[] = {
      .help = "Appends of one BatchAppend call in flight; past it the server stops\n"
              "reading the call (HTTP/2 flow control) until some complete.",
      .kind = KIND_UINT, .offset = FIELD(batch_append_in_flight), .min = 1, .max = 65536},
+    {.env = "HTTP_REQUEST_TIMEOUT_MS", .flag = "http-request-timeout-ms", .metavar = "MS",
+     .def = "30000",
+     .help = "An HTTP/1.1 request's head must arrive whole within this time, and its\n"
+             "body may stall no longer; past it the request is answered 408 and its\n"
+             "connection closes.",
+     .kind = KIND_UINT, .offset = FIELD(http_request_timeout_ms), .min = 10, .max = 86400000},
+    {.env = "HTTP_IDLE_TIMEOUT_MS", .flag = "http-idle-timeout-ms", .metavar = "MS",
+     .def = "120000",
+     .help = "An HTTP/1.1 connection that waits this long for its next request, or for\n"
+             "its client to read an answer, is closed.",
+     .kind = KIND_UINT, .offset = FIELD(http_idle_timeout_ms), .min = 10, .max = 86400000},
     {.env = "LOG_LEVEL", .flag = "log-level", .metavar = "LEVEL", .def = "info",
      .help = "Lowest level of the log lines written to stderr, one JSON object a line.",
      .kind = KIND_LEVEL, .offset = FIELD(log_level)},

@@ -11,6 +11,7 @@ SIGTERM with a clean sanitizer report.
 import http.client
 import json
 import random
+import select
 import socket
 import struct
 import threading
@@ -475,6 +476,126 @@ def test_thousands_of_idle_connections(server, stub):
         for s in socks:
             s.close()
     serves(server, stub)
+
+
+# ---- timeouts -------------------------------------------------------------------------------------
+
+REQUEST_TIMEOUT_MS = 500
+IDLE_TIMEOUT_MS = 800
+TIMEOUTS = {"HTTP_REQUEST_TIMEOUT_MS": str(REQUEST_TIMEOUT_MS),
+            "HTTP_IDLE_TIMEOUT_MS": str(IDLE_TIMEOUT_MS)}
+BOUND = 10.0  # seconds within which a timed-out connection must be answered and closed
+
+
+@pytest.fixture(scope="module")
+def timeout_server(tmp_path_factory, pb, pb_grpc, request):
+    """A server of its own with short HTTP/1.1 timeouts."""
+    factory = ServerFactory(tmp_path_factory, "http-timeouts", request.session)
+    s = factory.new(env=TIMEOUTS)
+    wait_http_ready(s)
+    yield s
+    factory.finish()
+
+
+def expect_408_then_close(sock, started, what):
+    """The next response is a 408 with the errors' JSON, after the request timeout; then the close."""
+    reader = Http1Reader(sock)
+    r = reader.read_response(timeout=BOUND)
+    elapsed = time.monotonic() - started
+    assert r is not None, f"{what}: closed without a 408"
+    text = expect_error(r, 408, "DEADLINE_EXCEEDED")
+    assert elapsed >= REQUEST_TIMEOUT_MS / 1000 * 0.9, f"{what}: 408 after {elapsed:.2f} s: {text}"
+    assert reader.wait_closed(timeout=BOUND), f"{what}: the connection stayed open after the 408"
+    return text
+
+
+def test_half_a_head_is_408_then_closed(timeout_server):
+    with http_connect(timeout_server.http_port) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/v1/version HTTP/1.1\r\nHost: x\r\nX-Half: ")
+        text = expect_408_then_close(sock, started, "half a head")
+        assert "head" in text, text
+    serves(timeout_server)
+
+
+def test_a_head_dribbled_past_the_timeout_is_408(timeout_server):
+    """The head must arrive whole within the timeout: bytes that keep coming do not extend it."""
+    head = request_bytes("GET", f"{API}/version", headers=[("X-Pad", "p" * 100)])
+    with http_connect(timeout_server.http_port) as sock:
+        started = time.monotonic()
+        answer = None
+        for i in range(len(head) - 2):  # never the last CRLF
+            sock.sendall(head[i:i + 1])
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                answer = time.monotonic()
+                break
+        assert answer is not None, "a head dribbled for longer than the timeout was never answered"
+        expect_408_then_close(sock, started, "a dribbled head")
+    serves(timeout_server)
+
+
+def test_half_a_body_is_408_then_closed(timeout_server):
+    stream = unique("halfbody")
+    body = good_body()
+    with http_connect(timeout_server.http_port) as sock:
+        sock.sendall(post_head(stream, len(body)) + body[:len(body) // 2])
+        started = time.monotonic()
+        text = expect_408_then_close(sock, started, "half a body")
+        assert "body" in text, text
+    assert read_stream(timeout_server.stub(), stream) == []
+    serves(timeout_server)
+
+
+def test_a_slow_but_progressing_body_is_not_cut(timeout_server):
+    """A body sent over four request timeouts, a piece every tenth of one, is answered 200."""
+    stream = unique("slowbody")
+    body = json_body({"version": 0, "events": [{"type": "S", "data": "eA=="}] * 40})
+    pieces = 40
+    step = -(-len(body) // pieces)
+    with http_connect(timeout_server.http_port) as sock:
+        sock.sendall(post_head(stream, len(body)))
+        started = time.monotonic()
+        for i in range(0, len(body) - step, step):
+            sock.sendall(body[i:i + step])
+            readable, _, _ = select.select([sock], [], [], REQUEST_TIMEOUT_MS / 1000 / 10)
+            assert not readable, f"answered before the body was whole: {sock.recv(300)!r}"
+        sock.sendall(body[i + step:])
+        assert time.monotonic() - started > 3 * REQUEST_TIMEOUT_MS / 1000
+        r = Http1Reader(sock).read_response(timeout=BOUND)
+        assert expect_ok(r)["first_version"] == 0
+    assert len(read_stream(timeout_server.stub(), stream)) == 40
+
+
+def test_an_idle_keep_alive_connection_is_closed(timeout_server):
+    with http_connect(timeout_server.http_port) as sock:
+        reader = Http1Reader(sock)
+        sock.sendall(request_bytes("GET", f"{API}/version"))
+        expect_ok(reader.read_response(timeout=BOUND))
+        answered = time.monotonic()
+        assert reader.wait_closed(timeout=BOUND), "an idle keep-alive connection stayed open"
+        idle = time.monotonic() - answered
+        assert idle >= IDLE_TIMEOUT_MS / 1000 * 0.9, f"closed after {idle:.2f} s idle"
+        assert bytes(reader.buf) == b"", f"an idle connection was sent {bytes(reader.buf)!r}"
+    # A connection that never sent a byte is idle too.
+    with http_connect(timeout_server.http_port) as sock:
+        assert Http1Reader(sock).wait_closed(timeout=BOUND), "a silent connection stayed open"
+
+
+def test_a_subscription_outlives_the_timeouts(timeout_server):
+    """An SSE stream that has nothing to send is the server's turn to speak: no timeout cuts it."""
+    stream = unique("ssetimeout")
+    stub = timeout_server.stub()
+    append(stub, stream, 1, version=0)
+    path = f"{API}/stream/{stream}/subscribe?version=0"
+    with http_connect(timeout_server.http_port) as sock:
+        sock.sendall(request_bytes("GET", path))
+        closed, got = read_until_closed(sock, timeout=4 * IDLE_TIMEOUT_MS / 1000)
+        assert not closed, f"the subscription was cut: {got[-300:]!r}"
+        assert got.startswith(b"HTTP/1.1 200"), got[:300]
+        append(stub, stream, 1, version=1)
+        closed, more = read_until_closed(sock, timeout=1.0)
+        assert b"id: 1\n" in more, f"no live event after the wait: {more!r}"
 
 
 # ---- out of memory --------------------------------------------------------------------------------

@@ -145,6 +145,7 @@ const char *tp_http_reason(int status) {
   case 400: return "Bad Request";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
   case 409: return "Conflict";
   case 413: return "Payload Too Large";
   case 414: return "URI Too Long";

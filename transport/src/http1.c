@@ -20,6 +20,13 @@
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/* How far the request being read has come; the timeouts of sweep_cb follow it. */
+enum phase {
+  PHASE_IDLE,                   /* between requests */
+  PHASE_HEAD,                   /* its first bytes came, not all its head */
+  PHASE_BODY,                   /* its head came, not all its body */
+};
+
 struct tp_h1_conn {
   uv_tcp_t tcp;
   struct tp_server *server;
@@ -32,6 +39,8 @@ struct tp_h1_conn {
   bool parsing;                 /* inside http_parser_execute */
   bool waiting;                 /* the parser is paused after a complete request */
   bool answering;               /* the current request is complete and not yet answered */
+  enum phase phase;
+  uint64_t since;               /* loop time (ms) the connection last moved: see sweep_cb */
   struct tp_http_exchange *current;
   /* The header field being received, in pieces; only short ones matter here. */
   char header_name[32];
@@ -56,6 +65,9 @@ struct tp_h1_conn {
 
 static void process_input(struct tp_h1_conn *c);
 static void start_reading(struct tp_h1_conn *c);
+static void sweep_cb(uv_timer_t *timer);
+
+static void moved(struct tp_h1_conn *c) { c->since = uv_now(c->tcp.loop); }
 
 /* ---- the server's list ---- */
 
@@ -64,7 +76,8 @@ static void adopt(struct tp_server *server, struct tp_h1_conn *c) {
   if (server->http_conns)
     server->http_conns->prev = c;
   server->http_conns = c;
-  server->http_conn_count++;
+  if (server->http_conn_count++ == 0)
+    uv_timer_start(&server->http_sweep, sweep_cb, server->http_sweep_ms, server->http_sweep_ms);
   tp_metrics_connections(&server->metrics, TP_METRICS_HTTP, 1);
 }
 
@@ -75,7 +88,8 @@ static void forget(struct tp_server *server, struct tp_h1_conn *c) {
     server->http_conns = c->next;
   if (c->next)
     c->next->prev = c->prev;
-  server->http_conn_count--;
+  if (--server->http_conn_count == 0)
+    uv_timer_stop(&server->http_sweep);
   tp_metrics_connections(&server->metrics, TP_METRICS_HTTP, -1);
   tp_server__conn_gone(server);
 }
@@ -135,6 +149,8 @@ static void write_cb(uv_write_t *req, int status) {
     close_conn(c);
     return;
   }
+  if (c->phase == PHASE_IDLE)
+    moved(c); /* a client reading its answers is not idle; a request's clock is its own */
   flush(c);
   if (c->streaming && c->current != NULL && c->current->on_drain)
     c->current->on_drain(c->current);
@@ -171,6 +187,7 @@ static void respond(struct tp_http_exchange *ex, int status, const struct tp_htt
   if (c->current == ex) {
     c->current = NULL;
     c->answering = false;
+    moved(c);
     tp_http_exchange_release(ex);
   }
   flush(c);
@@ -233,6 +250,7 @@ static void stream_end(struct tp_http_exchange *ex) {
   c->close_after_write = true;
   c->current = NULL;
   c->answering = false;
+  moved(c);
   tp_http_exchange_release(ex);
   flush(c);
 }
@@ -276,6 +294,8 @@ static int on_message_begin(http_parser *p) {
   struct tp_h1_conn *c = p->data;
   c->current = tp_http_exchange_create(c->server, &h1_sink, c);
   c->expect_continue = false;
+  c->phase = PHASE_HEAD;
+  moved(c);
   header_reset(c);
   return c->current ? 0 : out_of_memory(c);
 }
@@ -343,6 +363,8 @@ static int on_headers_complete(http_parser *p) {
   struct tp_http_exchange *ex = c->current;
   if (c->in_header_value)
     header_done(c);
+  c->phase = PHASE_BODY;
+  moved(c);
   snprintf(ex->method, sizeof(ex->method), "%s", http_method_str((enum http_method)p->method));
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->server->config->max_message_size) {
     c->too_large = true;
@@ -359,6 +381,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     c->too_large = true;
     return -1;
   }
+  moved(c); /* a body that comes slowly still comes */
   return tp_buf_append(&c->current->body, at, len) == 0 ? 0 : out_of_memory(c);
 }
 
@@ -368,6 +391,7 @@ static int on_message_complete(http_parser *p) {
     c->close_after_write = true;
   /* One request at a time: the parser waits until this one is answered. */
   http_parser_pause(p, 1);
+  c->phase = PHASE_IDLE;
   c->answering = true;
   c->router(c->current);
   return 0;
@@ -537,8 +561,70 @@ int tp_h1_accept(struct tp_server *server, uv_stream_t *listener, tp_http_router
     return 0;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  moved(c);
   start_reading(c);
   return 0;
+}
+
+/* ---- timeouts ---- */
+
+static void request_timed_out(struct tp_h1_conn *c, unsigned ms) {
+  char message[128];
+  if (c->phase == PHASE_HEAD)
+    snprintf(message, sizeof(message), "the request's head did not arrive whole within %u ms", ms);
+  else
+    snprintf(message, sizeof(message), "the request's body stalled for %u ms", ms);
+  fail_request(c, 408, "DEADLINE_EXCEEDED", message);
+}
+
+/*
+ * A client may take HTTP_REQUEST_TIMEOUT_MS to send a request's head, and
+ * let its body stall as long; it may wait HTTP_IDLE_TIMEOUT_MS before its
+ * next request, or while it does not read an answer (the close too waits
+ * for that). A connection that owes its client an answer (an append in
+ * the store, a subscription's stream) waits for no client: no timeout.
+ */
+static void check_timeouts(struct tp_h1_conn *c, uint64_t now) {
+  const struct evf_config *config = c->server->config;
+  if (c->closing || c->answering)
+    return;
+  uint64_t waited = now - c->since;
+  if (c->phase != PHASE_IDLE && !c->close_after_write) {
+    if (waited >= config->http_request_timeout_ms)
+      request_timed_out(c, config->http_request_timeout_ms);
+  } else if (waited >= config->http_idle_timeout_ms) {
+    close_conn(c);
+  }
+}
+
+/*
+ * One timer per loop, not one per request: while the loop has HTTP/1.1
+ * connections it looks at each now and then, and the request path only
+ * notes the loop's time when a connection moves.
+ */
+static void sweep_cb(uv_timer_t *timer) {
+  struct tp_server *server = timer->data;
+  uint64_t now = uv_now(timer->loop);
+  struct tp_h1_conn *next;
+  for (struct tp_h1_conn *c = server->http_conns; c; c = next) {
+    next = c->next; /* a closed connection is freed later, in its close callback */
+    check_timeouts(c, now);
+  }
+}
+
+void tp_h1_server_init(struct tp_server *server) {
+  const struct evf_config *config = server->config;
+  unsigned shortest = config->http_request_timeout_ms < config->http_idle_timeout_ms
+                          ? config->http_request_timeout_ms
+                          : config->http_idle_timeout_ms;
+  /* A timeout is noticed within a quarter of itself, or a second. */
+  server->http_sweep_ms = shortest / 4 < 1000 ? shortest / 4 : 1000;
+  uv_timer_init(server->loop, &server->http_sweep);
+  server->http_sweep.data = server;
+}
+
+void tp_h1_server_close(struct tp_server *server) {
+  uv_close((uv_handle_t *)&server->http_sweep, NULL);
 }
 
 void tp_h1_drain_all(struct tp_server *server) {

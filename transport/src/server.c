@@ -105,6 +105,7 @@ void tp_server_start(struct evf_store *store, unsigned shard, uv_loop_t *loop, v
   server->loop = loop;
   tp_h2_writer_init(server);
   tp_grpc_server_init(server);
+  tp_h1_server_init(server);
   server->handles_open = true;
   tp_hub_init(&server->hub, server);
   for (int p = 0; p < TP_PORTS; p++) {
@@ -130,6 +131,7 @@ static void close_server_handles(struct tp_server *server) {
     server->handles_open = false;
     tp_h2_writer_close(server);
     tp_grpc_server_close(server);
+    tp_h1_server_close(server);
   }
 }
 

@@ -63,6 +63,8 @@ struct tp_server {
   size_t conn_count;
   struct tp_h1_conn *http_conns; /* HTTP/1.1: JSON API and metrics */
   size_t http_conn_count;
+  uv_timer_t http_sweep;         /* their timeouts, while there are some (http1.c) */
+  uint64_t http_sweep_ms;
   struct tp_metrics metrics;     /* written by this shard, read by any (metrics.h) */
   struct tp_hub hub;             /* live subscriptions (subs.h) */
   struct tp_batch_call *batch_calls; /* open BatchAppend calls (rpc_stream.c) */

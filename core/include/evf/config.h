@@ -29,6 +29,8 @@ struct evf_config {
   unsigned checkpoint_ms;       /* SUBSCRIPTION_CHECKPOINT_MS, most ms between checkpoints, default 1000 */
   unsigned heartbeat_ms;        /* SSE_HEARTBEAT_MS, ms between Server-Sent Events comments, default 15000 */
   unsigned batch_append_in_flight; /* BATCH_APPEND_IN_FLIGHT, appends of one call in flight, default 1024 */
+  unsigned http_request_timeout_ms; /* HTTP_REQUEST_TIMEOUT_MS, default 30000 */
+  unsigned http_idle_timeout_ms;    /* HTTP_IDLE_TIMEOUT_MS, default 120000 */
 };
 
 /** evf_config_load() result: --help (or -h) was given; nothing was loaded. */

@@ -20,13 +20,15 @@
 
 static const char *const variables[] = {
     "DATA",      "SHARDS",           "SYNC",     "MAP_SIZE",  "PAGE_SIZE", "GRPC_PORT",
-    "HTTP_PORT", "PROM_PORT", "MAX_MESSAGE_SIZE", "LOG_LEVEL",
+    "HTTP_PORT", "PROM_PORT", "MAX_MESSAGE_SIZE", "LOG_LEVEL", "HTTP_REQUEST_TIMEOUT_MS",
+    "HTTP_IDLE_TIMEOUT_MS",
 };
 
 /* The flag of each variable above, in the same order. */
 static const char *const flags[] = {
     "--data",      "--shards",    "--sync",             "--map-size",  "--page-size",
     "--grpc-port", "--http-port", "--prom-port", "--max-message-size", "--log-level",
+    "--http-request-timeout-ms", "--http-idle-timeout-ms",
 };
 
 static const char *flag_of(const char *variable) {
@@ -188,6 +190,8 @@ static void defaults(void **state) {
   assert_int_equal(cfg.prom_port, 26543);
   assert_int_equal(cfg.max_message_size, (uint64_t)4 << 20);
   assert_int_equal(cfg.log_level, EVF_LOG_INFO);
+  assert_int_equal(cfg.http_request_timeout_ms, 30000);
+  assert_int_equal(cfg.http_idle_timeout_ms, 120000);
 }
 
 static void empty_values_mean_default(void **state) {
@@ -353,6 +357,19 @@ static void all_variables_together(void **state) {
   assert_int_equal(cfg.log_level, EVF_LOG_WARN);
 }
 
+static void http_timeouts(void **state) {
+  (void)state;
+  struct evf_config cfg;
+  set("HTTP_REQUEST_TIMEOUT_MS", "10");
+  set("HTTP_IDLE_TIMEOUT_MS", "86400000");
+  load(&cfg);
+  assert_int_equal(cfg.http_request_timeout_ms, 10);
+  assert_int_equal(cfg.http_idle_timeout_ms, 86400000);
+  load_flags(&cfg, "--http-request-timeout-ms", "5000", "--http-idle-timeout-ms=60000", NULL);
+  assert_int_equal(cfg.http_request_timeout_ms, 5000);
+  assert_int_equal(cfg.http_idle_timeout_ms, 60000);
+}
+
 /* Values no integer variable accepts. */
 static const char *const not_integers[] = {
     "abc", "-1", "+1", " 1", "1 ", "1.0", "0x10", "1e3", "1O", "99999999999999999999999",
@@ -407,6 +424,19 @@ static void rejects_page_size(void **state) {
   expect_rejected("PAGE_SIZE", "1K");
   for (size_t i = 0; i < sizeof(not_integers) / sizeof(not_integers[0]); i++)
     expect_rejected("PAGE_SIZE", not_integers[i]);
+}
+
+static void rejects_http_timeouts(void **state) {
+  (void)state;
+  static const char *const names[] = {"HTTP_REQUEST_TIMEOUT_MS", "HTTP_IDLE_TIMEOUT_MS"};
+  for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+    expect_rejected(names[n], "0");
+    expect_rejected(names[n], "9");
+    expect_rejected(names[n], "86400001");
+    expect_rejected(names[n], "30s");
+    for (size_t i = 0; i < sizeof(not_integers) / sizeof(not_integers[0]); i++)
+      expect_rejected(names[n], not_integers[i]);
+  }
 }
 
 static void rejects_ports(void **state) {
@@ -675,8 +705,8 @@ static void help_text(void **state) {
   assert_non_null(out);
   evf_config_print_help(out);
   assert_int_equal(fclose(out), 0);
-  static const char *const defaults[] = {"./data", "full", "16G", "1000", "6543", "16543",
-                                         "26543",  "4M",   "info"};
+  static const char *const defaults[] = {"./data", "full", "16G",  "1000",  "6543",  "16543",
+                                         "26543",  "4M",   "info", "30000", "120000"};
   for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
     if (!names_variable(text, flags[i]))
       fail_msg("help does not list %s:\n%s", flags[i], text);
@@ -812,6 +842,7 @@ int main(void) {
       T(ports),
       T(max_message_size),
       T(log_level),
+      T(http_timeouts),
       T(all_variables_together),
       T(rejects_data),
       T(rejects_shards),
@@ -819,6 +850,7 @@ int main(void) {
       T(rejects_map_size),
       T(rejects_page_size),
       T(rejects_ports),
+      T(rejects_http_timeouts),
       T(rejects_max_message_size),
       T(rejects_log_level),
       T(first_error_leaves_cfg_untouched),
