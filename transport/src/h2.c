@@ -438,18 +438,23 @@ static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream
                          const uint8_t *data, size_t len, void *user) {
   struct tp_conn *conn = user;
   (void)flags;
-  /*
-   * The connection's window comes back at once: a stream that holds back
-   * its own window (backpressure on one call) must not stall the others.
-   */
-  nghttp2_session_consume_connection(session, len);
   struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (stream == NULL || stream->manual_window) {
+    /*
+     * The connection's window comes back at once: a stream that holds back
+     * its own window (backpressure on one call) must not stall the others.
+     */
+    nghttp2_session_consume_connection(session, len);
+  }
   if (stream == NULL)
     return 0;
-  stream->unconsumed += len;
-  conn->protocol->data(stream, data, len);
-  if (!stream->manual_window)
-    tp_conn_consume(stream, stream->unconsumed);
+  if (stream->manual_window) {
+    stream->unconsumed += len; /* before the protocol sees it: it may give it back at once */
+    conn->protocol->data(stream, data, len);
+  } else {
+    conn->protocol->data(stream, data, len);
+    nghttp2_session_consume(session, stream_id, len); /* both windows, in one call */
+  }
   return 0;
 }
 
