@@ -210,6 +210,32 @@ def test_deadline_on_a_request_that_never_finishes(server, stub):
     assert server_version(stub, timeout=5)
 
 
+def test_a_request_that_stops_arriving_is_answered_without_a_deadline(server_factory):
+    """
+    HTTP_REQUEST_TIMEOUT_MS bounds how long a unary request may take to arrive, with no
+    grpc-timeout or a longer one; once it came whole, its own deadline rules again.
+    """
+    s = server_factory.new(env={"HTTP_REQUEST_TIMEOUT_MS": "500"})
+    with RawH2(s.grpc_port) as h:
+        for timeout in (None, "30S"):
+            t0 = time.monotonic()
+            sid = h.headers("/api.EventStore/AppendToStream", grpc_timeout=timeout)
+            h.data(sid, b"\x00" + (100).to_bytes(4, "big") + b"\x0a\x08abcdefgh")  # no more
+            r = h.response(sid, timeout=10)
+            elapsed = time.monotonic() - t0
+            assert r.grpc_status == DEADLINE_EXCEEDED, r
+            assert "HTTP_REQUEST_TIMEOUT_MS" in r.grpc_message, r
+            assert 0.45 <= elapsed < 10, f"answered after {elapsed:.3f} s for a 500 ms bound"
+        # Whole in time, a call keeps its own deadline, longer than the bound: a subscription.
+        t0 = time.monotonic()
+        sid = h.headers("/api.EventStore/SubscribeToStream", grpc_timeout="1500m")
+        h.data(sid, grpc_frame(b"\x0a\x03abc"), end_stream=True)
+        r = h.response(sid, timeout=10)
+        assert r.grpc_status == DEADLINE_EXCEEDED and "deadline of 1500 ms" in r.grpc_message, r
+        assert time.monotonic() - t0 >= 1.45
+    assert server_version(s.stub(), timeout=5)
+
+
 def test_deadlines_fire_in_their_order_not_their_calls_order(server, stub):
     """Calls opened with deadlines out of order each end when their own deadline passes."""
     with RawH2(server.grpc_port) as h:

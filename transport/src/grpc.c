@@ -29,6 +29,8 @@ struct tp_grpc_call {
   bool answered;
   bool held;
   uint64_t deadline_ms;          /* in the loop's time (uv_now) */
+  uint64_t grpc_deadline_ms;     /* what grpc-timeout sets, in the same time; 0: none */
+  bool awaiting_request;         /* deadline_ms bounds the request's arrival, not grpc-timeout */
   size_t deadline_slot;          /* 1 + its index in the server's deadline heap; 0: none */
   void *state;
   void (*free_state)(void *);
@@ -160,6 +162,15 @@ static void stop_deadline(struct tp_grpc_call *call) {
 
 static void deadlines_cb(uv_timer_t *timer);
 
+/* What it received goes now (the rest, if it comes, is dropped); answering may free the call. */
+static void request_too_slow(struct tp_grpc_call *call) {
+  call->awaiting_request = false;
+  tp_buf_free(&call->body);
+  tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED,
+               "the request did not arrive within HTTP_REQUEST_TIMEOUT_MS (%u ms)",
+               call->server->config->http_request_timeout_ms);
+}
+
 static void arm_deadlines(struct tp_server *server) {
   if (server->deadline_count == 0)
     return;
@@ -173,14 +184,17 @@ static void deadlines_cb(uv_timer_t *timer) {
   while (server->deadline_count > 0 && server->deadline_heap[0]->deadline_ms <= now) {
     struct tp_grpc_call *call = server->deadline_heap[0];
     stop_deadline(call);
-    tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
-                 (long long)call->timeout_ms);
+    if (call->awaiting_request)
+      request_too_slow(call);
+    else
+      tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline of %lld ms exceeded",
+                   (long long)call->timeout_ms);
   }
   arm_deadlines(server);
 }
 
 /* Returns false when out of memory. */
-static bool start_deadline(struct tp_grpc_call *call) {
+static bool start_deadline(struct tp_grpc_call *call, uint64_t deadline_ms) {
   struct tp_server *server = call->server;
   if (server->deadline_count == server->deadline_cap) {
     size_t cap = server->deadline_cap ? 2 * server->deadline_cap : 64;
@@ -190,7 +204,7 @@ static bool start_deadline(struct tp_grpc_call *call) {
     server->deadline_heap = heap;
     server->deadline_cap = cap;
   }
-  call->deadline_ms = uv_now(server->loop) + (uint64_t)call->timeout_ms;
+  call->deadline_ms = deadline_ms;
   sift_up(server, server->deadline_count++, call);
   if (call->deadline_slot == 1)
     arm_deadlines(server);
@@ -566,6 +580,35 @@ static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t
   }
 }
 
+/*
+ * The call's deadline: its grpc-timeout, or sooner, until a request that is
+ * one message has come whole, HTTP_REQUEST_TIMEOUT_MS: a client that sends
+ * part of one and stops must not hold the buffer it is read into. A
+ * client-streaming call's requests come at the client's pace.
+ */
+static bool start_deadlines(struct tp_grpc_call *call) {
+  uint64_t now = uv_now(call->server->loop);
+  if (call->timeout_ms > 0)
+    call->grpc_deadline_ms = now + (uint64_t)call->timeout_ms;
+  uint64_t arrival = now + call->server->config->http_request_timeout_ms;
+  if (call->method->on_message == NULL &&
+      (call->grpc_deadline_ms == 0 || arrival < call->grpc_deadline_ms)) {
+    call->awaiting_request = true;
+    return start_deadline(call, arrival);
+  }
+  return call->grpc_deadline_ms == 0 || start_deadline(call, call->grpc_deadline_ms);
+}
+
+/* The request came whole: the call's deadline is its grpc-timeout's again. */
+static void request_arrived(struct tp_grpc_call *call) {
+  if (!call->awaiting_request)
+    return;
+  call->awaiting_request = false;
+  stop_deadline(call);
+  if (call->grpc_deadline_ms != 0) /* into the slot just freed: it allocates nothing */
+    (void)start_deadline(call, call->grpc_deadline_ms);
+}
+
 static void call_headers_end(struct tp_h2_stream *stream) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
   if (stream->headers_too_large) {
@@ -586,7 +629,7 @@ static void call_headers_end(struct tp_h2_stream *stream) {
   } else if (call->timeout_ms == 0) {
     tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
   } else {
-    if (call->timeout_ms > 0 && !start_deadline(call)) {
+    if (!start_deadlines(call)) {
       tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
       return;
     }
@@ -784,6 +827,7 @@ static void call_request_end(struct tp_h2_stream *stream) {
   struct tp_grpc_call *call = (struct tp_grpc_call *)stream;
   if (call->answered)
     return;
+  request_arrived(call);
   if (stream->manual_window) {
     call->request_ended = true;
     hand_over_messages(call);
