@@ -346,6 +346,51 @@ def test_a_client_that_does_not_read_is_held_back(server, pb):
     assert sorted(a.correlation_id for a in results if a.HasField("success")) == list(range(n))
 
 
+def test_a_held_call_that_ends_as_it_resumes(server_factory, pb):
+    """
+    A call held for its unread answers (all given at once: requests without
+    an append, so none is in the store) resumes from the connection's write,
+    meets a compressed message and ends: it must end once, UNIMPLEMENTED,
+    and be freed once (a use after free under ASan before).
+    """
+    s = server_factory.new(env={"SHARDS": "1"})
+    n = 40_000  # their answers pass 1 MiB: the call stops taking messages
+    body = b"".join(grpc_frame(pb.BatchAppendRequest(correlation_id=i).SerializeToString())
+                    for i in range(n)) + grpc_frame(b"\x08\x01", compressed=True)
+    with RawH2(s.grpc_port, timeout=30) as raw:
+        sid = raw.headers(BATCH_METHOD)
+        sent, deadline = 0, time.monotonic() + 60
+        while sent < len(body):  # reads, but gives no window back for the answers
+            chunk = min(raw.conn.local_flow_control_window(sid), 16384, len(body) - sent)
+            if chunk > 0:
+                raw.conn.send_data(sid, body[sent:sent + chunk])
+                sent += chunk
+                continue
+            assert time.monotonic() < deadline, f"{sent} of {len(body)} bytes sent"
+            raw.flush()
+            raw.read_unacknowledged(deadline)
+        raw.conn.end_stream(sid)
+        raw.flush()
+        # Window for part of the answers, taken (the call stays held), then for all of them.
+        response = raw.responses[sid]
+        had = len(response.data)
+        raw.conn.increment_flow_control_window(300 * 1024)
+        raw.conn.increment_flow_control_window(300 * 1024, sid)
+        raw.flush()
+        while len(response.data) < had + 300 * 1024:
+            assert time.monotonic() < deadline, f"{len(response.data) - had} bytes came"
+            raw.read_unacknowledged(deadline)
+        raw.conn.increment_flow_control_window(16 << 20)
+        raw.conn.increment_flow_control_window(16 << 20, sid)
+        raw.flush()
+        r = raw.response(sid, timeout=60)
+    assert r.grpc_status == grpc.StatusCode.UNIMPLEMENTED.value[0], r
+    # Whole answers, in order; those still queued when the call failed are dropped.
+    answers = [pb.BatchAppendResponse.FromString(m) for m in r.messages()]
+    assert 0 < len(answers) <= n and [a.correlation_id for a in answers] == list(range(len(answers)))
+    assert s.alive(), s.stderr_tail()
+
+
 # --------------------------------------------------------------------------
 # Messages as large as HTTP/2's windows
 # --------------------------------------------------------------------------

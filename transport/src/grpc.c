@@ -73,9 +73,12 @@ static void free_call(struct tp_grpc_call *call) {
   free(call);
 }
 
-/* Frees once the stream is closed and no asynchronous work holds the call. */
+/*
+ * Frees once the stream is closed, no asynchronous work holds the call and
+ * it is not handing over messages (that frees it as it returns).
+ */
 static void maybe_free(struct tp_grpc_call *call) {
-  if (call->h2.conn != NULL || call->held)
+  if (call->h2.conn != NULL || call->held || call->handing_over)
     return;
   free_call(call);
 }
@@ -680,7 +683,7 @@ static bool taking_messages(const struct tp_grpc_call *call) {
  */
 static void hand_over_messages(struct tp_grpc_call *call) {
   if (call->handing_over)
-    return; /* a handler resumed the call: the loop below goes on */
+    return; /* a handler resumed the call: the loop below goes on, and it keeps the call */
   call->handing_over = true;
   while (taking_messages(call) && call->body.len - call->body_used >= TP_GRPC_PREFIX) {
     if (unsent(call) > TP_GRPC_UNSENT_HIGH) {
@@ -704,7 +707,6 @@ static void hand_over_messages(struct tp_grpc_call *call) {
     call->body.len -= call->body_used;
     call->body_used = 0;
   }
-  call->handing_over = false;
   if (taking_messages(call))
     tp_conn_consume(&call->h2, call->h2.unconsumed);
   tp_grpc_flush(call); /* answers the handlers gave at once, which no completion will send */
@@ -716,6 +718,12 @@ static void hand_over_messages(struct tp_grpc_call *call) {
       call->method->on_request_end(call);
     }
   }
+  call->handing_over = false;
+  /*
+   * Resumed from the connection's write (not inside nghttp2's receive), an
+   * answer above is sent at once and may have closed the stream.
+   */
+  maybe_free(call);
 }
 
 static void client_stream_data(struct tp_grpc_call *call, const uint8_t *data, size_t len) {
