@@ -53,17 +53,6 @@ static bool put(struct line *l, const char *text, size_t n) {
   return true;
 }
 
-/* The length of the UTF-8 sequence a lead byte starts, 0 if it starts none. */
-static size_t utf8_length(unsigned char c) {
-  if (c >= 0xC2 && c <= 0xDF)
-    return 2;
-  if (c >= 0xE0 && c <= 0xEF)
-    return 3;
-  if (c >= 0xF0 && c <= 0xF4)
-    return 4;
-  return 0;
-}
-
 /*
  * Appends text as a JSON string. Characters are added whole, each with its
  * escape, until one does not fit; once the opening quote fits, the closing
@@ -92,8 +81,8 @@ static bool put_string(struct line *l, const char *text, size_t len) {
       out = (const char *)p;
       n = 1;
     } else {
-      size_t k = utf8_length(*p);
-      if (k != 0 && (size_t)(end - p) >= k && evf_utf8_valid((const char *)p, k)) {
+      size_t k = evf_utf8_char_len((const char *)p, (size_t)(end - p));
+      if (k != 0) {
         out = (const char *)p;
         n = used = k;
       } else {
