@@ -103,7 +103,8 @@ static const struct setting settings[] = {
      .def = "30000",
      .help = "An HTTP/1.1 request's head must arrive whole within this time, and its\n"
              "body may stall no longer; past it the request is answered 408 and its\n"
-             "connection closes.",
+             "connection closes. A gRPC request of one message (all but BatchAppend)\n"
+             "may stall no longer before it is whole, or is answered DEADLINE_EXCEEDED.",
      .kind = KIND_UINT, .offset = FIELD(http_request_timeout_ms), .min = 10, .max = 86400000},
     {.env = "HTTP_IDLE_TIMEOUT_MS", .flag = "http-idle-timeout-ms", .metavar = "MS",
      .def = "120000",

@@ -210,13 +210,26 @@ def test_deadline_on_a_request_that_never_finishes(server, stub):
     assert server_version(stub, timeout=5)
 
 
-def test_a_request_that_stops_arriving_is_answered_without_a_deadline(server_factory):
+def test_a_request_that_stops_arriving_is_answered_without_a_deadline(server_factory, pb):
     """
-    HTTP_REQUEST_TIMEOUT_MS bounds how long a unary request may take to arrive, with no
-    grpc-timeout or a longer one; once it came whole, its own deadline rules again.
+    HTTP_REQUEST_TIMEOUT_MS bounds how long a unary request may stall before it has come whole,
+    with no grpc-timeout or a longer one; a request that keeps coming is not cut; once it came
+    whole, the call's own deadline rules again.
     """
     s = server_factory.new(env={"HTTP_REQUEST_TIMEOUT_MS": "500"})
     with RawH2(s.grpc_port) as h:
+        # Pieces 200 ms apart, 0.8 s in all: it keeps coming, it is served.
+        stream = unique("paced")
+        message = grpc_frame(pb.AppendToStreamRequest(
+            stream=stream, version=-1, events=[event_data(data=b"p" * 4000)]).SerializeToString())
+        sid = h.headers("/api.EventStore/AppendToStream")
+        pieces = [message[i:i + 1000] for i in range(0, len(message), 1000)]
+        for piece in pieces[:-1]:
+            h.data(sid, piece)
+            time.sleep(0.2)  # the pace under test, not a wait for the server
+        h.data(sid, pieces[-1], end_stream=True)
+        r = h.response(sid, timeout=10)
+        assert r.grpc_status == 0 and len(pieces) >= 5, r
         for timeout in (None, "30S"):
             t0 = time.monotonic()
             sid = h.headers("/api.EventStore/AppendToStream", grpc_timeout=timeout)

@@ -170,7 +170,7 @@ static void request_too_slow(struct tp_grpc_call *call) {
   call->awaiting_request = false;
   tp_buf_free(&call->body);
   tp_grpc_fail(call, EVF_GRPC_DEADLINE_EXCEEDED,
-               "the request did not arrive within HTTP_REQUEST_TIMEOUT_MS (%u ms)",
+               "the request stalled for HTTP_REQUEST_TIMEOUT_MS (%u ms) before it came whole",
                call->server->config->http_request_timeout_ms);
 }
 
@@ -585,9 +585,10 @@ static void call_header(struct tp_h2_stream *stream, const uint8_t *name, size_t
 
 /*
  * The call's deadline: its grpc-timeout, or sooner, until a request that is
- * one message has come whole, HTTP_REQUEST_TIMEOUT_MS: a client that sends
- * part of one and stops must not hold the buffer it is read into. A
- * client-streaming call's requests come at the client's pace.
+ * one message has come whole, HTTP_REQUEST_TIMEOUT_MS from the last of it
+ * that came: a client that sends part of one and stops must not hold the
+ * buffer it is read into. A client-streaming call's requests come at the
+ * client's pace.
  */
 static bool start_deadlines(struct tp_grpc_call *call) {
   uint64_t now = uv_now(call->server->loop);
@@ -600,6 +601,27 @@ static bool start_deadlines(struct tp_grpc_call *call) {
     return start_deadline(call, arrival);
   }
   return call->grpc_deadline_ms == 0 || start_deadline(call, call->grpc_deadline_ms);
+}
+
+/*
+ * Some of the request came: its bound counts from now, as HTTP/1.1's body
+ * may stall no longer than HTTP_REQUEST_TIMEOUT_MS (a large message that
+ * keeps coming is not cut). Nothing moves within one loop turn: a request
+ * read with its headers costs nothing here.
+ */
+static void request_moving(struct tp_grpc_call *call) {
+  if (!call->awaiting_request)
+    return;
+  uint64_t arrival = uv_now(call->server->loop) + call->server->config->http_request_timeout_ms;
+  if (arrival == call->deadline_ms)
+    return;
+  stop_deadline(call); /* and back into the slot just freed: it allocates nothing */
+  if (call->grpc_deadline_ms != 0 && call->grpc_deadline_ms <= arrival) {
+    call->awaiting_request = false;
+    (void)start_deadline(call, call->grpc_deadline_ms);
+  } else {
+    (void)start_deadline(call, arrival);
+  }
 }
 
 /* The request came whole: the call's deadline is its grpc-timeout's again. */
@@ -709,7 +731,11 @@ static void hand_over_messages(struct tp_grpc_call *call) {
   }
   if (taking_messages(call))
     tp_conn_consume(&call->h2, call->h2.unconsumed);
-  tp_grpc_flush(call); /* answers the handlers gave at once, which no completion will send */
+  /* Window updates, and answers the handlers gave at once, which no completion will send. */
+  if (call->streaming)
+    tp_grpc_flush(call);
+  else if (call->h2.conn != NULL)
+    tp_conn_flush(call->h2.conn);
   if (call->request_ended && taking_messages(call) && !call->request_end_handled) {
     if (call->body.len > 0) {
       tp_grpc_fail(call, EVF_GRPC_INVALID_ARGUMENT, "the request ends inside a message");
@@ -744,9 +770,7 @@ void tp_grpc_resume(struct tp_grpc_call *call) {
   if (!call->paused)
     return;
   call->paused = false;
-  hand_over_messages(call);
-  if (call->h2.conn != NULL)
-    tp_conn_flush(call->h2.conn); /* window updates, responses */
+  hand_over_messages(call); /* may free the call */
 }
 
 /*
@@ -793,6 +817,7 @@ static void call_data(struct tp_h2_stream *stream, const uint8_t *data, size_t l
     tp_grpc_fail(call, EVF_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  request_moving(call);
   if (!had_prefix && call->body.len >= TP_GRPC_PREFIX)
     check_prefix(call, &call->body);
 }
