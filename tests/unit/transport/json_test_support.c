@@ -1,4 +1,4 @@
-/* What the JSON tests share: failing allocations, t.Scalars, helpers (json_test_support.h). */
+/* What the JSON tests share: t.Scalars, helpers (json_test_support.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,39 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- allocation failures ---- */
-
-/* Allocations left before the one that fails; -1: none fails. */
-static long countdown = -1;
-static bool injected;
-
-static bool should_fail(void) {
-  if (countdown < 0)
-    return false;
-  if (countdown-- > 0)
-    return false;
-  injected = true;
-  return true;
-}
-
-void *__wrap_malloc(size_t size) { return should_fail() ? NULL : __real_malloc(size); }
-void *__wrap_calloc(size_t n, size_t size) { return should_fail() ? NULL : __real_calloc(n, size); }
-void *__wrap_realloc(void *p, size_t size) {
-  return should_fail() ? NULL : __real_realloc(p, size);
-}
-
-/* Makes the n-th allocation from now fail (0: the next one); -1 stops failing. */
-void fail_allocation(long n) {
-  countdown = n;
-  injected = false;
-}
-
-/* Stops failing; returns whether an allocation failed since fail_allocation(). */
-bool stop_failing(void) {
-  countdown = -1;
-  return injected;
-}
 
 void scalars_init(ProtobufCMessage *m) {
   *(struct scalars *)m = (struct scalars){.base = PROTOBUF_C_MESSAGE_INIT(&scalars_descriptor)};

@@ -14,13 +14,12 @@
  * through "t.Scalars", a descriptor written here by hand in the shape
  * protoc-c generates.
  *
- * The link wraps malloc, calloc and realloc (-Wl,--wrap, see
- * CMakeLists.txt): once armed, the n-th allocation of our code fails, so
- * the tests walk every allocation of a decode and an encode and check each
- * failure returns -ENOMEM and leaks nothing (ASan's leak check runs at
- * exit). protobuf-c is a shared library, outside the wrap; jansson is one
- * too, but json_decode.c hands it an allocator of ours, inside it.
+ * Allocations fail on purpose (failing_alloc.h): the tests walk every
+ * allocation of a decode and an encode and check each failure returns
+ * -ENOMEM and leaks nothing (ASan's leak check runs at exit). jansson is
+ * a shared library, but json_decode.c hands it an allocator of ours.
  */
+#include "failing_alloc.h"
 #include "json.h"
 
 #include "api.pb-c.h"
@@ -30,17 +29,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-
-/** Makes the n-th allocation from now fail (0: the next one); -1 stops failing. */
-void fail_allocation(long n);
-/** Stops failing; returns whether an allocation failed since fail_allocation(). */
-bool stop_failing(void);
 
 /* ---- t.Scalars ---- */
 

@@ -1,13 +1,13 @@
 /*
  * transport/src/unpack.h: a failed allocation is -ENOMEM and bytes that do
- * not decode are not, with malloc and with an arena. The link wraps malloc,
- * calloc and realloc (-Wl,--wrap, see CMakeLists.txt) so that the n-th
- * allocation of our code fails; protobuf-c allocates through unpack.c's
- * allocator, which is our code.
+ * not decode are not, with malloc and with an arena. The n-th allocation
+ * of our code fails (failing_alloc.h); protobuf-c allocates through
+ * unpack.c's allocator, which is our code.
  */
 #include "api.pb-c.h"
 #include "arena.h"
 #include "evf/status.h"
+#include "failing_alloc.h"
 #include "unpack.h"
 
 #include <errno.h>
@@ -20,42 +20,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-
-/* Allocations left before the one that fails; -1: none fails. */
-static long countdown = -1;
-static bool injected;
-
-static bool should_fail(void) {
-  if (countdown < 0 || countdown-- > 0)
-    return false;
-  injected = true;
-  return true;
-}
-
-void *__wrap_malloc(size_t size) { return should_fail() ? NULL : __real_malloc(size); }
-void *__wrap_calloc(size_t n, size_t size) { return should_fail() ? NULL : __real_calloc(n, size); }
-void *__wrap_realloc(void *p, size_t size) {
-  return should_fail() ? NULL : __real_realloc(p, size);
-}
-
-/* Makes the n-th allocation from now fail (0: the next one). */
-static void fail_allocation(long n) {
-  countdown = n;
-  injected = false;
-}
-
-/* Stops failing; returns whether an allocation failed since fail_allocation(). */
-static bool stop_failing(void) {
-  countdown = -1;
-  return injected;
-}
 
 static uint8_t stored[512];
 
