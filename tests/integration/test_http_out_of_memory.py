@@ -119,6 +119,15 @@ def allocations_succeed_again(conns, flag):
         assert answer is not None and answer[0] == 200, f"allocations still fail: {answer!r}"
 
 
+def end_failures(conns, flag, outcomes, what):
+    """Allocations succeed again: no answer was wrong, and some ran out of memory."""
+    allocations_succeed_again(conns, flag)
+    conns.close()
+    print(f"{what}: {outcomes.counts}, connections lost: {conns.lost}")
+    assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
+    assert outcomes.total("503"), f"none of the {what} ran out of memory: {outcomes.counts}"
+
+
 def new_events(n):
     """
     1 to 3 events of different sizes, so that the failing allocation falls in
@@ -163,11 +172,7 @@ def test_appends_answer_out_of_memory_and_store_what_they_acknowledge(server_fac
     for n in range(APPENDS):
         http_append(conns, streams[n % STREAMS], new_events(n), acked, refused, unknown, outcomes)
         assert s.alive(), f"the server died:\n{s.stderr_tail()}"
-    allocations_succeed_again(conns, flag)
-    conns.close()
-    print(f"appends: {outcomes.counts}, connections lost: {conns.lost}")
-    assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
-    assert outcomes.total("503"), f"no append ran out of memory: {outcomes.counts}"
+    end_failures(conns, flag, outcomes, "appends")
     assert acked, f"no append was acknowledged: {outcomes.counts}"
     appends = scrape(s)[1]
     assert appends.value("eventflowdb_appends_total", result="invalid") == 0, \
@@ -302,11 +307,7 @@ def test_reads_answer_out_of_memory(server_factory, tmp_path):
         if n < len(sockets):
             subscribe(sockets[n], s.http_port, stream, outcomes, stored[stream])
         assert s.alive(), f"the server died:\n{s.stderr_tail()}"
-    allocations_succeed_again(conns, flag)
-    conns.close()
-    print(f"reads: {outcomes.counts}, connections lost: {conns.lost}")
-    assert not outcomes.wrong, "\n".join(outcomes.wrong[:20])
-    assert outcomes.total("503"), f"no read ran out of memory: {outcomes.counts}"
+    end_failures(conns, flag, outcomes, "reads")
     s.stop()  # exit code 0, nothing leaked
 
 
