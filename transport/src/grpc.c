@@ -603,6 +603,12 @@ static bool start_deadlines(struct tp_grpc_call *call) {
   return call->grpc_deadline_ms == 0 || start_deadline(call, call->grpc_deadline_ms);
 }
 
+/* A call in the heap takes another deadline: back into the slot it frees, so nothing allocates. */
+static void move_deadline(struct tp_grpc_call *call, uint64_t deadline_ms) {
+  stop_deadline(call);
+  (void)start_deadline(call, deadline_ms);
+}
+
 /*
  * Some of the request came: its bound counts from now, as HTTP/1.1's body
  * may stall no longer than HTTP_REQUEST_TIMEOUT_MS (a large message that
@@ -615,12 +621,11 @@ static void request_moving(struct tp_grpc_call *call) {
   uint64_t arrival = uv_now(call->server->loop) + call->server->config->http_request_timeout_ms;
   if (arrival == call->deadline_ms)
     return;
-  stop_deadline(call); /* and back into the slot just freed: it allocates nothing */
   if (call->grpc_deadline_ms != 0 && call->grpc_deadline_ms <= arrival) {
     call->awaiting_request = false;
-    (void)start_deadline(call, call->grpc_deadline_ms);
+    move_deadline(call, call->grpc_deadline_ms);
   } else {
-    (void)start_deadline(call, arrival);
+    move_deadline(call, arrival);
   }
 }
 
@@ -629,9 +634,10 @@ static void request_arrived(struct tp_grpc_call *call) {
   if (!call->awaiting_request)
     return;
   call->awaiting_request = false;
-  stop_deadline(call);
-  if (call->grpc_deadline_ms != 0) /* into the slot just freed: it allocates nothing */
-    (void)start_deadline(call, call->grpc_deadline_ms);
+  if (call->grpc_deadline_ms != 0)
+    move_deadline(call, call->grpc_deadline_ms);
+  else
+    stop_deadline(call);
 }
 
 static void call_headers_end(struct tp_h2_stream *stream) {

@@ -439,17 +439,17 @@ static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream
   struct tp_conn *conn = user;
   (void)flags;
   struct tp_h2_stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (stream == NULL || stream->manual_window) {
+  if (stream == NULL) {
+    nghttp2_session_consume_connection(session, len);
+  } else if (stream->manual_window) {
     /*
      * The connection's window comes back at once: a stream that holds back
      * its own window (backpressure on one call) must not stall the others.
+     * The stream's counts before the protocol sees the bytes: it may give
+     * them back at once.
      */
     nghttp2_session_consume_connection(session, len);
-  }
-  if (stream == NULL)
-    return 0;
-  if (stream->manual_window) {
-    stream->unconsumed += len; /* before the protocol sees it: it may give it back at once */
+    stream->unconsumed += len;
     conn->protocol->data(stream, data, len);
   } else {
     conn->protocol->data(stream, data, len);
